@@ -1,0 +1,34 @@
+# Two entry points: `make demo` and `make test`. Each sets up what it needs by itself.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := aria2 mktorrent
+
+.PHONY: demo test lint bench apt
+
+$(BIN)/shoal: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+demo: $(BIN)/shoal
+	$(BIN)/shoal demo
+
+lint: $(BIN)/shoal
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(BIN)/shoal apt lint
+	$(BIN)/pytest -q
+
+bench: $(BIN)/shoal apt
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/create.py
