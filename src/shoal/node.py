@@ -1,0 +1,460 @@
+"""One node: the asyncio adapter that connects swarm cores to sockets, disk and the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from . import __version__
+from .errors import ShoalError
+from .metainfo import Torrent, parse_info
+from .storage.files import PieceStorage, StorageError
+from .storage.resume import ResumeFile
+from .swarm import core
+from .swarm.ratelimit import Limits, TokenBucket
+from .wire import messages as m
+from .wire.connection import PeerWire
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+DEFAULT_PORT = 6881
+CONNECT_TIMEOUT = 10.0
+RESUME_SAVE_INTERVAL = 5.0
+MAX_RETRY_DELAY = 30.0
+CLIENT_NAME = f"shoal {__version__}"
+
+
+def new_peer_id() -> bytes:
+    """An Azureus-style peer id naming shoal and its version."""
+    major, minor, patch = [*__version__.split("."), "0", "0"][:3]
+    return f"-SH{major}{minor}{patch}0-".encode()[:8] + os.urandom(12)
+
+
+class PeerConnection(asyncio.Protocol):
+    """A TCP connection to one peer; its bytes go to the swarm core of its torrent."""
+
+    def __init__(self, node: Node, task: TorrentTask | None = None, address: Address | None = None):
+        self.node = node
+        self.task = task
+        self.outgoing = task is not None
+        self.wire = PeerWire(task.info_hash if task else None, node.peer_id)
+        self.transport: asyncio.Transport | None = None
+        self.address = address
+        self.key: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start the handshake on outgoing connections."""
+        # uvloop's transports do not subclass asyncio.Transport, but have the same methods.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=8 * 1024 * 1024)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        if peer is not None:
+            self.address = (peer[0], peer[1])
+        if self.task is not None and self.address is not None:
+            self.task.attach(self, [])
+
+    def data_received(self, data: bytes) -> None:
+        """Feed bytes to the core; an incoming connection first names its torrent."""
+        task = self.task
+        if task is not None and self.key is not None:
+            task.swarm.receive(self.key, data, task.loop.time())
+            task.pump()
+            return
+        try:
+            events = self.wire.receive(data)
+        except m.ProtocolError as exc:
+            log.info("dropped %s: %s", self.address, exc)
+            self.close()
+            return
+        if self.wire.remote is None:
+            return
+        task = self.node.torrents.get(self.wire.remote.info_hash)
+        if task is None or task.swarm is None or task.swarm.is_banned(self.address):
+            self.close()
+            return
+        self.task = task
+        task.attach(self, events)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Tell the core the peer is gone."""
+        if self.task is not None:
+            self.task.detach(self)
+
+    def close(self) -> None:
+        """Close the socket now."""
+        if self.transport is not None:
+            self.transport.close()
+
+
+@dataclass(slots=True)
+class PeerSource:
+    """An address we keep trying while we still need pieces."""
+
+    failures: int = 0
+    connecting: bool = False
+    connected: bool = False
+    retry: asyncio.TimerHandle | None = None
+
+
+class TorrentTask:
+    """One torrent on a node: its swarm core, storage, resume data and connections."""
+
+    def __init__(
+        self,
+        node: Node,
+        info_hash: bytes,
+        torrent: Torrent | None,
+        root: Path,
+        *,
+        upload_limit: int | None = None,
+        download_limit: int | None = None,
+    ) -> None:
+        self.node = node
+        self.loop = node.loop
+        self.info_hash = info_hash
+        self.torrent = torrent
+        self.root = root
+        self.storage: PieceStorage | None = None
+        self.resume = ResumeFile(info_hash, root)
+        self.swarm: core.Swarm | None = None
+        self.connections: dict[int, PeerConnection] = {}
+        self.sources: dict[Address, PeerSource] = {}
+        self.completed = asyncio.Event()
+        self.failed: ShoalError | None = None
+        self.stopped = asyncio.Event()
+        self._upload = TokenBucket(upload_limit)
+        self._download = TokenBucket(download_limit)
+        self._timer: asyncio.TimerHandle | None = None
+        self._resume_dirty = False
+        self._last_resume_save = 0.0
+        self.initial_have = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check what is already on disk, then join the swarm."""
+        have = await self._open_storage() if self.torrent is not None else None
+        private = bool(self.torrent and self.torrent.private)
+        config = core.SwarmConfig(
+            client=CLIENT_NAME, listen_port=self.node.port, private=private, max_peers=60
+        )
+        self.swarm = core.Swarm(
+            self.info_hash,
+            self.node.peer_id,
+            self.torrent,
+            have,
+            config=config,
+            upload_limits=Limits(self._upload, self.node.upload_bucket),
+            download_limits=Limits(self._download, self.node.download_bucket),
+            rng=random.Random(),
+        )
+        if self.swarm.complete:
+            self.completed.set()
+        self._schedule_tick(self.loop.time())
+        for address in list(self.sources):
+            self._connect(address)
+
+    async def _open_storage(self) -> bytearray:
+        assert self.torrent is not None
+        storage = PieceStorage(self.torrent, self.root)
+        have = self.resume.load(storage)
+        if have is None:
+            # No usable resume record: hash whatever is already there (seeding, or a re-run
+            # into a folder that holds the data), in worker threads.
+            have = await self.loop.run_in_executor(None, storage.recheck)
+        await self.loop.run_in_executor(None, storage.allocate)
+        self.storage = storage
+        self.initial_have = sum(have)
+        self.resume.save(have)
+        self._last_resume_save = self.loop.time()
+        return have
+
+    def add_peers(self, addresses: list[Address]) -> None:
+        """Addresses to connect to and keep trying while pieces are missing."""
+        for address in addresses:
+            if address not in self.sources:
+                self.sources[address] = PeerSource()
+                if self.swarm is not None:
+                    self._connect(address)
+
+    def fail(self, error: ShoalError) -> None:
+        """Stop the torrent with an error meant for the user."""
+        if self.failed is None:
+            self.failed = error
+            log.error("%s", error)
+        self.stopped.set()
+
+    async def stop(self) -> None:
+        """Save resume data and close every connection."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for source in self.sources.values():
+            if source.retry is not None:
+                source.retry.cancel()
+        self.sources.clear()
+        for connection in list(self.connections.values()):
+            connection.close()
+        self._save_resume()
+        if self.storage is not None:
+            self.storage.close()
+        self.stopped.set()
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def _connect(self, address: Address) -> None:
+        source = self.sources.setdefault(address, PeerSource())
+        if source.connecting or source.connected or self.stopped.is_set():
+            return
+        if self.swarm is None or self.swarm.is_banned(address):
+            return
+        source.connecting = True
+        source.retry = None
+        self.loop.create_task(self._open(address, source))
+
+    async def _open(self, address: Address, source: PeerSource) -> None:
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: PeerConnection(self.node, self, address), *address
+                ),
+                CONNECT_TIMEOUT,
+            )
+            source.failures = 0
+        except (TimeoutError, OSError) as exc:
+            log.info("cannot connect to %s:%s: %s", *address, exc)
+            source.connecting = False
+            self._retry_later(address, source)
+
+    def _retry_later(self, address: Address, source: PeerSource) -> None:
+        if self.stopped.is_set() or address not in self.sources:
+            return
+        if self.swarm is not None and self.swarm.complete and not self.node.seeding_wanted:
+            return
+        source.failures += 1
+        delay = min(MAX_RETRY_DELAY, 0.5 * 2**source.failures)
+        source.retry = self.loop.call_later(delay, self._connect, address)
+
+    def attach(self, connection: PeerConnection, events: list[m.Event]) -> None:
+        """Hand a connection to the swarm core."""
+        assert self.swarm is not None and connection.address is not None
+        if len(self.connections) >= self.swarm.config.max_peers:
+            connection.close()
+            return
+        now = self.loop.time()
+        connection.key = self.swarm.add_peer(
+            connection.wire, connection.address, connection.outgoing, now
+        )
+        self.connections[connection.key] = connection
+        if connection.outgoing:
+            source = self.sources.get(connection.address)
+            if source is not None:
+                source.connecting = False
+                source.connected = True
+        self.swarm.handle_events(connection.key, events, now)
+        self.pump()
+
+    def detach(self, connection: PeerConnection) -> None:
+        """A connection closed."""
+        if connection.key is None or self.swarm is None:
+            return
+        self.connections.pop(connection.key, None)
+        self.swarm.remove_peer(connection.key)
+        connection.key = None
+        if connection.outgoing and connection.address in self.sources:
+            source = self.sources[connection.address]
+            source.connected = source.connecting = False
+            self._retry_later(connection.address, source)
+        self.pump()
+
+    # -- running the core's actions ---------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Carry out what the core asked for, then send what it queued."""
+        swarm = self.swarm
+        if swarm is None:
+            return
+        while swarm.actions:
+            for action in swarm.take_actions():
+                self._run(action)
+        connections = self.connections
+        for key in swarm.take_dirty():
+            connection = connections.get(key)
+            if connection is not None and connection.transport is not None:
+                try:
+                    connection.transport.writelines(connection.wire.data_to_send())
+                except m.ProtocolError as exc:
+                    log.info("dropped %s: %s", connection.address, exc)
+                    connection.close()
+
+    def _run(self, action: core.Action) -> None:
+        swarm = self.swarm
+        assert swarm is not None
+        if isinstance(action, core.ReadBlock):
+            connection = self.connections.get(action.peer)
+            if connection is None or self.storage is None:
+                return
+            try:
+                block = self.storage.read_block(action.index, action.begin, action.length)
+            except StorageError as exc:
+                self.fail(exc)
+                return
+            connection.wire.send_piece(action.index, action.begin, block)
+            swarm.dirty.add(action.peer)
+        elif isinstance(action, core.VerifyPiece):
+            assert self.storage is not None
+            future = self.node.hash_pool.submit(
+                self.storage.verify_and_write, action.index, action.data
+            )
+            future.add_done_callback(
+                lambda f, index=action.index: self.loop.call_soon_threadsafe(
+                    self._checked, index, f
+                )
+            )
+        elif isinstance(action, core.ClosePeer):
+            connection = self.connections.pop(action.peer, None)
+            if connection is not None:
+                log.info("dropped %s: %s", connection.address, action.reason)
+                connection.key = None
+                connection.close()
+                if action.ban and connection.address in self.sources:
+                    del self.sources[connection.address]
+        elif isinstance(action, core.ConnectTo):
+            if not swarm.complete:
+                self.add_peers([action.address])
+        elif isinstance(action, core.MetadataReady):
+            self.loop.create_task(self._metadata_ready(action.info_bytes))
+        elif isinstance(action, core.Completed):
+            self._save_resume()
+            self.completed.set()
+
+    def _checked(self, index: int, future: Future[bool]) -> None:
+        error = future.exception()
+        if isinstance(error, ShoalError):
+            self.fail(error)
+            return
+        if error is not None:
+            raise error
+        if self.swarm is None or self.stopped.is_set():
+            return
+        ok = future.result()
+        if not ok:
+            log.info("piece %d failed verification", index)
+        self.swarm.piece_checked(index, ok, self.loop.time())
+        self._resume_dirty = True
+        self.pump()
+
+    async def _metadata_ready(self, info_bytes: bytes) -> None:
+        try:
+            self.torrent = parse_info(info_bytes)
+            have = await self._open_storage()
+        except ShoalError as exc:
+            self.fail(exc)
+            return
+        assert self.swarm is not None
+        self.swarm.attach_metadata(self.torrent, have, self.loop.time())
+        if self.swarm.complete:
+            self.completed.set()
+        self.pump()
+
+    def _save_resume(self) -> None:
+        if self.swarm is not None and self.swarm.picker is not None and self.storage is not None:
+            self.resume.save(self.swarm.picker.have)
+            self._resume_dirty = False
+            self._last_resume_save = self.loop.time()
+
+    def _schedule_tick(self, when: float) -> None:
+        self._timer = self.loop.call_at(when, self._tick)
+
+    def _tick(self) -> None:
+        if self.swarm is None or self.stopped.is_set():
+            return
+        now = self.loop.time()
+        wake = self.swarm.tick(now)
+        if self._resume_dirty and now - self._last_resume_save >= RESUME_SAVE_INTERVAL:
+            self._save_resume()
+        self.pump()
+        self._schedule_tick(wake)
+
+
+class Node:
+    """A listening port shared by every torrent this node downloads or seeds."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        host: str = "0.0.0.0",
+        upload_limit: int | None = None,
+        download_limit: int | None = None,
+        seeding: bool = True,
+    ) -> None:
+        self.requested_port = port
+        self.host = host
+        self.port = port or 0
+        self.peer_id = new_peer_id()
+        self.torrents: dict[bytes, TorrentTask] = {}
+        self.upload_bucket = TokenBucket(upload_limit)
+        self.download_bucket = TokenBucket(download_limit)
+        self.seeding_wanted = seeding
+        # Hashing releases the GIL, so two threads use both cores of a small machine.
+        self.hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-hash")
+        self._server: asyncio.AbstractServer | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop."""
+        return asyncio.get_running_loop()
+
+    async def start(self) -> None:
+        """Listen for peers; without a port asked for, take 6881 or else any free one."""
+        ports = [self.requested_port] if self.requested_port is not None else [DEFAULT_PORT, 0]
+        for port in ports:
+            try:
+                self._server = await self.loop.create_server(
+                    lambda: PeerConnection(self), self.host, port, reuse_address=True
+                )
+                break
+            except OSError as exc:
+                if port == ports[-1]:
+                    raise ShoalError(f"cannot listen on port {port}: {exc.strerror}") from None
+        assert self._server is not None
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def add(
+        self,
+        info_hash: bytes,
+        torrent: Torrent | None,
+        root: Path,
+        peers: list[Address] = (),  # type: ignore[assignment]
+        **limits: int | None,
+    ) -> TorrentTask:
+        """Start downloading or seeding a torrent into root."""
+        if info_hash in self.torrents:
+            raise ShoalError(f"the torrent {info_hash.hex()} is already running on this node")
+        task = TorrentTask(self, info_hash, torrent, root, **limits)
+        self.torrents[info_hash] = task
+        task.add_peers(list(peers))
+        await task.start()
+        return task
+
+    async def stop(self) -> None:
+        """Close everything, saving resume data."""
+        if self._server is not None:
+            self._server.close()
+        for task in self.torrents.values():
+            await task.stop()
+        self.hash_pool.shutdown(wait=True, cancel_futures=True)

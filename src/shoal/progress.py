@@ -1,0 +1,110 @@
+"""Showing a download's progress: a live bar on a terminal, a line every few seconds otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichProgress
+
+from .node import TorrentTask
+
+LINE_INTERVAL = 5.0
+BAR_INTERVAL = 0.25
+
+
+class Progress:
+    """Reports one torrent task's progress until finished."""
+
+    def __init__(self, task: TorrentTask, name: str) -> None:
+        self.task = task
+        self.name = name
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal
+        self._runner: asyncio.Task[None] | None = None
+        self._bar: RichProgress | None = None
+        self._last = (time.monotonic(), 0)
+        self._rate = 0.0
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TextColumn("{task.fields[peers]} peers"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._bar.start()
+        self._runner = asyncio.ensure_future(self._run())
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        """Show the final state and stop updating."""
+        if self._runner is not None:
+            self._runner.cancel()
+            self._runner = None
+            self._update()
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def _counts(self) -> tuple[int, int, int]:
+        task = self.task
+        torrent = task.torrent
+        swarm = task.swarm
+        if torrent is None or swarm is None or swarm.picker is None:
+            return 0, 0, len(task.connections)
+        have = swarm.picker.have
+        done = sum(have) * torrent.piece_length
+        if have and have[-1]:
+            done -= torrent.piece_length - torrent.piece_size(len(have) - 1)
+        return done, torrent.total_length, len(task.connections)
+
+    async def _run(self) -> None:
+        interval = BAR_INTERVAL if self.live else LINE_INTERVAL
+        while True:
+            await asyncio.sleep(interval)
+            self._update()
+
+    def _update(self) -> None:
+        done, total, peers = self._counts()
+        now = time.monotonic()
+        then, before = self._last
+        if now > then:
+            self._rate = (done - before) / (now - then)
+        self._last = (now, done)
+        if self._bar is not None:
+            if not self._bar.task_ids:
+                self._bar.add_task(self.name, total=total or None, peers=peers)
+            task_id = self._bar.task_ids[0]
+            self._bar.update(task_id, completed=done, total=total or None, peers=peers)
+            return
+        percent = 100.0 * done / total if total else 0.0
+        eta = f", ETA {int((total - done) / self._rate)}s" if self._rate > 0 and total else ""
+        print(
+            f"{self.name}: {percent:.1f}% of {total} bytes, {self._rate / 1e6:.1f} MB/s,"
+            f" {peers} peers{eta}",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -1,0 +1,766 @@
+"""One torrent's swarm as a sans-IO state machine: peer messages and time in, actions out."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..wire import extensions as ext
+from ..wire import messages as m
+from ..wire.connection import PeerWire
+from . import bits
+from .choker import CHOKE_INTERVAL, Candidate, Choker
+from .metadata import MetadataAssembler
+from .picker import PiecePicker
+from .ratelimit import Limits, TokenBucket
+
+if TYPE_CHECKING:
+    from ..metainfo import Torrent
+
+Address = tuple[str, int]
+
+# Requests we keep in flight per peer are sized to this many seconds of its download rate.
+REQUEST_QUEUE_SECONDS = 2.0
+MIN_REQUEST_QUEUE = 32
+MAX_REQUEST_QUEUE = 1000
+# How many requests we accept queued from one peer before calling it abusive.
+MAX_UPLOAD_QUEUE = 2000
+SNUB_TIMEOUT = 30.0
+IDLE_TIMEOUT = 180.0
+KEEP_ALIVE_INTERVAL = 90.0
+PEX_INTERVAL = 60.0
+RATE_INTERVAL = 1.0
+HASH_FAILURES_BEFORE_BAN = 2
+MAX_WASTED_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPiece:
+    """Hash this complete piece off the event loop; on success write it, then report back."""
+
+    index: int
+    data: bytearray
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBlock:
+    """Read a block of a verified piece and send it to the peer."""
+
+    peer: int
+    index: int
+    begin: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePeer:
+    """Drop this connection; `ban` keeps the peer out for good."""
+
+    peer: int
+    reason: str
+    ban: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTo:
+    """Try a new peer learned from peer exchange."""
+
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataReady:
+    """The info dictionary arrived and matches the info-hash."""
+
+    info_bytes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """Every piece is verified."""
+
+
+Action = VerifyPiece | ReadBlock | ClosePeer | ConnectTo | MetadataReady | Completed
+
+
+@dataclass(slots=True)
+class SwarmConfig:
+    """Tunables of one swarm."""
+
+    client: str = "shoal"
+    listen_port: int | None = None
+    upload_slots: int = 4
+    max_peers: int = 60
+    private: bool = False
+
+
+@dataclass(slots=True)
+class Peer:
+    """What we know about one connected peer."""
+
+    key: int
+    wire: PeerWire
+    address: Address
+    outgoing: bool
+    connected_at: float
+    listen_address: Address | None = None
+    handshaken: bool = False
+    am_choking: bool = True
+    am_interested: bool = False
+    peer_choking: bool = True
+    peer_interested: bool = False
+    has: bytearray | None = None
+    # Before the metadata arrives, what the peer announced is kept as it came.
+    pending_bitfield: bytes | None = None
+    pending_all: bool | None = None
+    pending_haves: set[int] = field(default_factory=set)
+    extensions: ext.ExtensionHandshake = field(default_factory=ext.ExtensionHandshake)
+    outstanding: dict[tuple[int, int], float] = field(default_factory=dict)
+    upload_queue: deque[tuple[int, int, int]] = field(default_factory=deque)
+    downloaded: int = 0
+    uploaded: int = 0
+    download_rate: float = 0.0
+    upload_rate: float = 0.0
+    window_down: int = 0
+    window_up: int = 0
+    wasted: int = 0
+    last_block: float = 0.0
+    last_received: float = 0.0
+    last_sent: float = 0.0
+    unchoked_since: float | None = None
+    waiting_since: float = 0.0
+    strikes: int = 0
+    pex_sent: set[Address] = field(default_factory=set)
+    last_pex: float = 0.0
+
+    @property
+    def is_seed(self) -> bool:
+        """Whether the peer has every piece."""
+        return self.has is not None and all(self.has)
+
+
+class Swarm:
+    """Drives the peers of one torrent; the adapter feeds it bytes and time, and runs actions."""
+
+    def __init__(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        torrent: Torrent | None,
+        have: bytearray | None,
+        *,
+        config: SwarmConfig | None = None,
+        upload_limits: Limits | None = None,
+        download_limits: Limits | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.info_hash = info_hash
+        self.peer_id = peer_id
+        self.config = config or SwarmConfig()
+        self.rng = rng or random.Random()
+        self.upload_limits = upload_limits or Limits(TokenBucket(None), TokenBucket(None))
+        self.download_limits = download_limits or Limits(TokenBucket(None), TokenBucket(None))
+        self.peers: dict[int, Peer] = {}
+        self.dirty: set[int] = set()
+        self.actions: list[Action] = []
+        self.choker = Choker(self.config.upload_slots, self.rng)
+        self.banned_ids: set[bytes] = set()
+        self.banned_addresses: set[Address] = set()
+        self.downloaded = 0
+        self.uploaded = 0
+        self.end_game = False
+        self._next_key = 0
+        self._last_choke = float("-inf")
+        self._last_rates: float | None = None
+        self.torrent: Torrent | None = None
+        self.picker: PiecePicker | None = None
+        self.metadata = MetadataAssembler(info_hash)
+        # Which peers sent the blocks of each piece being verified, to blame them if it fails.
+        self._contributors: dict[int, set[int]] = {}
+        if torrent is not None:
+            self._attach(torrent, have if have is not None else bytearray(torrent.num_pieces))
+
+    # -- state the adapter and the CLI read -------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        """Whether every piece is verified."""
+        return self.picker is not None and self.picker.done
+
+    @property
+    def have_count(self) -> int:
+        """How many pieces are verified."""
+        return 0 if self.picker is None else sum(self.picker.have)
+
+    def take_actions(self) -> list[Action]:
+        """Hand the pending actions to the adapter."""
+        actions = self.actions
+        self.actions = []
+        return actions
+
+    def take_dirty(self) -> set[int]:
+        """Keys of peers whose wire has bytes to send."""
+        dirty = self.dirty
+        self.dirty = set()
+        return dirty
+
+    def is_banned(self, address: Address) -> bool:
+        """Whether we refuse this address."""
+        return address in self.banned_addresses
+
+    # -- peers ------------------------------------------------------------------------------------
+
+    def add_peer(self, wire: PeerWire, address: Address, outgoing: bool, now: float) -> int:
+        """Register a connection; for an incoming one the wire has already read the handshake."""
+        key = self._next_key
+        self._next_key += 1
+        peer = Peer(key, wire, address, outgoing, connected_at=now, last_received=now)
+        peer.waiting_since = now
+        if outgoing:
+            peer.listen_address = address
+        self.peers[key] = peer
+        if outgoing:
+            wire.send_handshake(self.info_hash)
+            self._mark(peer, now)
+        if wire.remote is not None:
+            self._on_handshake(peer, wire.remote, now)
+        return key
+
+    def remove_peer(self, key: int) -> None:
+        """Forget a closed connection and return its requests to the pool."""
+        peer = self.peers.pop(key, None)
+        if peer is None:
+            return
+        self._release_all(peer)
+        if self.picker is not None and peer.has is not None:
+            self.picker.remove_peer_pieces(peer.has)
+        self.dirty.discard(key)
+
+    def receive(self, key: int, data: bytes, now: float) -> None:
+        """Bytes arrived from a peer."""
+        peer = self.peers.get(key)
+        if peer is None:
+            return
+        peer.last_received = now
+        try:
+            for event in peer.wire.receive(data):
+                self._handle(peer, event, now)
+                if key not in self.peers:
+                    return
+        except m.ProtocolError as exc:
+            self._close(peer, str(exc))
+
+    def handle_events(self, key: int, events: list[m.Event], now: float) -> None:
+        """Events the adapter already parsed (the first bytes of an incoming connection)."""
+        peer = self.peers.get(key)
+        if peer is None:
+            return
+        try:
+            for event in events:
+                if not isinstance(event, m.Handshake):
+                    self._handle(peer, event, now)
+                if key not in self.peers:
+                    return
+        except m.ProtocolError as exc:
+            self._close(peer, str(exc))
+
+    def _close(self, peer: Peer, reason: str, ban: bool = False) -> None:
+        if ban:
+            self.banned_addresses.add(peer.address)
+            if peer.listen_address is not None:
+                self.banned_addresses.add(peer.listen_address)
+            if peer.wire.remote is not None:
+                self.banned_ids.add(peer.wire.remote.peer_id)
+        self.actions.append(ClosePeer(peer.key, reason, ban))
+        self.remove_peer(peer.key)
+
+    def _mark(self, peer: Peer, now: float) -> None:
+        peer.last_sent = now
+        self.dirty.add(peer.key)
+
+    def _on_handshake(self, peer: Peer, handshake: m.Handshake, now: float) -> None:
+        if handshake.peer_id == self.peer_id:
+            self._close(peer, "connected to ourselves")
+            return
+        if handshake.peer_id in self.banned_ids:
+            self._close(peer, "the peer is banned")
+            return
+        peer.handshaken = True
+        wire = peer.wire
+        if not wire.handshake_sent:
+            wire.send_handshake(self.info_hash)
+        if wire.supports_extensions:
+            metadata_size = len(self.torrent.info_bytes) if self.torrent else None
+            wire.send_extended(
+                0,
+                ext.encode_handshake(
+                    listen_port=self.config.listen_port,
+                    metadata_size=metadata_size,
+                    request_queue=MAX_UPLOAD_QUEUE,
+                    client=self.config.client,
+                ),
+            )
+        self._send_have_state(peer)
+        self._mark(peer, now)
+
+    def _send_have_state(self, peer: Peer) -> None:
+        wire = peer.wire
+        have = self.picker.have if self.picker else None
+        count = sum(have) if have is not None else 0
+        if wire.supports_fast:
+            if have is not None and count == len(have):
+                wire.send_simple(m.HAVE_ALL)
+            elif count == 0:
+                wire.send_simple(m.HAVE_NONE)
+            else:
+                wire.send_bitfield(bits.to_wire(have))  # type: ignore[arg-type]
+        elif count:
+            wire.send_bitfield(bits.to_wire(have))  # type: ignore[arg-type]
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    def _handle(self, peer: Peer, event: m.Event, now: float) -> None:
+        if isinstance(event, m.Piece):
+            self._on_piece(peer, event, now)
+        elif isinstance(event, m.Request):
+            self._on_request(peer, event, now)
+        elif isinstance(event, m.Have):
+            self._on_have(peer, event.index, now)
+        elif isinstance(event, m.Handshake):
+            self._on_handshake(peer, event, now)
+        elif isinstance(event, m.Bitfield | m.HaveAll | m.HaveNone):
+            self._on_bitfield(peer, event, now)
+        elif isinstance(event, m.Unchoke):
+            peer.peer_choking = False
+            self._fill_requests(peer, now)
+        elif isinstance(event, m.Choke):
+            peer.peer_choking = True
+            self._release_all(peer)
+        elif isinstance(event, m.Interested):
+            self._on_interested(peer, now)
+        elif isinstance(event, m.NotInterested):
+            peer.peer_interested = False
+            if not peer.am_choking:
+                self._choke(peer, now)
+                self._fill_free_slots(now)
+        elif isinstance(event, m.Cancel):
+            with contextlib.suppress(ValueError):
+                peer.upload_queue.remove((event.index, event.begin, event.length))
+        elif isinstance(event, m.RejectRequest):
+            key = (event.index, event.begin // m.BLOCK_SIZE)
+            if peer.outstanding.pop(key, None) is not None and self.picker is not None:
+                self.picker.release(*key)
+                self._fill_requests(peer, now)
+        elif isinstance(event, m.Extended):
+            self._on_extended(peer, event, now)
+        # KeepAlive, Port (no DHT yet), SuggestPiece and AllowedFast need no action here.
+
+    def _on_bitfield(self, peer: Peer, event: m.Message, now: float) -> None:
+        if (
+            peer.has is not None
+            or peer.pending_bitfield is not None
+            or peer.pending_all is not None
+        ):
+            raise m.ProtocolError("the peer sent its pieces twice")
+        if self.torrent is None:
+            if isinstance(event, m.Bitfield):
+                peer.pending_bitfield = event.bits
+            else:
+                peer.pending_all = isinstance(event, m.HaveAll)
+            return
+        num = self.torrent.num_pieces
+        if isinstance(event, m.Bitfield):
+            peer.has = bits.from_wire(event.bits, num)
+        else:
+            peer.has = bytearray(b"\x01" * num if isinstance(event, m.HaveAll) else num)
+        self._adopt_pieces(peer, now)
+
+    def _adopt_pieces(self, peer: Peer, now: float) -> None:
+        assert self.picker is not None and peer.has is not None
+        self.picker.add_peer_pieces(peer.has)
+        if self.complete and peer.is_seed:
+            self._close(peer, "both sides are seeds")
+            return
+        self._update_interest(peer, now)
+
+    def _on_have(self, peer: Peer, index: int, now: float) -> None:
+        if self.torrent is None:
+            if len(peer.pending_haves) > 1 << 20:
+                raise m.ProtocolError("too many have messages before the metadata")
+            peer.pending_haves.add(index)
+            return
+        if index >= self.torrent.num_pieces:
+            raise m.ProtocolError(f"have for piece {index}, past the last piece")
+        if peer.has is None:
+            peer.has = bytearray(self.torrent.num_pieces)
+        if peer.has[index]:
+            return
+        peer.has[index] = 1
+        assert self.picker is not None
+        self.picker.add_have(index)
+        if not peer.am_interested and self.picker.wanted(index):
+            peer.am_interested = True
+            peer.wire.send_simple(m.INTERESTED)
+            self._mark(peer, now)
+        elif peer.am_interested and not peer.peer_choking:
+            self._fill_requests(peer, now)
+
+    def _update_interest(self, peer: Peer, now: float) -> None:
+        if self.picker is None or peer.has is None:
+            return
+        wants = self.picker.needs_any(peer.has)
+        if wants != peer.am_interested:
+            peer.am_interested = wants
+            peer.wire.send_simple(m.INTERESTED if wants else m.NOT_INTERESTED)
+            self._mark(peer, now)
+
+    def _on_interested(self, peer: Peer, now: float) -> None:
+        if peer.peer_interested:
+            return
+        peer.peer_interested = True
+        peer.waiting_since = now
+        if self.picker is not None and self._unchoked_count() < self.choker.slots:
+            self._unchoke(peer, now)
+
+    # -- downloading ------------------------------------------------------------------------------
+
+    def _request_depth(self, peer: Peer) -> int:
+        wanted = int(peer.download_rate * REQUEST_QUEUE_SECONDS / m.BLOCK_SIZE)
+        limit = min(MAX_REQUEST_QUEUE, peer.extensions.request_queue or 250)
+        return max(min(MIN_REQUEST_QUEUE, limit), min(wanted, limit))
+
+    def _fill_requests(self, peer: Peer, now: float) -> None:
+        picker = self.picker
+        if picker is None or peer.peer_choking or peer.has is None or not peer.am_interested:
+            return
+        depth = self._request_depth(peer)
+        outstanding = peer.outstanding
+        if len(outstanding) >= depth:
+            return
+        limits = self.download_limits
+        wire = peer.wire
+        sent = False
+        while len(outstanding) < depth and limits.available(now):
+            choice = picker.next_block(peer.has, outstanding)  # type: ignore[arg-type]
+            if choice is None:
+                break
+            index, block = choice
+            partial = picker.partials[index]
+            if partial.in_flight.get(block, 0) > 1:
+                self.end_game = True
+            length = partial.block_length(block)
+            wire.send_request(index, block * m.BLOCK_SIZE, length)
+            outstanding[choice] = now
+            limits.consume(length, now)
+            sent = True
+        if sent:
+            self._mark(peer, now)
+
+    def _release_all(self, peer: Peer) -> None:
+        if self.picker is not None:
+            for index, block in peer.outstanding:
+                self.picker.release(index, block)
+        peer.outstanding.clear()
+
+    def _on_piece(self, peer: Peer, piece: m.Piece, now: float) -> None:
+        picker = self.picker
+        if picker is None:
+            raise m.ProtocolError("the peer sent a block before we had the metadata")
+        key = (piece.index, piece.begin // m.BLOCK_SIZE)
+        length = len(piece.data)
+        asked = peer.outstanding.pop(key, None) is not None
+        peer.window_down += length
+        peer.last_block = now
+        partial = picker.partials.get(piece.index)
+        if partial is None or key[1] in partial.received:
+            peer.wasted += length
+            if not asked and peer.wasted > MAX_WASTED_BYTES:
+                raise m.ProtocolError("the peer keeps sending blocks nobody asked for")
+        else:
+            peer.downloaded += length
+            self.downloaded += length
+            if self.end_game:
+                self._cancel_duplicates(peer, key, length, now)
+            done = picker.receive(piece.index, piece.begin, piece.data, peer.key)
+            if done is not None:
+                self._contributors[done.index] = done.contributors
+                self.actions.append(VerifyPiece(done.index, done.buffer))
+        self._fill_requests(peer, now)
+
+    def _cancel_duplicates(
+        self, receiver: Peer, key: tuple[int, int], length: int, now: float
+    ) -> None:
+        for other in self.peers.values():
+            if other is not receiver and other.outstanding.pop(key, None) is not None:
+                other.wire.send_cancel(key[0], key[1] * m.BLOCK_SIZE, length)
+                self._mark(other, now)
+
+    def piece_checked(self, index: int, ok: bool, now: float) -> None:
+        """The adapter hashed (and, if good, wrote) a piece."""
+        picker = self.picker
+        if picker is None:
+            return
+        picker.verified(index, ok)
+        contributors = self._contributors.pop(index, set())
+        if ok:
+            for peer in self.peers.values():
+                if peer.handshaken and not peer.is_seed:
+                    peer.wire.send_have(index)
+                    self._mark(peer, now)
+            if picker.done:
+                self.actions.append(Completed())
+                for peer in list(self.peers.values()):
+                    if peer.is_seed:
+                        self._close(peer, "both sides are seeds")
+                    else:
+                        self._update_interest(peer, now)
+            return
+        for key in contributors:
+            peer = self.peers.get(key)
+            if peer is None:
+                continue
+            peer.strikes += 1
+            if peer.strikes >= HASH_FAILURES_BEFORE_BAN:
+                self._close(peer, f"sent data that failed verification {peer.strikes} times", True)
+        for peer in list(self.peers.values()):
+            self._fill_requests(peer, now)
+
+    # -- uploading --------------------------------------------------------------------------------
+
+    def _on_request(self, peer: Peer, request: m.Request, now: float) -> None:
+        torrent = self.torrent
+        if torrent is None or self.picker is None:
+            peer.wire.send_reject(request.index, request.begin, request.length)
+            self._mark(peer, now)
+            return
+        if request.index >= torrent.num_pieces or (
+            request.begin + request.length > torrent.piece_size(request.index)
+        ):
+            raise m.ProtocolError(f"request past the end of piece {request.index}")
+        if peer.am_choking or not self.picker.have[request.index]:
+            peer.wire.send_reject(request.index, request.begin, request.length)
+            self._mark(peer, now)
+            return
+        if len(peer.upload_queue) >= MAX_UPLOAD_QUEUE:
+            raise m.ProtocolError("the peer has too many requests queued")
+        peer.upload_queue.append((request.index, request.begin, request.length))
+        self._serve(peer, now)
+
+    def _serve(self, peer: Peer, now: float) -> None:
+        limits = self.upload_limits
+        queue = peer.upload_queue
+        while queue and limits.available(now):
+            index, begin, length = queue.popleft()
+            limits.consume(length, now)
+            peer.uploaded += length
+            peer.window_up += length
+            self.uploaded += length
+            self.actions.append(ReadBlock(peer.key, index, begin, length))
+        peer.last_sent = now
+
+    def _unchoked_count(self) -> int:
+        return sum(1 for peer in self.peers.values() if not peer.am_choking)
+
+    def _unchoke(self, peer: Peer, now: float) -> None:
+        peer.am_choking = False
+        peer.unchoked_since = now
+        peer.wire.send_simple(m.UNCHOKE)
+        self._mark(peer, now)
+
+    def _choke(self, peer: Peer, now: float) -> None:
+        peer.am_choking = True
+        peer.unchoked_since = None
+        peer.waiting_since = now
+        peer.wire.send_simple(m.CHOKE)
+        for index, begin, length in peer.upload_queue:
+            peer.wire.send_reject(index, begin, length)
+        peer.upload_queue.clear()
+        self._mark(peer, now)
+
+    def _fill_free_slots(self, now: float) -> None:
+        free = self.choker.slots - self._unchoked_count()
+        waiting = sorted(
+            (p for p in self.peers.values() if p.peer_interested and p.am_choking),
+            key=lambda p: p.waiting_since,
+        )
+        for peer in waiting[: max(0, free)]:
+            self._unchoke(peer, now)
+
+    def _run_choker(self, now: float) -> None:
+        candidates = [
+            Candidate(p.key, p.download_rate, p.unchoked_since, p.waiting_since, p.connected_at)
+            for p in self.peers.values()
+            if p.peer_interested and p.handshaken
+        ]
+        chosen = self.choker.choose(candidates, self.complete, now)
+        for peer in list(self.peers.values()):
+            if peer.key in chosen and peer.am_choking:
+                self._unchoke(peer, now)
+            elif peer.key not in chosen and not peer.am_choking:
+                self._choke(peer, now)
+
+    # -- extensions -------------------------------------------------------------------------------
+
+    def _on_extended(self, peer: Peer, event: m.Extended, now: float) -> None:
+        if event.extension_id == 0:
+            peer.extensions = ext.parse_handshake(event.payload)
+            if not peer.outgoing and peer.extensions.listen_port:
+                peer.listen_address = (peer.address[0], peer.extensions.listen_port)
+            if self.torrent is None and peer.extensions.metadata_size:
+                self.metadata.offer_size(peer.extensions.metadata_size)
+                self._request_metadata(peer, now)
+            return
+        if event.extension_id == ext.LOCAL_IDS[ext.UT_METADATA]:
+            self._on_metadata(peer, ext.parse_metadata(event.payload), now)
+        elif event.extension_id == ext.LOCAL_IDS[ext.UT_PEX] and not self.config.private:
+            added, _dropped = ext.parse_pex(event.payload)
+            self._learn_peers(added)
+
+    def _learn_peers(self, addresses: list[Address]) -> None:
+        known = {p.listen_address for p in self.peers.values()} | {
+            p.address for p in self.peers.values()
+        }
+        room = self.config.max_peers - len(self.peers)
+        for address in addresses:
+            if room <= 0:
+                break
+            if address not in known and address not in self.banned_addresses:
+                self.actions.append(ConnectTo(address))
+                room -= 1
+
+    def _request_metadata(self, peer: Peer, now: float) -> None:
+        remote_id = peer.extensions.ids.get(ext.UT_METADATA)
+        if not remote_id or self.torrent is not None:
+            return
+        piece = self.metadata.next_request(peer.key, now)
+        if piece is not None:
+            message = ext.MetadataMessage(ext.METADATA_REQUEST, piece)
+            peer.wire.send_extended(remote_id, ext.encode_metadata(message))
+            self._mark(peer, now)
+
+    def _on_metadata(self, peer: Peer, message: ext.MetadataMessage, now: float) -> None:
+        remote_id = peer.extensions.ids.get(ext.UT_METADATA)
+        if message.kind == ext.METADATA_REQUEST:
+            if not remote_id:
+                return
+            info = self.torrent.info_bytes if self.torrent is not None else b""
+            start = message.piece * ext.METADATA_PIECE_SIZE
+            if start < len(info):
+                chunk = info[start : start + ext.METADATA_PIECE_SIZE]
+                reply = ext.MetadataMessage(ext.METADATA_DATA, message.piece, len(info), chunk)
+            else:
+                reply = ext.MetadataMessage(ext.METADATA_REJECT, message.piece)
+            peer.wire.send_extended(remote_id, ext.encode_metadata(reply))
+            self._mark(peer, now)
+            return
+        if self.torrent is not None:
+            return
+        if message.kind == ext.METADATA_REJECT:
+            self.metadata.rejected(message.piece)
+            return
+        info = self.metadata.receive(peer.key, message.piece, message.total_size or 0, message.data)
+        if info:
+            self.actions.append(MetadataReady(info))
+        elif info is not None:
+            for key in self.metadata.sources:
+                if key in self.peers:
+                    self.peers[key].strikes += 1
+            self.metadata.sources.clear()
+        for other in list(self.peers.values()):
+            self._request_metadata(other, now)
+
+    def attach_metadata(self, torrent: Torrent, have: bytearray, now: float) -> None:
+        """Start downloading pieces once the adapter has parsed the fetched metadata."""
+        self._attach(torrent, have)
+        for peer in list(self.peers.values()):
+            if peer.pending_bitfield is not None:
+                try:
+                    peer.has = bits.from_wire(peer.pending_bitfield, torrent.num_pieces)
+                except m.ProtocolError as exc:
+                    self._close(peer, str(exc))
+                    continue
+            elif peer.pending_all is not None:
+                peer.has = bytearray(
+                    b"\x01" * torrent.num_pieces if peer.pending_all else torrent.num_pieces
+                )
+            else:
+                peer.has = bytearray(torrent.num_pieces)
+            for index in peer.pending_haves:
+                if index < torrent.num_pieces:
+                    peer.has[index] = 1
+            peer.pending_bitfield = None
+            peer.pending_haves.clear()
+            for index, held in enumerate(have):
+                if held:
+                    peer.wire.send_have(index)
+            self._mark(peer, now)
+            self._adopt_pieces(peer, now)
+
+    def _attach(self, torrent: Torrent, have: bytearray) -> None:
+        self.torrent = torrent
+        sizes = [torrent.piece_size(i) for i in range(torrent.num_pieces)]
+        self.picker = PiecePicker(sizes, have, self.rng)
+
+    # -- time -------------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> float:
+        """Periodic work (rates, choking, timeouts, keep-alives, PEX); returns when to wake."""
+        if self._last_rates is None or now - self._last_rates >= RATE_INTERVAL:
+            elapsed = RATE_INTERVAL if self._last_rates is None else now - self._last_rates
+            self._last_rates = now
+            for peer in self.peers.values():
+                peer.download_rate = 0.5 * peer.download_rate + 0.5 * peer.window_down / elapsed
+                peer.upload_rate = 0.5 * peer.upload_rate + 0.5 * peer.window_up / elapsed
+                peer.window_down = peer.window_up = 0
+        if self.picker is not None and now - self._last_choke >= CHOKE_INTERVAL:
+            self._last_choke = now
+            self._run_choker(now)
+        for peer in list(self.peers.values()):
+            self._tick_peer(peer, now)
+        wakes = [now + RATE_INTERVAL]
+        for limits in (self.upload_limits, self.download_limits):
+            wake = limits.wake_time(now)
+            if wake is not None:
+                wakes.append(wake)
+        return min(wakes)
+
+    def _tick_peer(self, peer: Peer, now: float) -> None:
+        if now - peer.last_received > IDLE_TIMEOUT:
+            self._close(peer, "the peer went silent")
+            return
+        if (
+            peer.outstanding
+            and now - max(peer.last_block, min(peer.outstanding.values())) > SNUB_TIMEOUT
+        ):
+            # The peer sits on our requests; let others have those blocks.
+            self._release_all(peer)
+        if self.torrent is None:
+            self._request_metadata(peer, now)
+        else:
+            self._fill_requests(peer, now)
+            if peer.upload_queue and not peer.am_choking:
+                self._serve(peer, now)
+        if now - peer.last_sent > KEEP_ALIVE_INTERVAL:
+            peer.wire.send_keep_alive()
+            self._mark(peer, now)
+        if not self.config.private and now - peer.last_pex >= PEX_INTERVAL:
+            self._send_pex(peer, now)
+
+    def _send_pex(self, peer: Peer, now: float) -> None:
+        remote_id = peer.extensions.ids.get(ext.UT_PEX)
+        peer.last_pex = now
+        if not remote_id:
+            return
+        current = {
+            p.listen_address for p in self.peers.values() if p.listen_address and p is not peer
+        }
+        added = sorted(current - peer.pex_sent)
+        dropped = sorted(peer.pex_sent - current)
+        if not added and not dropped:
+            return
+        peer.pex_sent = current
+        peer.wire.send_extended(remote_id, ext.encode_pex(added, dropped))
+        self._mark(peer, now)

@@ -1,0 +1,188 @@
+"""Which block to ask for next: rarest first, random first pieces, and an end game."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ..wire.messages import BLOCK_SIZE
+
+# Until this many pieces are complete, pick at random: a new peer needs something to trade
+# soon, and the rarest piece is often slow to get.
+RANDOM_FIRST_PIECES = 4
+# In the end game, at most this many peers are asked for the same block.
+END_GAME_DUPLICATES = 2
+
+
+@dataclass(slots=True)
+class PartialPiece:
+    """A piece being downloaded: its buffer and which blocks are in flight or received."""
+
+    index: int
+    size: int
+    buffer: bytearray
+    free: list[int]  # block numbers nobody has been asked for, next to ask for last
+    in_flight: dict[int, int] = field(default_factory=dict)  # block -> number of requests
+    received: set[int] = field(default_factory=set)
+    contributors: set[int] = field(default_factory=set)
+
+    @property
+    def num_blocks(self) -> int:
+        """How many blocks the piece has."""
+        return (self.size + BLOCK_SIZE - 1) // BLOCK_SIZE
+
+    @property
+    def complete(self) -> bool:
+        """Whether every block has arrived."""
+        return len(self.received) == self.num_blocks
+
+    def block_length(self, block: int) -> int:
+        """Length of one block; the last is shorter."""
+        return min(BLOCK_SIZE, self.size - block * BLOCK_SIZE)
+
+
+class PiecePicker:
+    """Tracks availability and partial pieces, and hands out blocks to request."""
+
+    def __init__(self, piece_sizes: list[int], have: bytearray, rng: random.Random) -> None:
+        self.piece_sizes = piece_sizes
+        self.have = have
+        self.availability = [0] * len(piece_sizes)
+        self.partials: dict[int, PartialPiece] = {}
+        self.verifying: set[int] = set()
+        self.rng = rng
+
+    # -- availability ---------------------------------------------------------------------------
+
+    def add_peer_pieces(self, pieces: bytearray) -> None:
+        """Count a new peer's pieces."""
+        availability = self.availability
+        for index, has in enumerate(pieces):
+            if has:
+                availability[index] += 1
+
+    def remove_peer_pieces(self, pieces: bytearray) -> None:
+        """Forget a departed peer's pieces."""
+        availability = self.availability
+        for index, has in enumerate(pieces):
+            if has:
+                availability[index] -= 1
+
+    def add_have(self, index: int) -> None:
+        """Count one piece a peer announced."""
+        self.availability[index] += 1
+
+    # -- picking ------------------------------------------------------------------------------
+
+    def wanted(self, index: int) -> bool:
+        """Whether we still need a piece and nobody is fetching or checking it."""
+        return not self.have[index] and index not in self.partials and index not in self.verifying
+
+    def needs_any(self, pieces: bytearray) -> bool:
+        """Whether a peer with these pieces has something we lack."""
+        have = self.have
+        return any(p and not h for p, h in zip(pieces, have, strict=True))
+
+    def next_block(
+        self, pieces: bytearray, exclude: set[tuple[int, int]]
+    ) -> tuple[int, int] | None:
+        """A block to request from a peer that has `pieces`, or None if there is nothing."""
+        # Finish what is started before starting more: whole pieces reach verification sooner.
+        for partial in self.partials.values():
+            if partial.free and pieces[partial.index]:
+                block = partial.free.pop()
+                partial.in_flight[block] = partial.in_flight.get(block, 0) + 1
+                return partial.index, block
+        index = self._pick_new(pieces)
+        if index is not None:
+            partial = self._start(index)
+            block = partial.free.pop()
+            partial.in_flight[block] = 1
+            return index, block
+        return self._end_game_block(pieces, exclude)
+
+    def _pick_new(self, pieces: bytearray) -> int | None:
+        have = self.have
+        partials = self.partials
+        verifying = self.verifying
+        candidates = [
+            index
+            for index, has in enumerate(pieces)
+            if has and not have[index] and index not in partials and index not in verifying
+        ]
+        if not candidates:
+            return None
+        if sum(have) < RANDOM_FIRST_PIECES:
+            return self.rng.choice(candidates)
+        availability = self.availability
+        rarest = min(availability[index] for index in candidates)
+        return self.rng.choice([index for index in candidates if availability[index] == rarest])
+
+    def _start(self, index: int) -> PartialPiece:
+        size = self.piece_sizes[index]
+        num_blocks = (size + BLOCK_SIZE - 1) // BLOCK_SIZE
+        partial = PartialPiece(
+            index=index, size=size, buffer=bytearray(size), free=list(range(num_blocks - 1, -1, -1))
+        )
+        self.partials[index] = partial
+        return partial
+
+    def _end_game_block(
+        self, pieces: bytearray, exclude: set[tuple[int, int]]
+    ) -> tuple[int, int] | None:
+        for partial in self.partials.values():
+            if not pieces[partial.index]:
+                continue
+            for block, count in partial.in_flight.items():
+                if count < END_GAME_DUPLICATES and (partial.index, block) not in exclude:
+                    partial.in_flight[block] = count + 1
+                    return partial.index, block
+        return None
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def release(self, index: int, block: int) -> None:
+        """A request ended without data (choke, reject, timeout, disconnect)."""
+        partial = self.partials.get(index)
+        if partial is None or block in partial.received:
+            return
+        count = partial.in_flight.get(block, 0) - 1
+        if count > 0:
+            partial.in_flight[block] = count
+        else:
+            partial.in_flight.pop(block, None)
+            partial.free.append(block)
+
+    def receive(self, index: int, begin: int, data: bytes, peer: int) -> PartialPiece | None:
+        """Store a block; returns the piece if it is now complete, else None."""
+        partial = self.partials.get(index)
+        if partial is None or begin % BLOCK_SIZE:
+            return None
+        block = begin // BLOCK_SIZE
+        if block >= partial.num_blocks or len(data) != partial.block_length(block):
+            return None
+        if block in partial.received:
+            return None
+        partial.buffer[begin : begin + len(data)] = data
+        partial.received.add(block)
+        partial.in_flight.pop(block, None)
+        if block in partial.free:
+            # Arrived without being asked for in this round (a late reply after a choke).
+            partial.free.remove(block)
+        partial.contributors.add(peer)
+        if not partial.complete:
+            return None
+        del self.partials[index]
+        self.verifying.add(index)
+        return partial
+
+    def verified(self, index: int, ok: bool) -> None:
+        """The outcome of a piece's hash check."""
+        self.verifying.discard(index)
+        if ok:
+            self.have[index] = 1
+
+    @property
+    def done(self) -> bool:
+        """Whether every piece is verified."""
+        return all(self.have)
