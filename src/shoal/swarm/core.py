@@ -24,7 +24,7 @@ Address = tuple[str, int]
 
 # Requests we keep in flight per peer are sized to this many seconds of its download rate.
 REQUEST_QUEUE_SECONDS = 2.0
-MIN_REQUEST_QUEUE = 32
+MIN_REQUEST_QUEUE = 128
 MAX_REQUEST_QUEUE = 1000
 # How many requests we accept queued from one peer before calling it abusive.
 MAX_UPLOAD_QUEUE = 2000
@@ -178,6 +178,7 @@ class Swarm:
         self.torrent: Torrent | None = None
         self.picker: PiecePicker | None = None
         self.metadata = MetadataAssembler(info_hash)
+        self._closed_totals: list[tuple[Address, int, int]] = []
         # Which peers sent the blocks of each piece being verified, to blame them if it fails.
         self._contributors: dict[int, set[int]] = {}
         if torrent is not None:
@@ -194,6 +195,17 @@ class Swarm:
     def have_count(self) -> int:
         """How many pieces are verified."""
         return 0 if self.picker is None else sum(self.picker.have)
+
+    def transfer_totals(self) -> dict[Address, tuple[int, int]]:
+        """Payload bytes (downloaded from, uploaded to) per peer address, past peers included."""
+        live = [
+            (p.listen_address or p.address, p.downloaded, p.uploaded) for p in self.peers.values()
+        ]
+        totals: dict[Address, tuple[int, int]] = {}
+        for address, down, up in self._closed_totals + live:
+            before = totals.get(address, (0, 0))
+            totals[address] = (before[0] + down, before[1] + up)
+        return totals
 
     def take_actions(self) -> list[Action]:
         """Hand the pending actions to the adapter."""
@@ -235,6 +247,9 @@ class Swarm:
         if peer is None:
             return
         self._release_all(peer)
+        self._closed_totals.append(
+            (peer.listen_address or peer.address, peer.downloaded, peer.uploaded)
+        )
         if self.picker is not None and peer.has is not None:
             self.picker.remove_peer_pieces(peer.has)
         self.dirty.discard(key)
