@@ -31,7 +31,7 @@ class DiskFullError(StorageError):
 class Span:
     """The part of one file that a byte range covers."""
 
-    path: Path
+    path: Path | None  # None for a BEP 47 padding file: zeros, never on disk
     file_offset: int
     length: int
 
@@ -42,8 +42,10 @@ class PieceStorage:
     def __init__(self, torrent: Torrent, root: Path) -> None:
         self.torrent = torrent
         self.root = root
-        self.paths = [resolve_inside(root, entry.path) for entry in torrent.files]
-        self._fds: dict[Path, int] = {}
+        self.paths = [
+            None if entry.padding else resolve_inside(root, entry.path) for entry in torrent.files
+        ]
+        self._fds: dict[Path, tuple[int, bool]] = {}  # path -> (fd, writable)
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, bytes] = OrderedDict()
 
@@ -63,21 +65,27 @@ class PieceStorage:
         return result
 
     def _fd(self, path: Path, create: bool) -> int:
+        # Files are opened read-only until the first write, so seeding works from read-only data.
         with self._lock:
-            fd = self._fds.get(path)
-            if fd is None:
-                if create:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                else:
-                    fd = os.open(path, os.O_RDONLY)
-                self._fds[path] = fd
+            cached = self._fds.get(path)
+            if cached is not None and (cached[1] or not create):
+                return cached[0]
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            else:
+                fd = os.open(path, os.O_RDONLY)
+            if cached is not None:
+                os.close(cached[0])
+            self._fds[path] = (fd, create)
             return fd
 
     def allocate(self) -> None:
         """Create every file at its full size (sparse), so resume can check sizes cheaply."""
         try:
             for entry, path in zip(self.torrent.files, self.paths, strict=True):
+                if path is None:
+                    continue
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if not path.exists() or path.stat().st_size != entry.length:
                     fd = self._fd(path, create=True)
@@ -91,6 +99,9 @@ class PieceStorage:
         done = 0
         try:
             for span in self.spans(index * self.torrent.piece_length, len(data)):
+                if span.path is None:
+                    done += span.length
+                    continue
                 fd = self._fd(span.path, create=True)
                 written = 0
                 while written < span.length:
@@ -106,6 +117,9 @@ class PieceStorage:
         parts = []
         try:
             for span in self.spans(index * self.torrent.piece_length, size):
+                if span.path is None:
+                    parts.append(bytes(span.length))
+                    continue
                 data = os.pread(self._fd(span.path, create=False), span.length, span.file_offset)
                 if len(data) != span.length:
                     raise StorageError(f"{span.path} is shorter than the torrent says")
@@ -156,12 +170,15 @@ class PieceStorage:
 
     def _piece_files_present(self, index: int) -> bool:
         spans = self.spans(index * self.torrent.piece_length, self.torrent.piece_size(index))
-        return all(span.path.is_file() for span in spans)
+        return all(span.path is None or span.path.is_file() for span in spans)
 
     def file_sizes(self) -> list[int | None]:
-        """Current size of each file, None where it is missing."""
+        """Current size of each file (padding files count as present), None where missing."""
         sizes: list[int | None] = []
-        for path in self.paths:
+        for entry, path in zip(self.torrent.files, self.paths, strict=True):
+            if path is None:
+                sizes.append(entry.length)
+                continue
             try:
                 sizes.append(path.stat().st_size)
             except OSError:
@@ -171,7 +188,7 @@ class PieceStorage:
     def close(self) -> None:
         """Close every open file."""
         with self._lock:
-            for fd in self._fds.values():
+            for fd, _writable in self._fds.values():
                 os.close(fd)
             self._fds.clear()
             self._cache.clear()

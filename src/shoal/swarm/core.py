@@ -24,7 +24,9 @@ Address = tuple[str, int]
 
 # Requests we keep in flight per peer are sized to this many seconds of its download rate.
 REQUEST_QUEUE_SECONDS = 2.0
-MIN_REQUEST_QUEUE = 128
+# A new peer starts with this many requests and gains one per block received (slow start,
+# doubling each round trip) until its rate stops growing; then the rate sets the depth.
+INITIAL_REQUEST_QUEUE = 16
 MAX_REQUEST_QUEUE = 1000
 # How many requests we accept queued from one peer before calling it abusive.
 MAX_UPLOAD_QUEUE = 2000
@@ -123,6 +125,8 @@ class Peer:
     downloaded: int = 0
     uploaded: int = 0
     download_rate: float = 0.0
+    request_depth: int = INITIAL_REQUEST_QUEUE
+    slow_start: bool = True
     upload_rate: float = 0.0
     window_down: int = 0
     window_up: int = 0
@@ -443,9 +447,16 @@ class Swarm:
     # -- downloading ------------------------------------------------------------------------------
 
     def _request_depth(self, peer: Peer) -> int:
-        wanted = int(peer.download_rate * REQUEST_QUEUE_SECONDS / m.BLOCK_SIZE)
         limit = min(MAX_REQUEST_QUEUE, peer.extensions.request_queue or 250)
-        return max(min(MIN_REQUEST_QUEUE, limit), min(wanted, limit))
+        return min(peer.request_depth, limit)
+
+    def _adjust_depth(self, peer: Peer, previous_rate: float) -> None:
+        if peer.slow_start:
+            if peer.download_rate > 0 and peer.download_rate < previous_rate * 1.1:
+                peer.slow_start = False
+            return
+        wanted = int(peer.download_rate * REQUEST_QUEUE_SECONDS / m.BLOCK_SIZE)
+        peer.request_depth = max(INITIAL_REQUEST_QUEUE, min(wanted, MAX_REQUEST_QUEUE))
 
     def _fill_requests(self, peer: Peer, now: float) -> None:
         picker = self.picker
@@ -497,6 +508,8 @@ class Swarm:
         else:
             peer.downloaded += length
             self.downloaded += length
+            if peer.slow_start and peer.request_depth < MAX_REQUEST_QUEUE:
+                peer.request_depth += 1
             if self.end_game:
                 self._cancel_duplicates(peer, key, length, now)
             done = picker.receive(piece.index, piece.begin, piece.data, peer.key)
@@ -727,7 +740,9 @@ class Swarm:
             elapsed = RATE_INTERVAL if self._last_rates is None else now - self._last_rates
             self._last_rates = now
             for peer in self.peers.values():
+                previous = peer.download_rate
                 peer.download_rate = 0.5 * peer.download_rate + 0.5 * peer.window_down / elapsed
+                self._adjust_depth(peer, previous)
                 peer.upload_rate = 0.5 * peer.upload_rate + 0.5 * peer.window_up / elapsed
                 peer.window_down = peer.window_up = 0
         if self.picker is not None and now - self._last_choke >= CHOKE_INTERVAL:
