@@ -12,6 +12,7 @@ from ..wire import extensions as ext
 from ..wire import messages as m
 from ..wire.connection import PeerWire
 from . import bits
+from .blame import Blame
 from .choker import CHOKE_INTERVAL, Candidate, Choker
 from .metadata import MetadataAssembler
 from .picker import PiecePicker
@@ -183,8 +184,7 @@ class Swarm:
         self.picker: PiecePicker | None = None
         self.metadata = MetadataAssembler(info_hash)
         self._closed_totals: list[tuple[Address, int, int]] = []
-        # Which peers sent the blocks of each piece being verified, to blame them if it fails.
-        self._contributors: dict[int, set[int]] = {}
+        self.blame = Blame()
         if torrent is not None:
             self._attach(torrent, have if have is not None else bytearray(torrent.num_pieces))
 
@@ -514,7 +514,7 @@ class Swarm:
                 self._cancel_duplicates(peer, key, length, now)
             done = picker.receive(piece.index, piece.begin, piece.data, peer.key)
             if done is not None:
-                self._contributors[done.index] = done.contributors
+                self.blame.checking(done.index, done.senders, done.buffer)
                 self.actions.append(VerifyPiece(done.index, done.buffer))
         self._fill_requests(peer, now)
 
@@ -532,8 +532,9 @@ class Swarm:
         if picker is None:
             return
         picker.verified(index, ok)
-        contributors = self._contributors.pop(index, set())
         if ok:
+            for key in self.blame.passed(index):
+                self._strike(key, HASH_FAILURES_BEFORE_BAN)
             for peer in self.peers.values():
                 if peer.handshaken and not peer.is_seed:
                     peer.wire.send_have(index)
@@ -546,15 +547,18 @@ class Swarm:
                     else:
                         self._update_interest(peer, now)
             return
-        for key in contributors:
-            peer = self.peers.get(key)
-            if peer is None:
-                continue
-            peer.strikes += 1
-            if peer.strikes >= HASH_FAILURES_BEFORE_BAN:
-                self._close(peer, f"sent data that failed verification {peer.strikes} times", True)
+        for key in self.blame.failed(index):
+            self._strike(key, 1)
         for peer in list(self.peers.values()):
             self._fill_requests(peer, now)
+
+    def _strike(self, key: int, count: int) -> None:
+        peer = self.peers.get(key)
+        if peer is None:
+            return
+        peer.strikes += count
+        if peer.strikes >= HASH_FAILURES_BEFORE_BAN:
+            self._close(peer, "sent data that failed verification", ban=True)
 
     # -- uploading --------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ class PartialPiece:
     free: list[int]  # block numbers nobody has been asked for, next to ask for last
     in_flight: dict[int, int] = field(default_factory=dict)  # block -> number of requests
     received: set[int] = field(default_factory=set)
-    contributors: set[int] = field(default_factory=set)
+    senders: dict[int, int] = field(default_factory=dict)  # block -> peer key
 
     @property
     def num_blocks(self) -> int:
@@ -169,7 +169,7 @@ class PiecePicker:
         if block in partial.free:
             # Arrived without being asked for in this round (a late reply after a choke).
             partial.free.remove(block)
-        partial.contributors.add(peer)
+        partial.senders[block] = peer
         if not partial.complete:
             return None
         del self.partials[index]

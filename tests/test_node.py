@@ -1,0 +1,155 @@
+"""Whole nodes on loopback sockets: several seeders, leechers trading, a malicious peer."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from shoal.metainfo import Torrent, create_torrent
+from shoal.node import Node, TorrentTask
+from shoal.wire import messages as m
+
+LOOPBACK = "127.0.0.1"
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for a condition with a deadline, without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def make_content(tmp_path: Path, size: int, piece_length: int) -> tuple[Torrent, bytes, Path]:
+    """A random file in a seed folder and its torrent."""
+    content = random.Random(size).randbytes(size)
+    folder = tmp_path / "seed"
+    folder.mkdir()
+    (folder / "content.bin").write_bytes(content)
+    return create_torrent(folder / "content.bin", piece_length=piece_length), content, folder
+
+
+async def start_node(**options) -> Node:
+    """A node listening on a free loopback port."""
+    node = Node(port=0, host=LOOPBACK, **options)
+    await node.start()
+    return node
+
+
+def received_from(task: TorrentTask) -> dict[int, int]:
+    """Payload bytes received per remote listening port."""
+    assert task.swarm is not None
+    return {address[1]: down for address, (down, _up) in task.swarm.transfer_totals().items()}
+
+
+def test_three_seeders_each_contribute(tmp_path):
+    torrent, content, folder = make_content(tmp_path, 24 * 1024 * 1024, 256 * 1024)
+
+    async def scenario() -> None:
+        seeders = [await start_node(upload_limit=4 * 1024 * 1024) for _ in range(3)]
+        leecher = await start_node()
+        try:
+            for seeder in seeders:
+                await seeder.add(torrent.info_hash, torrent, folder)
+            peers = [(LOOPBACK, seeder.port) for seeder in seeders]
+            task = await leecher.add(torrent.info_hash, torrent, tmp_path / "out", peers)
+            await asyncio.wait_for(task.completed.wait(), 60)
+            sources = received_from(task)
+            assert all(sources.get(seeder.port, 0) > 0 for seeder in seeders), sources
+        finally:
+            for node in [*seeders, leecher]:
+                await node.stop()
+
+    asyncio.run(scenario())
+    assert (tmp_path / "out" / "content.bin").read_bytes() == content
+
+
+def test_leechers_upload_to_each_other(tmp_path):
+    torrent, content, folder = make_content(tmp_path, 16 * 1024 * 1024, 256 * 1024)
+
+    async def scenario() -> None:
+        seeder = await start_node(upload_limit=2 * 1024 * 1024)
+        leechers = [await start_node() for _ in range(3)]
+        try:
+            await seeder.add(torrent.info_hash, torrent, folder)
+            known = [(LOOPBACK, seeder.port)]
+            tasks = []
+            for number, node in enumerate(leechers):
+                root = tmp_path / f"leecher{number}"
+                tasks.append(await node.add(torrent.info_hash, torrent, root, known))
+                known = [*known, (LOOPBACK, node.port)]
+            await asyncio.wait_for(asyncio.gather(*(t.completed.wait() for t in tasks)), 90)
+            between_leechers = sum(
+                down
+                for task in tasks
+                for port, down in received_from(task).items()
+                if port != seeder.port
+            )
+            assert between_leechers > len(content) // 2
+        finally:
+            for node in [seeder, *leechers]:
+                await node.stop()
+
+    asyncio.run(scenario())
+    for number in range(3):
+        assert (tmp_path / f"leecher{number}" / "content.bin").read_bytes() == content
+
+
+class CorruptSeeder(asyncio.Protocol):
+    """A peer that claims every piece and answers every request with garbage."""
+
+    def __init__(self, info_hash: bytes) -> None:
+        self.info_hash = info_hash
+        self.buffer = b""
+        self.shaken = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.shaken:
+            if len(self.buffer) < m.HANDSHAKE_LENGTH:
+                return
+            self.buffer = self.buffer[m.HANDSHAKE_LENGTH :]
+            self.shaken = True
+            self.transport.write(m.handshake_bytes(self.info_hash, b"-EV0000-evilevilevil"))
+            self.transport.write(m.frame(m.HAVE_ALL) + m.frame(m.UNCHOKE))
+        while len(self.buffer) >= 4:
+            length = int.from_bytes(self.buffer[:4], "big")
+            if len(self.buffer) < 4 + length:
+                return
+            message, self.buffer = self.buffer[4 : 4 + length], self.buffer[4 + length :]
+            if message[:1] == bytes([m.REQUEST]):
+                index, begin, size = (int.from_bytes(message[i : i + 4], "big") for i in (1, 5, 9))
+                self.transport.write(m.piece_header(index, begin, size) + random.randbytes(size))
+
+
+def test_corrupt_peer_is_banned_and_download_completes(tmp_path):
+    torrent, content, folder = make_content(tmp_path, 8 * 1024 * 1024, 128 * 1024)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        evil = await loop.create_server(lambda: CorruptSeeder(torrent.info_hash), LOOPBACK, 0)
+        evil_port = evil.sockets[0].getsockname()[1]
+        # The honest seeder is slow, so the liar gets plenty of chances to send bad data.
+        seeder = await start_node(upload_limit=1024 * 1024)
+        leecher = await start_node()
+        try:
+            await seeder.add(torrent.info_hash, torrent, folder)
+            peers = [(LOOPBACK, evil_port), (LOOPBACK, seeder.port)]
+            task = await leecher.add(torrent.info_hash, torrent, tmp_path / "out", peers)
+            await asyncio.wait_for(task.completed.wait(), 60)
+            assert task.swarm is not None
+            assert (LOOPBACK, evil_port) in task.swarm.banned_addresses
+        finally:
+            evil.close()
+            await seeder.stop()
+            await leecher.stop()
+
+    asyncio.run(scenario())
+    assert (tmp_path / "out" / "content.bin").read_bytes() == content
