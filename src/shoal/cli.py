@@ -311,8 +311,10 @@ async def download(
             click.echo("shoal: stopped; run the same command again to resume", err=True)
             return INTERRUPTED
         assert task.torrent is not None
+        fetched = task.swarm.downloaded if task.swarm else 0
         click.echo(
-            f"done: {task.torrent.name} ({human_size(task.torrent.total_length)}) in {output}"
+            f"done: {task.torrent.name} ({human_size(task.torrent.total_length)}) in {output};"
+            f" fetched {fetched} bytes from peers this run"
         )
         if keep_seeding:
             click.echo(f"seeding {task.torrent.name} on port {node.port}", err=True)

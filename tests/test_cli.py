@@ -1,0 +1,127 @@
+"""The shoal command as a user runs it: real processes on loopback."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+from conftest import LOOPBACK, free_port, port_open, wait_for
+
+from shoal import bencode
+from shoal.metainfo import load_torrent
+from shoal.storage.resume import ResumeFile
+
+
+def fetched(stdout: str) -> int:
+    """Bytes a finished `shoal get` says it fetched from peers."""
+    match = re.search(r"fetched (\d+) bytes", stdout)
+    assert match, stdout
+    return int(match.group(1))
+
+
+def start_seeder(shoal_cli, torrent: Path, data_dir: Path, *extra: str) -> int:
+    """Start `shoal seed` and wait until it accepts peers; returns its port."""
+    port = free_port()
+    shoal_cli.start("seed", torrent, data_dir, "--port", port, *extra)
+    wait_for(lambda: port_open(port), timeout=30, message="seeder never listened")
+    return port
+
+
+def test_create_info_seed_get_round_trip(shoal_cli, random_file, tmp_path):
+    source = random_file(3 * 1024 * 1024 + 17, "share/movie.bin")
+    torrent = tmp_path / "movie.torrent"
+    created = shoal_cli.run("create", source, "-o", torrent, "--tracker", "http://t.example/a")
+    assert created.returncode == 0, created.stderr
+    info = shoal_cli.run("info", torrent)
+    parsed = load_torrent(torrent)
+    assert parsed.info_hash_hex in info.stdout and "movie.bin" in info.stdout
+    assert "magnet:?xt=urn:btih:" in info.stdout
+
+    port = start_seeder(shoal_cli, torrent, source.parent)
+    got = shoal_cli.run("get", torrent, "-o", tmp_path / "out", "--peer", f"{LOOPBACK}:{port}")
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out" / "movie.bin").read_bytes() == source.read_bytes()
+    assert fetched(got.stdout) == source.stat().st_size
+
+
+def test_multi_file_share_by_magnet(shoal_cli, random_file, tmp_path):
+    random_file(300_000, "album/a.bin", seed=1)
+    random_file(700_000, "album/disc 2/b.bin", seed=2)
+    port = free_port()
+    sharer = shoal_cli.start("share", tmp_path / "album", "--port", port)
+    wait_for(lambda: "magnet:" in shoal_cli.output()[0], timeout=30, message="no magnet printed")
+    magnet = shoal_cli.output()[0].strip().splitlines()[-1]
+    got = shoal_cli.run("get", magnet, "-o", tmp_path / "out")
+    assert got.returncode == 0, got.stderr
+    for name in ("a.bin", "disc 2/b.bin"):
+        assert (tmp_path / "out/album" / name).read_bytes() == (
+            tmp_path / "album" / name
+        ).read_bytes()
+    sharer.send_signal(signal.SIGINT)
+    assert sharer.wait(timeout=30) == 0
+
+
+def test_seed_exits_cleanly_on_sigterm(shoal_cli, random_file, tmp_path):
+    source = random_file(100_000, "data/x.bin")
+    shoal_cli.run("create", source, "-o", tmp_path / "x.torrent")
+    start_seeder(shoal_cli, tmp_path / "x.torrent", source.parent)
+    process = shoal_cli.processes[-1]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert "Traceback" not in shoal_cli.output()[1]
+
+
+def test_kill_9_then_resume_fetches_only_what_was_left(shoal_cli, random_file, tmp_path):
+    size = 16 * 1024 * 1024
+    source = random_file(size, "data/big.bin")
+    torrent = tmp_path / "big.torrent"
+    shoal_cli.run("create", source, "-o", torrent, "--piece-size", str(256 * 1024))
+    num_pieces = load_torrent(torrent).num_pieces
+    # A slow seeder, so the download is surely half way when it is killed.
+    port = start_seeder(shoal_cli, torrent, source.parent, "--up-limit", "2048")
+    out = tmp_path / "out"
+    first = shoal_cli.start("get", torrent, "-o", out, "--peer", f"{LOOPBACK}:{port}")
+    record = ResumeFile(load_torrent(torrent).info_hash, out).path
+
+    def saved_pieces() -> int:
+        try:
+            return sum(bencode.decode(record.read_bytes())[b"pieces"])
+        except (OSError, bencode.BencodeError):
+            return 0
+
+    wait_for(lambda: saved_pieces() >= num_pieces // 3, timeout=60, message="no progress saved")
+    first.kill()
+    first.wait()
+    verified_before = saved_pieces()
+    assert verified_before < num_pieces
+    second = shoal_cli.run("get", torrent, "-o", out, "--peer", f"{LOOPBACK}:{port}", timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert (out / "big.bin").read_bytes() == source.read_bytes()
+    left = size - verified_before * 256 * 1024
+    assert fetched(second.stdout) <= left
+
+
+def test_unsafe_path_is_rejected_with_one_sentence(shoal_cli, tmp_path):
+    info = {b"length": 5, b"name": b"..", b"piece length": 16384, b"pieces": bytes(20)}
+    bad = tmp_path / "evil.torrent"
+    bad.write_bytes(bencode.encode({b"info": info}))
+    for command in (("info", bad), ("get", bad, "--peer", "127.0.0.1:1")):
+        result = shoal_cli.run(*command)
+        assert result.returncode == 1
+        assert "unsafe file path" in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_malformed_bencode_is_rejected_with_one_sentence(shoal_cli, tmp_path):
+    bad = tmp_path / "broken.torrent"
+    bad.write_bytes(b"d4:infod6:lengthi05eee")
+    result = shoal_cli.run("info", bad)
+    assert result.returncode == 1
+    assert "not valid bencode" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2(shoal_cli):
+    assert shoal_cli.run("get").returncode == 2
+    assert shoal_cli.run("get", "x.torrent", "--peer", "nonsense").returncode == 2
