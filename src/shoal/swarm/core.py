@@ -378,12 +378,6 @@ class Swarm:
         # KeepAlive, Port (no DHT yet), SuggestPiece and AllowedFast need no action here.
 
     def _on_bitfield(self, peer: Peer, event: m.Message, now: float) -> None:
-        if (
-            peer.has is not None
-            or peer.pending_bitfield is not None
-            or peer.pending_all is not None
-        ):
-            raise m.ProtocolError("the peer sent its pieces twice")
         if self.torrent is None:
             if isinstance(event, m.Bitfield):
                 peer.pending_bitfield = event.bits
@@ -392,9 +386,15 @@ class Swarm:
             return
         num = self.torrent.num_pieces
         if isinstance(event, m.Bitfield):
-            peer.has = bits.from_wire(event.bits, num)
+            pieces = bits.from_wire(event.bits, num)
         else:
-            peer.has = bytearray(b"\x01" * num if isinstance(event, m.HaveAll) else num)
+            pieces = bytearray(b"\x01" * num if isinstance(event, m.HaveAll) else num)
+        if peer.has is not None:
+            # Some clients send haves before, or a bitfield after, have_none: keep the union.
+            assert self.picker is not None
+            self.picker.remove_peer_pieces(peer.has)
+            pieces = bytearray(a | b for a, b in zip(pieces, peer.has, strict=True))
+        peer.has = pieces
         self._adopt_pieces(peer, now)
 
     def _adopt_pieces(self, peer: Peer, now: float) -> None:
