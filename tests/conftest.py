@@ -96,7 +96,7 @@ class ShoalCli:
         return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def run(
-        self, *args: str | os.PathLike[str], timeout: float = 60.0
+        self, *args: str | int | os.PathLike[str], timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         """Run shoal to completion; on timeout it is killed and TimeoutExpired raised."""
         argv = tuple(str(arg) for arg in args)
@@ -118,7 +118,7 @@ class ShoalCli:
             entry.stderr.read_text(errors="replace"),
         )
 
-    def start(self, *args: str | os.PathLike[str]) -> subprocess.Popen[bytes]:
+    def start(self, *args: str | int | os.PathLike[str]) -> subprocess.Popen[bytes]:
         """Start shoal in the background; it is stopped at teardown if still running."""
         argv = tuple(str(arg) for arg in args)
         entry = self._log_files(argv)

@@ -18,8 +18,10 @@ def session_settings(port: int | None = None) -> dict[str, object]:
         # Loopback only: tests and benches must never reach another address.
         "listen_interfaces": f"{LOOPBACK}:{port or 0}",
         "outgoing_interfaces": LOOPBACK,
-        # A requested port that is taken must fail loudly, not move elsewhere.
+        # A requested port that is taken must fail loudly, not move elsewhere
+        # (libtorrent would otherwise try the next ports, then any port).
         "listen_system_port_fallback": port is None,
+        "max_retry_port_bind": 0,
         # No peer discovery beyond what the test hands over; the empty router list
         # keeps libtorrent from even resolving the public bootstrap host.
         "enable_dht": False,
@@ -60,8 +62,6 @@ def session_settings(port: int | None = None) -> dict[str, object]:
         "alert_mask": int(
             lt.alert.category_t.error_notification | lt.alert.category_t.storage_notification
         ),
-        # Statuses poll on ticks; a shorter tick makes finish times more precise.
-        "tick_interval": 100,
     }
     # Windows-only (skips zero-filling new files); a no-op elsewhere, set only where known.
     if "enable_set_file_valid_data" in lt.default_settings():

@@ -109,17 +109,18 @@ def test_picker_prefers_the_rarest_piece():
     picker.add_peer_pieces(bytearray(b"\x00\x00\x00\x00\x01\x01\x01\x01"))
     picker.add_peer_pieces(bytearray(b"\x00\x00\x00\x00\x01\x01\x00\x01"))
     picker.add_peer_pieces(bytearray(b"\x00\x00\x00\x00\x01\x00\x00\x01"))
-    index, _block = picker.next_block(bytearray(b"\x01" * 8), {})
+    [(index, _block)] = picker.next_blocks(bytearray(b"\x01" * 8), {}, 1)
     assert index == 6
 
 
 def test_end_game_asks_a_second_peer_for_blocks_in_flight():
     picker = PiecePicker([16384 * 2], bytearray(1), random.Random(1))
     everything = bytearray(b"\x01")
-    first = {picker.next_block(everything, {}): 0.0, picker.next_block(everything, {}): 0.0}
-    assert None not in first
-    # A second peer gets the same blocks again rather than nothing.
-    assert picker.next_block(everything, {}) in first
+    first = dict.fromkeys(picker.next_blocks(everything, {}, 10), 0.0)
+    assert len(first) == 2
+    # A second peer gets the same blocks again rather than nothing, but not twice over.
+    assert set(picker.next_blocks(everything, {}, 10)) == set(first)
+    assert picker.next_blocks(everything, first, 10) == []
 
 
 def test_seeding_choker_rotates_slots():

@@ -28,6 +28,8 @@ REQUEST_QUEUE_SECONDS = 2.0
 # A new peer starts with this many requests and gains one per block received (slow start,
 # doubling each round trip) until its rate stops growing; then the rate sets the depth.
 INITIAL_REQUEST_QUEUE = 16
+# Requests are topped up once this many slots are free (or a quarter of the queue, if smaller).
+REFILL_BATCH = 32
 MAX_REQUEST_QUEUE = 1000
 # How many requests we accept queued from one peer before calling it abusive.
 MAX_UPLOAD_QUEUE = 2000
@@ -464,26 +466,32 @@ class Swarm:
             return
         depth = self._request_depth(peer)
         outstanding = peer.outstanding
-        if len(outstanding) >= depth:
+        room = depth - len(outstanding)
+        # Top up in batches, not one request per block received: far less work per block.
+        if room < min(REFILL_BATCH, max(1, depth // 4)) and outstanding:
             return
         limits = self.download_limits
+        allowance = limits.allowance(now)
+        if allowance < float("inf"):
+            room = min(room, -(-int(allowance) // m.BLOCK_SIZE))
+        if room <= 0:
+            return
+        chosen = picker.next_blocks(peer.has, outstanding, room)
+        if not chosen:
+            return
         wire = peer.wire
-        sent = False
-        while len(outstanding) < depth and limits.available(now):
-            choice = picker.next_block(peer.has, outstanding)  # type: ignore[arg-type]
-            if choice is None:
-                break
-            index, block = choice
-            partial = picker.partials[index]
-            if partial.in_flight.get(block, 0) > 1:
-                self.end_game = True
+        partials = picker.partials
+        total = 0
+        for index, block in chosen:
+            partial = partials[index]
             length = partial.block_length(block)
+            if partial.in_flight[block] > 1:
+                self.end_game = True
             wire.send_request(index, block * m.BLOCK_SIZE, length)
-            outstanding[choice] = now
-            limits.consume(length, now)
-            sent = True
-        if sent:
-            self._mark(peer, now)
+            outstanding[index, block] = now
+            total += length
+        limits.consume(total, now)
+        self._mark(peer, now)
 
     def _release_all(self, peer: Peer) -> None:
         if self.picker is not None:

@@ -83,23 +83,35 @@ class PiecePicker:
         have = self.have
         return any(p and not h for p, h in zip(pieces, have, strict=True))
 
-    def next_block(
-        self, pieces: bytearray, exclude: set[tuple[int, int]]
-    ) -> tuple[int, int] | None:
-        """A block to request from a peer that has `pieces`, or None if there is nothing."""
+    def next_blocks(
+        self, pieces: bytearray, exclude: dict[tuple[int, int], float], want: int
+    ) -> list[tuple[int, int]]:
+        """Up to `want` blocks to request from a peer that has `pieces`, as (piece, block)."""
+        chosen: list[tuple[int, int]] = []
         # Finish what is started before starting more: whole pieces reach verification sooner.
         for partial in self.partials.values():
             if partial.free and pieces[partial.index]:
-                block = partial.free.pop()
-                partial.in_flight[block] = partial.in_flight.get(block, 0) + 1
-                return partial.index, block
-        index = self._pick_new(pieces)
-        if index is not None:
-            partial = self._start(index)
-            block = partial.free.pop()
-            partial.in_flight[block] = 1
-            return index, block
-        return self._end_game_block(pieces, exclude)
+                self._take(partial, want - len(chosen), chosen)
+                if len(chosen) >= want:
+                    return chosen
+        while len(chosen) < want:
+            index = self._pick_new(pieces)
+            if index is None:
+                break
+            self._take(self._start(index), want - len(chosen), chosen)
+        if not chosen:
+            self._end_game_blocks(pieces, exclude, want, chosen)
+        return chosen
+
+    @staticmethod
+    def _take(partial: PartialPiece, count: int, chosen: list[tuple[int, int]]) -> None:
+        free = partial.free
+        in_flight = partial.in_flight
+        index = partial.index
+        for _ in range(min(count, len(free))):
+            block = free.pop()
+            in_flight[block] = in_flight.get(block, 0) + 1
+            chosen.append((index, block))
 
     def _pick_new(self, pieces: bytearray) -> int | None:
         have = self.have
@@ -127,17 +139,22 @@ class PiecePicker:
         self.partials[index] = partial
         return partial
 
-    def _end_game_block(
-        self, pieces: bytearray, exclude: set[tuple[int, int]]
-    ) -> tuple[int, int] | None:
+    def _end_game_blocks(
+        self,
+        pieces: bytearray,
+        exclude: dict[tuple[int, int], float],
+        want: int,
+        chosen: list[tuple[int, int]],
+    ) -> None:
         for partial in self.partials.values():
             if not pieces[partial.index]:
                 continue
             for block, count in partial.in_flight.items():
                 if count < END_GAME_DUPLICATES and (partial.index, block) not in exclude:
                     partial.in_flight[block] = count + 1
-                    return partial.index, block
-        return None
+                    chosen.append((partial.index, block))
+                    if len(chosen) >= want:
+                        return
 
     # -- outcomes -----------------------------------------------------------------------------
 

@@ -24,6 +24,11 @@ class TokenBucket:
         self._refill(now)
         return self.rate is None or self._tokens > 0
 
+    def allowance(self, now: float) -> float:
+        """Bytes that may pass now (infinite when unlimited)."""
+        self._refill(now)
+        return float("inf") if self.rate is None else max(0.0, self._tokens)
+
     def consume(self, amount: int, now: float) -> None:
         """Spend tokens; the balance may go negative so a large block still passes once."""
         self._refill(now)
@@ -46,6 +51,10 @@ class Limits:
     def available(self, now: float) -> bool:
         """Whether every bucket allows bytes now."""
         return all(bucket.available(now) for bucket in self.buckets)
+
+    def allowance(self, now: float) -> float:
+        """Bytes every bucket lets pass now."""
+        return min(bucket.allowance(now) for bucket in self.buckets)
 
     def consume(self, amount: int, now: float) -> None:
         """Spend from every bucket."""

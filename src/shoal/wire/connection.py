@@ -19,7 +19,7 @@ class PeerWire:
         self.info_hash = info_hash
         self.peer_id = peer_id
         self.remote: m.Handshake | None = None
-        self._inbox = bytearray()
+        self._tail = bytearray()  # the start of a message the last read cut short
         self._outbox: list[bytes] = []
         self._outbox_size = 0
         self.handshake_sent = False
@@ -28,54 +28,93 @@ class PeerWire:
     # -- receiving ---------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[m.Event]:
-        """Consume bytes from the peer and return the complete messages they finish."""
+        """Consume bytes from the peer and return the complete messages they finish.
+
+        A Piece's data is a view into `data`, not a copy: it stays valid, since bytes never
+        change, and the swarm copies it once, into the piece being assembled.
+        """
         self.bytes_received += len(data)
-        inbox = self._inbox
-        inbox += data
         events: list[m.Event] = []
-        pos = 0
-        end = len(inbox)
         if self.remote is None:
-            if end < m.HANDSHAKE_LENGTH:
-                # Fail early on a wrong protocol string instead of waiting for 68 bytes.
-                expected = bytes((len(m.PROTOCOL),)) + m.PROTOCOL
-                if inbox[: min(end, len(expected))] != expected[: min(end, len(expected))]:
-                    raise m.ProtocolError("the peer did not send a BitTorrent handshake")
+            data = self._read_handshake(data, events)
+            if self.remote is None:
                 return events
-            self.remote = self._parse_handshake(bytes(inbox[: m.HANDSHAKE_LENGTH]))
-            events.append(self.remote)
-            pos = m.HANDSHAKE_LENGTH
-        view = memoryview(inbox)
-        try:
-            while end - pos >= 4:
-                length = int.from_bytes(view[pos : pos + 4], "big")
-                if length == 0:
-                    events.append(m.KEEP_ALIVE)
-                    pos += 4
-                    continue
-                if length > MAX_MESSAGE_LENGTH:
-                    raise m.ProtocolError(f"message of {length} bytes exceeds the limit")
-                if end - pos - 4 < length:
-                    break
-                message_id = inbox[pos + 4]
-                if message_id == m.PIECE and length > 9:
-                    # The hot path: copy the block once, straight out of the receive buffer.
-                    if length - 9 > m.MAX_REQUEST_LENGTH:
-                        raise m.ProtocolError(f"block of {length - 9} bytes is too large")
-                    index = int.from_bytes(view[pos + 5 : pos + 9], "big")
-                    begin = int.from_bytes(view[pos + 9 : pos + 13], "big")
-                    events.append(m.Piece(index, begin, bytes(view[pos + 13 : pos + 4 + length])))
-                    pos += 4 + length
-                    continue
-                payload = bytes(view[pos + 5 : pos + 4 + length])
-                pos += 4 + length
-                if message_id in m.FAST_ONLY and not self._fast:
-                    raise m.ProtocolError(f"fast-extension message {message_id} without support")
-                events.append(m.parse_message(message_id, payload))
-        finally:
-            view.release()
-        del inbox[:pos]
+        view = memoryview(bytes(data) if isinstance(data, bytearray) else data)
+        pos = 0
+        if self._tail:
+            pos = self._finish_split_message(view, events)
+            if pos < 0:
+                return events
+        pos = self._parse(view, pos, events)
+        if pos < len(view):
+            self._tail = bytearray(view[pos:])
         return events
+
+    def _read_handshake(self, data: bytes, events: list[m.Event]) -> bytes:
+        tail = self._tail
+        tail += data
+        if len(tail) < m.HANDSHAKE_LENGTH:
+            # Fail early on a wrong protocol string instead of waiting for 68 bytes.
+            expected = bytes((len(m.PROTOCOL),)) + m.PROTOCOL
+            if tail[: min(len(tail), len(expected))] != expected[: min(len(tail), len(expected))]:
+                raise m.ProtocolError("the peer did not send a BitTorrent handshake")
+            return b""
+        self.remote = self._parse_handshake(bytes(tail[: m.HANDSHAKE_LENGTH]))
+        events.append(self.remote)
+        rest = bytes(tail[m.HANDSHAKE_LENGTH :])
+        self._tail = bytearray()
+        return rest
+
+    def _finish_split_message(self, view: memoryview, events: list[m.Event]) -> int:
+        """Complete the message that the previous read cut; returns bytes used, -1 if not yet."""
+        tail = self._tail
+        pos = 0
+        if len(tail) < 4:
+            pos = min(4 - len(tail), len(view))
+            tail += view[:pos]
+            if len(tail) < 4:
+                return -1
+        length = int.from_bytes(tail[:4], "big")
+        if length > MAX_MESSAGE_LENGTH:
+            raise m.ProtocolError(f"message of {length} bytes exceeds the limit")
+        missing = 4 + length - len(tail)
+        take = min(missing, len(view) - pos)
+        tail += view[pos : pos + take]
+        if take < missing:
+            return -1
+        self._tail = bytearray()
+        self._parse(memoryview(bytes(tail)), 0, events)
+        return pos + take
+
+    def _parse(self, view: memoryview, pos: int, events: list[m.Event]) -> int:
+        """Parse whole messages from view[pos:]; returns where the first incomplete one starts."""
+        end = len(view)
+        while end - pos >= 4:
+            length = int.from_bytes(view[pos : pos + 4], "big")
+            if length == 0:
+                events.append(m.KEEP_ALIVE)
+                pos += 4
+                continue
+            if length > MAX_MESSAGE_LENGTH:
+                raise m.ProtocolError(f"message of {length} bytes exceeds the limit")
+            if end - pos - 4 < length:
+                break
+            message_id = view[pos + 4]
+            if message_id == m.PIECE and length > 9:
+                # The hot path: no copy, the block stays a view of the bytes received.
+                if length - 9 > m.MAX_REQUEST_LENGTH:
+                    raise m.ProtocolError(f"block of {length - 9} bytes is too large")
+                index = int.from_bytes(view[pos + 5 : pos + 9], "big")
+                begin = int.from_bytes(view[pos + 9 : pos + 13], "big")
+                events.append(m.Piece(index, begin, view[pos + 13 : pos + 4 + length]))
+                pos += 4 + length
+                continue
+            payload = bytes(view[pos + 5 : pos + 4 + length])
+            pos += 4 + length
+            if message_id in m.FAST_ONLY and not self._fast:
+                raise m.ProtocolError(f"fast-extension message {message_id} without support")
+            events.append(m.parse_message(message_id, payload))
+        return pos
 
     @property
     def _fast(self) -> bool:

@@ -102,11 +102,11 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """A block of data from the peer."""
+    """A block of data from the peer (a view into the bytes received)."""
 
     index: int
     begin: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
