@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import signal
+import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import LOOPBACK, free_port, port_open, wait_for
 
 from shoal import bencode
@@ -125,3 +128,41 @@ def test_malformed_bencode_is_rejected_with_one_sentence(shoal_cli, tmp_path):
 def test_usage_errors_exit_2(shoal_cli):
     assert shoal_cli.run("get").returncode == 2
     assert shoal_cli.run("get", "x.torrent", "--peer", "nonsense").returncode == 2
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 4 MiB tmpfs, if this machine lets us mount one (it needs root)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_full_disk_is_one_sentence_and_keeps_verified_pieces(
+    shoal_cli, random_file, tmp_path, tiny_disk
+):
+    source = random_file(8 * 1024 * 1024, "data/big.bin")
+    torrent_path = tmp_path / "big.torrent"
+    shoal_cli.run("create", source, "-o", torrent_path, "--piece-size", str(256 * 1024))
+    port = start_seeder(shoal_cli, torrent_path, source.parent)
+    result = shoal_cli.run("get", torrent_path, "-o", tiny_disk, "--peer", f"{LOOPBACK}:{port}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("shoal: the disk is full")
+    assert "Traceback" not in result.stderr
+    torrent = load_torrent(torrent_path)
+    saved = bencode.decode(ResumeFile(torrent.info_hash, tiny_disk).path.read_bytes())[b"pieces"]
+    assert 0 < sum(saved) < torrent.num_pieces
+    written = (tiny_disk / "big.bin").open("rb")
+    for index, verified in enumerate(saved):
+        if verified:
+            written.seek(index * torrent.piece_length)
+            data = written.read(torrent.piece_length)
+            assert hashlib.sha1(data).digest() == torrent.piece_hash(index)

@@ -84,6 +84,17 @@ def test_magnet_leecher_fetches_metadata_then_pieces(network):
     assert bytes(leecher.data) == network.content
 
 
+def test_peer_exchange_introduces_peers(network):
+    seeder = network.add("seeder", complete=True, upload_limit=64 * 1024)
+    middle = network.add("middle", complete=False, upload_limit=64 * 1024)
+    edge = network.add("edge", complete=False)
+    network.connect(middle, seeder)
+    network.connect(edge, middle)
+    network.run(until=5)
+    # The edge only knew the middle peer; PEX told it where the seeder listens.
+    assert seeder.address in {p.address for p in edge.swarm.peers.values()}
+
+
 def test_download_limit_is_respected(network):
     seeder = network.add("seeder", complete=True)
     leecher = network.add("leecher", complete=False, download_limit=512 * 1024)

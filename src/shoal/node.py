@@ -195,7 +195,7 @@ class TorrentTask:
         """Stop the torrent with an error meant for the user."""
         if self.failed is None:
             self.failed = error
-            log.error("%s", error)
+            log.info("torrent %s stopped: %s", self.info_hash.hex(), error)
         self.stopped.set()
 
     async def stop(self) -> None:
@@ -342,13 +342,16 @@ class TorrentTask:
             self.completed.set()
 
     def _checked(self, index: int, future: Future[bool]) -> None:
+        if future.cancelled() or self.stopped.is_set():
+            # Shutting down: the piece is simply not recorded, and fetched again next time.
+            return
         error = future.exception()
         if isinstance(error, ShoalError):
             self.fail(error)
             return
         if error is not None:
             raise error
-        if self.swarm is None or self.stopped.is_set():
+        if self.swarm is None:
             return
         ok = future.result()
         if not ok:

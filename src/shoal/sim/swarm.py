@@ -107,6 +107,11 @@ class SimNetwork:
                 other, other_key = peer.links.pop(action.peer)
                 other.links.pop(other_key, None)
                 other.swarm.remove_peer(other_key)
+            elif isinstance(action, core.ConnectTo):
+                linked = {other.address for other, _key in peer.links.values()}
+                for target in self.peers:
+                    if target.address == action.address and target.address not in linked:
+                        self.connect(peer, target)
             elif isinstance(action, core.MetadataReady):
                 peer.metadata_ready = action.info_bytes
                 torrent = parse_info(action.info_bytes)

@@ -793,9 +793,9 @@ class Swarm:
 
     def _send_pex(self, peer: Peer, now: float) -> None:
         remote_id = peer.extensions.ids.get(ext.UT_PEX)
-        peer.last_pex = now
         if not remote_id:
             return
+        peer.last_pex = now
         current = {
             p.listen_address for p in self.peers.values() if p.listen_address and p is not peer
         }
