@@ -589,17 +589,28 @@ class Swarm:
         peer.upload_queue.append((request.index, request.begin, request.length))
         self._serve(peer, now)
 
-    def _serve(self, peer: Peer, now: float) -> None:
+    def _serve(self, peer: Peer, now: float, limit: int | None = None) -> None:
         limits = self.upload_limits
         queue = peer.upload_queue
-        while queue and limits.available(now):
+        served = 0
+        while queue and limits.available(now) and (limit is None or served < limit):
             index, begin, length = queue.popleft()
             limits.consume(length, now)
             peer.uploaded += length
             peer.window_up += length
             self.uploaded += length
             self.actions.append(ReadBlock(peer.key, index, begin, length))
+            served += 1
         peer.last_sent = now
+
+    def _serve_waiting(self, now: float) -> None:
+        """Share what the upload limit allows among queued peers, a block each in turn."""
+        waiting = [p for p in self.peers.values() if p.upload_queue and not p.am_choking]
+        self.rng.shuffle(waiting)
+        while waiting and self.upload_limits.available(now):
+            for peer in waiting:
+                self._serve(peer, now, limit=1)
+            waiting = [p for p in waiting if p.upload_queue]
 
     def _unchoked_count(self) -> int:
         return sum(1 for peer in self.peers.values() if not peer.am_choking)
@@ -762,6 +773,7 @@ class Swarm:
             self._run_choker(now)
         for peer in list(self.peers.values()):
             self._tick_peer(peer, now)
+        self._serve_waiting(now)
         wakes = [now + RATE_INTERVAL]
         for limits in (self.upload_limits, self.download_limits):
             wake = limits.wake_time(now)
@@ -783,8 +795,6 @@ class Swarm:
             self._request_metadata(peer, now)
         else:
             self._fill_requests(peer, now)
-            if peer.upload_queue and not peer.am_choking:
-                self._serve(peer, now)
         if now - peer.last_sent > KEEP_ALIVE_INTERVAL:
             peer.wire.send_keep_alive()
             self._mark(peer, now)
