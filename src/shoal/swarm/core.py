@@ -505,11 +505,12 @@ class Swarm:
             raise m.ProtocolError("the peer sent a block before we had the metadata")
         key = (piece.index, piece.begin // m.BLOCK_SIZE)
         length = len(piece.data)
-        asked = peer.outstanding.pop(key, None) is not None
+        outstanding = peer.outstanding
+        asked = outstanding.pop(key, None) is not None
         peer.window_down += length
         peer.last_block = now
-        partial = picker.partials.get(piece.index)
-        if partial is None or key[1] in partial.received:
+        partial = picker.receive(piece.index, piece.begin, piece.data, peer.key)
+        if partial is None:
             peer.wasted += length
             if not asked and peer.wasted > MAX_WASTED_BYTES:
                 raise m.ProtocolError("the peer keeps sending blocks nobody asked for")
@@ -520,11 +521,12 @@ class Swarm:
                 peer.request_depth += 1
             if self.end_game:
                 self._cancel_duplicates(peer, key, length, now)
-            done = picker.receive(piece.index, piece.begin, piece.data, peer.key)
-            if done is not None:
-                self.blame.checking(done.index, done.senders, done.buffer)
-                self.actions.append(VerifyPiece(done.index, done.buffer))
-        self._fill_requests(peer, now)
+            if partial.complete:
+                self.blame.checking(partial.index, partial.senders, partial.buffer)
+                self.actions.append(VerifyPiece(partial.index, partial.buffer))
+        # The cheap test first: most blocks leave the queue deep enough to need no top-up.
+        if len(outstanding) + REFILL_BATCH <= self._request_depth(peer) or not outstanding:
+            self._fill_requests(peer, now)
 
     def _cancel_duplicates(
         self, receiver: Peer, key: tuple[int, int], length: int, now: float

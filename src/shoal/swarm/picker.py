@@ -20,16 +20,12 @@ class PartialPiece:
 
     index: int
     size: int
+    num_blocks: int
     buffer: bytearray
     free: list[int]  # block numbers nobody has been asked for, next to ask for last
     in_flight: dict[int, int] = field(default_factory=dict)  # block -> number of requests
     received: set[int] = field(default_factory=set)
     senders: dict[int, int] = field(default_factory=dict)  # block -> peer key
-
-    @property
-    def num_blocks(self) -> int:
-        """How many blocks the piece has."""
-        return (self.size + BLOCK_SIZE - 1) // BLOCK_SIZE
 
     @property
     def complete(self) -> bool:
@@ -134,7 +130,11 @@ class PiecePicker:
         size = self.piece_sizes[index]
         num_blocks = (size + BLOCK_SIZE - 1) // BLOCK_SIZE
         partial = PartialPiece(
-            index=index, size=size, buffer=bytearray(size), free=list(range(num_blocks - 1, -1, -1))
+            index=index,
+            size=size,
+            num_blocks=num_blocks,
+            buffer=bytearray(size),
+            free=list(range(num_blocks - 1, -1, -1)),
         )
         self.partials[index] = partial
         return partial
@@ -171,26 +171,26 @@ class PiecePicker:
             partial.free.append(block)
 
     def receive(self, index: int, begin: int, data: bytes, peer: int) -> PartialPiece | None:
-        """Store a block; returns the piece if it is now complete, else None."""
+        """Store a block; returns its piece (check `complete`), or None if it was not wanted."""
         partial = self.partials.get(index)
-        if partial is None or begin % BLOCK_SIZE:
+        if partial is None:
             return None
-        block = begin // BLOCK_SIZE
-        if block >= partial.num_blocks or len(data) != partial.block_length(block):
+        block, misalignment = divmod(begin, BLOCK_SIZE)
+        received = partial.received
+        if misalignment or block >= partial.num_blocks or block in received:
             return None
-        if block in partial.received:
+        if len(data) != min(BLOCK_SIZE, partial.size - begin):
             return None
         partial.buffer[begin : begin + len(data)] = data
-        partial.received.add(block)
+        received.add(block)
         partial.in_flight.pop(block, None)
-        if block in partial.free:
+        if partial.free and block in partial.free:
             # Arrived without being asked for in this round (a late reply after a choke).
             partial.free.remove(block)
         partial.senders[block] = peer
-        if not partial.complete:
-            return None
-        del self.partials[index]
-        self.verifying.add(index)
+        if len(received) == partial.num_blocks:
+            del self.partials[index]
+            self.verifying.add(index)
         return partial
 
     def verified(self, index: int, ok: bool) -> None:

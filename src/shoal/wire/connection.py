@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+
 from . import messages as m
 
 # The largest message a peer may send: a bitfield for 2M pieces or a 128 KiB block, with room
 # for extension messages carrying a 16 KiB metadata piece.
 MAX_MESSAGE_LENGTH = 256 * 1024 + 64
+_HEADER = struct.Struct(">IB")  # length prefix and message id
+_BLOCK_REF = struct.Struct(">II")  # piece index and offset
 # Cap on bytes queued for sending before the adapter flushes, to bound memory per peer.
 MAX_PENDING_OUTPUT = 64 * 1024 * 1024
 
@@ -89,23 +93,21 @@ class PeerWire:
     def _parse(self, view: memoryview, pos: int, events: list[m.Event]) -> int:
         """Parse whole messages from view[pos:]; returns where the first incomplete one starts."""
         end = len(view)
-        while end - pos >= 4:
-            length = int.from_bytes(view[pos : pos + 4], "big")
+        while end - pos >= 5:
+            length, message_id = _HEADER.unpack_from(view, pos)
+            if length > MAX_MESSAGE_LENGTH:
+                raise m.ProtocolError(f"message of {length} bytes exceeds the limit")
             if length == 0:
                 events.append(m.KEEP_ALIVE)
                 pos += 4
                 continue
-            if length > MAX_MESSAGE_LENGTH:
-                raise m.ProtocolError(f"message of {length} bytes exceeds the limit")
             if end - pos - 4 < length:
-                break
-            message_id = view[pos + 4]
+                return pos
             if message_id == m.PIECE and length > 9:
                 # The hot path: no copy, the block stays a view of the bytes received.
                 if length - 9 > m.MAX_REQUEST_LENGTH:
                     raise m.ProtocolError(f"block of {length - 9} bytes is too large")
-                index = int.from_bytes(view[pos + 5 : pos + 9], "big")
-                begin = int.from_bytes(view[pos + 9 : pos + 13], "big")
+                index, begin = _BLOCK_REF.unpack_from(view, pos + 5)
                 events.append(m.Piece(index, begin, view[pos + 13 : pos + 4 + length]))
                 pos += 4 + length
                 continue
@@ -114,6 +116,9 @@ class PeerWire:
             if message_id in m.FAST_ONLY and not self._fast:
                 raise m.ProtocolError(f"fast-extension message {message_id} without support")
             events.append(m.parse_message(message_id, payload))
+        if end - pos == 4 and view[pos : pos + 4] == b"\x00\x00\x00\x00":
+            events.append(m.KEEP_ALIVE)
+            pos += 4
         return pos
 
     @property
