@@ -145,9 +145,51 @@ def test_corrupt_peer_is_banned_and_download_completes(tmp_path):
             task = await leecher.add(torrent.info_hash, torrent, tmp_path / "out", peers)
             await asyncio.wait_for(task.completed.wait(), 60)
             assert task.swarm is not None
-            assert (LOOPBACK, evil_port) in task.swarm.banned_addresses
+            assert task.swarm.is_banned((LOOPBACK, evil_port))
+            assert not task.swarm.is_banned((LOOPBACK, seeder.port))
         finally:
             evil.close()
+            await seeder.stop()
+            await leecher.stop()
+
+    asyncio.run(scenario())
+    assert (tmp_path / "out" / "content.bin").read_bytes() == content
+
+
+def test_unfinished_handshakes_are_closed(tmp_path, monkeypatch):
+    monkeypatch.setattr("shoal.node.HANDSHAKE_TIMEOUT", 0.3)
+
+    async def scenario() -> None:
+        node = await start_node()
+        try:
+            streams = [await asyncio.open_connection(LOOPBACK, node.port) for _ in range(3)]
+            for _reader, writer in streams:
+                writer.write(m.handshake_bytes(bytes(20), bytes(20))[:67])  # one byte short
+            for reader, _writer in streams:
+                assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the node
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_leecher_reconnects_after_dropping_a_peer(tmp_path):
+    torrent, content, folder = make_content(tmp_path, 4 * 1024 * 1024, 256 * 1024)
+
+    async def scenario() -> None:
+        seeder = await start_node(upload_limit=1024 * 1024)
+        leecher = await start_node()
+        try:
+            await seeder.add(torrent.info_hash, torrent, folder)
+            task = await leecher.add(
+                torrent.info_hash, torrent, tmp_path / "out", [(LOOPBACK, seeder.port)]
+            )
+            await until(lambda: task.connections, 10, "a first connection")
+            assert task.swarm is not None
+            task.swarm._close(next(iter(task.swarm.peers.values())), "dropped by the test")
+            task.pump()
+            await asyncio.wait_for(task.completed.wait(), 60)
+        finally:
             await seeder.stop()
             await leecher.stop()
 

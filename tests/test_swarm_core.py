@@ -71,8 +71,8 @@ def test_corrupt_peer_is_banned_and_download_completes(tmp_path):
     network.connect(leecher, good)
     network.run(until=60)
     assert bytes(leecher.data) == network.content
-    assert bad.address in leecher.swarm.banned_addresses
-    assert good.address not in leecher.swarm.banned_addresses
+    assert leecher.swarm.is_banned(bad.address)
+    assert not leecher.swarm.is_banned(good.address)
 
 
 def test_magnet_leecher_fetches_metadata_then_pieces(network):

@@ -8,10 +8,11 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from . import __version__
 from .errors import ShoalError
@@ -28,6 +29,14 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 DEFAULT_PORT = 6881
 CONNECT_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 20.0
+# Connections not yet past the handshake, and dials in progress, are capped: each costs a socket.
+MAX_HANDSHAKING = 100
+MAX_DIALS = 20
+# Addresses learned from peer exchange that a torrent keeps at most.
+MAX_SOURCES = 500
+WRITE_BUFFER_HIGH = 4 * 1024 * 1024
+WRITE_BUFFER_LOW = 1024 * 1024
 RESUME_SAVE_INTERVAL = 5.0
 MAX_RETRY_DELAY = 30.0
 CLIENT_NAME = f"shoal {__version__}"
@@ -42,38 +51,45 @@ def new_peer_id() -> bytes:
 class PeerConnection(asyncio.Protocol):
     """A TCP connection to one peer; its bytes go to the swarm core of its torrent."""
 
-    def __init__(self, node: Node, task: TorrentTask | None = None, address: Address | None = None):
+    def __init__(self, node: Node, task: TorrentTask | None = None, dialled: Address | None = None):
         self.node = node
         self.task = task
         self.outgoing = task is not None
+        # The address we dialled, as given (maybe a host name); the key of its peer source.
+        self.dialled = dialled
         self.wire = PeerWire(task.info_hash if task else None, node.peer_id)
         self.transport: asyncio.Transport | None = None
-        self.address = address
+        self.address: Address | None = None
         self.key: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start the handshake on outgoing connections."""
+        """Start the handshake on outgoing connections; time-limit it on incoming ones."""
         # uvloop's transports do not subclass asyncio.Transport, but have the same methods.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        transport.set_write_buffer_limits(high=8 * 1024 * 1024)
+        # Above this much unsent data the core stops serving the peer until it drains.
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_LOW)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
-        if peer is not None:
-            self.address = (peer[0], peer[1])
-        if self.task is not None and self.address is not None:
+        self.address = (peer[0], peer[1]) if peer is not None else ("?", 0)
+        if self.task is not None:
             self.task.attach(self, [])
+        else:
+            self.node.handshaking(self)
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes to the core; an incoming connection first names its torrent."""
         task = self.task
         if task is not None and self.key is not None:
+            assert task.swarm is not None
             task.swarm.receive(self.key, data, task.loop.time())
             task.pump()
             return
+        if task is not None:
+            return  # closed by the core; bytes still in flight are dropped
         try:
             events = self.wire.receive(data)
         except m.ProtocolError as exc:
@@ -82,6 +98,7 @@ class PeerConnection(asyncio.Protocol):
             return
         if self.wire.remote is None:
             return
+        self.node.handshaken(self)
         task = self.node.torrents.get(self.wire.remote.info_hash)
         if task is None or task.swarm is None or task.swarm.is_banned(self.address):
             self.close()
@@ -89,8 +106,23 @@ class PeerConnection(asyncio.Protocol):
         self.task = task
         task.attach(self, events)
 
+    def pause_writing(self) -> None:
+        """The socket's send buffer is full: stop serving this peer."""
+        self._set_writable(False)
+
+    def resume_writing(self) -> None:
+        """The send buffer drained: serve again."""
+        self._set_writable(True)
+
+    def _set_writable(self, writable: bool) -> None:
+        task = self.task
+        if task is not None and task.swarm is not None and self.key is not None:
+            task.swarm.set_writable(self.key, writable, task.loop.time())
+            task.pump()
+
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell the core the peer is gone."""
+        self.node.handshaken(self)
         if self.task is not None:
             self.task.detach(self)
 
@@ -104,6 +136,7 @@ class PeerConnection(asyncio.Protocol):
 class PeerSource:
     """An address we keep trying while we still need pieces."""
 
+    learned: bool = False  # from peer exchange: dropped after a failure, not retried
     failures: int = 0
     connecting: bool = False
     connected: bool = False
@@ -139,6 +172,9 @@ class TorrentTask:
         self._upload = TokenBucket(upload_limit)
         self._download = TokenBucket(download_limit)
         self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._verifying: set[Future[bool]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._resume_dirty = False
         self._last_resume_save = 0.0
         self.initial_have = 0
@@ -183,13 +219,16 @@ class TorrentTask:
         self._last_resume_save = self.loop.time()
         return have
 
-    def add_peers(self, addresses: list[Address]) -> None:
-        """Addresses to connect to and keep trying while pieces are missing."""
+    def add_peers(self, addresses: list[Address], *, learned: bool = False) -> None:
+        """Addresses to connect to; given ones are retried while pieces are missing."""
         for address in addresses:
-            if address not in self.sources:
-                self.sources[address] = PeerSource()
-                if self.swarm is not None:
-                    self._connect(address)
+            if address in self.sources:
+                continue
+            if learned and len(self.sources) >= MAX_SOURCES:
+                return
+            self.sources[address] = PeerSource(learned=learned)
+            if self.swarm is not None:
+                self._connect(address)
 
     def fail(self, error: ShoalError) -> None:
         """Stop the torrent with an error meant for the user."""
@@ -199,31 +238,49 @@ class TorrentTask:
         self.stopped.set()
 
     async def stop(self) -> None:
-        """Save resume data and close every connection."""
+        """Finish the pieces being written, save resume data and close every connection."""
+        self._closing = True
         if self._timer is not None:
             self._timer.cancel()
+        for background in self._background:
+            background.cancel()
         for source in self.sources.values():
             if source.retry is not None:
                 source.retry.cancel()
         self.sources.clear()
         for connection in list(self.connections.values()):
             connection.close()
+        if self._verifying:
+            # Let hash jobs in flight finish, so their pieces are recorded and no write
+            # races the closing of the files.
+            waits = [asyncio.wrap_future(future) for future in self._verifying]
+            await asyncio.gather(*waits, return_exceptions=True)
+            await asyncio.sleep(0)
         self._save_resume()
         if self.storage is not None:
             self.storage.close()
         self.stopped.set()
 
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     # -- connections ------------------------------------------------------------------------------
 
     def _connect(self, address: Address) -> None:
-        source = self.sources.setdefault(address, PeerSource())
-        if source.connecting or source.connected or self.stopped.is_set():
+        source = self.sources.get(address)
+        if source is None or source.connecting or source.connected or self._closing:
             return
+        source.retry = None
         if self.swarm is None or self.swarm.is_banned(address):
             return
+        dialling = sum(1 for s in self.sources.values() if s.connecting)
+        if dialling >= MAX_DIALS:
+            source.retry = self.loop.call_later(1.0, self._connect, address)
+            return
         source.connecting = True
-        source.retry = None
-        self.loop.create_task(self._open(address, source))
+        self._spawn(self._open(address, source))
 
     async def _open(self, address: Address, source: PeerSource) -> None:
         try:
@@ -236,13 +293,17 @@ class TorrentTask:
             source.failures = 0
         except (TimeoutError, OSError) as exc:
             log.info("cannot connect to %s:%s: %s", *address, exc)
-            source.connecting = False
-            self._retry_later(address, source)
+            self._source_closed(address)
 
-    def _retry_later(self, address: Address, source: PeerSource) -> None:
-        if self.stopped.is_set() or address not in self.sources:
+    def _source_closed(self, address: Address | None) -> None:
+        source = self.sources.get(address) if address is not None else None
+        if source is None or address is None:
             return
-        if self.swarm is not None and self.swarm.complete and not self.node.seeding_wanted:
+        source.connected = source.connecting = False
+        if self._closing or (self.swarm is not None and self.swarm.complete):
+            return  # a seed needs no dialling: leechers come to it
+        if source.learned and source.failures:
+            del self.sources[address]
             return
         source.failures += 1
         delay = min(MAX_RETRY_DELAY, 0.5 * 2**source.failures)
@@ -251,7 +312,7 @@ class TorrentTask:
     def attach(self, connection: PeerConnection, events: list[m.Event]) -> None:
         """Hand a connection to the swarm core."""
         assert self.swarm is not None and connection.address is not None
-        if len(self.connections) >= self.swarm.config.max_peers:
+        if len(self.connections) >= self.swarm.config.max_peers or self._closing:
             connection.close()
             return
         now = self.loop.time()
@@ -259,26 +320,22 @@ class TorrentTask:
             connection.wire, connection.address, connection.outgoing, now
         )
         self.connections[connection.key] = connection
-        if connection.outgoing:
-            source = self.sources.get(connection.address)
-            if source is not None:
-                source.connecting = False
-                source.connected = True
+        source = self.sources.get(connection.dialled) if connection.dialled else None
+        if source is not None:
+            source.connecting = False
+            source.connected = True
         self.swarm.handle_events(connection.key, events, now)
         self.pump()
 
     def detach(self, connection: PeerConnection) -> None:
-        """A connection closed."""
-        if connection.key is None or self.swarm is None:
-            return
-        self.connections.pop(connection.key, None)
-        self.swarm.remove_peer(connection.key)
-        connection.key = None
-        if connection.outgoing and connection.address in self.sources:
-            source = self.sources[connection.address]
-            source.connected = source.connecting = False
-            self._retry_later(connection.address, source)
-        self.pump()
+        """A connection closed, by either side."""
+        if connection.key is not None and self.swarm is not None:
+            self.connections.pop(connection.key, None)
+            self.swarm.remove_peer(connection.key)
+            connection.key = None
+            self.pump()
+        if connection.dialled is not None:
+            self._source_closed(connection.dialled)
 
     # -- running the core's actions ---------------------------------------------------------------
 
@@ -319,6 +376,7 @@ class TorrentTask:
             future = self.node.hash_pool.submit(
                 self.storage.verify_and_write, action.index, action.data
             )
+            self._verifying.add(future)
             future.add_done_callback(
                 lambda f, index=action.index: self.loop.call_soon_threadsafe(
                     self._checked, index, f
@@ -328,23 +386,22 @@ class TorrentTask:
             connection = self.connections.pop(action.peer, None)
             if connection is not None:
                 log.info("dropped %s: %s", connection.address, action.reason)
-                connection.key = None
+                if action.ban and connection.dialled is not None:
+                    self.sources.pop(connection.dialled, None)
                 connection.close()
-                if action.ban and connection.address in self.sources:
-                    del self.sources[connection.address]
         elif isinstance(action, core.ConnectTo):
             if not swarm.complete:
-                self.add_peers([action.address])
+                self.add_peers([action.address], learned=True)
         elif isinstance(action, core.MetadataReady):
-            self.loop.create_task(self._metadata_ready(action.info_bytes))
+            self._spawn(self._metadata_ready(action.info_bytes))
         elif isinstance(action, core.Completed):
             self._save_resume()
             self.completed.set()
 
     def _checked(self, index: int, future: Future[bool]) -> None:
-        if future.cancelled() or self.stopped.is_set():
-            # Shutting down: the piece is simply not recorded, and fetched again next time.
-            return
+        self._verifying.discard(future)
+        if future.cancelled():
+            return  # shutting down: the piece is not recorded and is fetched again next time
         error = future.exception()
         if isinstance(error, ShoalError):
             self.fail(error)
@@ -361,6 +418,8 @@ class TorrentTask:
         self.pump()
 
     async def _metadata_ready(self, info_bytes: bytes) -> None:
+        if self.torrent is not None:
+            return
         try:
             self.torrent = parse_info(info_bytes)
             have = await self._open_storage()
@@ -383,7 +442,7 @@ class TorrentTask:
         self._timer = self.loop.call_at(when, self._tick)
 
     def _tick(self) -> None:
-        if self.swarm is None or self.stopped.is_set():
+        if self.swarm is None or self._closing:
             return
         now = self.loop.time()
         wake = self.swarm.tick(now)
@@ -403,7 +462,6 @@ class Node:
         host: str = "0.0.0.0",
         upload_limit: int | None = None,
         download_limit: int | None = None,
-        seeding: bool = True,
     ) -> None:
         self.requested_port = port
         self.host = host
@@ -412,7 +470,7 @@ class Node:
         self.torrents: dict[bytes, TorrentTask] = {}
         self.upload_bucket = TokenBucket(upload_limit)
         self.download_bucket = TokenBucket(download_limit)
-        self.seeding_wanted = seeding
+        self._handshaking: dict[PeerConnection, asyncio.TimerHandle] = {}
         # Hashing releases the GIL, so two threads use both cores of a small machine.
         self.hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-hash")
         self._server: asyncio.AbstractServer | None = None
@@ -454,10 +512,25 @@ class Node:
         await task.start()
         return task
 
+    def handshaking(self, connection: PeerConnection) -> None:
+        """An incoming connection that has yet to name its torrent: time-limit and cap it."""
+        if len(self._handshaking) >= MAX_HANDSHAKING:
+            connection.close()
+            return
+        self._handshaking[connection] = self.loop.call_later(HANDSHAKE_TIMEOUT, connection.close)
+
+    def handshaken(self, connection: PeerConnection) -> None:
+        """The connection named its torrent, or closed."""
+        timer = self._handshaking.pop(connection, None)
+        if timer is not None:
+            timer.cancel()
+
     async def stop(self) -> None:
         """Close everything, saving resume data."""
         if self._server is not None:
             self._server.close()
+        for connection in list(self._handshaking):
+            connection.close()
         for task in self.torrents.values():
             await task.stop()
         self.hash_pool.shutdown(wait=True, cancel_futures=True)

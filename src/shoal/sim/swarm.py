@@ -63,12 +63,14 @@ class SimNetwork:
             f"-SIM000-{len(self.peers):012d}".encode(),
             self.torrent if with_metadata else None,
             have if with_metadata else None,
-            config=core.SwarmConfig(listen_port=7000 + len(self.peers)),
+            config=core.SwarmConfig(listen_port=7000),
             upload_limits=Limits(TokenBucket(upload_limit), TokenBucket(None)),
             download_limits=Limits(TokenBucket(download_limit), TokenBucket(None)),
             rng=random.Random(self.rng.random()),
         )
-        peer = SimPeer(name, ("10.0.0.1", 7000 + len(self.peers)), swarm, data)
+        peer = SimPeer(
+            name, (f"10.0.{len(self.peers) // 250}.{len(self.peers) % 250 + 1}", 7000), swarm, data
+        )
         self.peers.append(peer)
         return peer
 

@@ -14,7 +14,7 @@ from ..wire.connection import PeerWire
 from . import bits
 from .blame import Blame
 from .choker import CHOKE_INTERVAL, Candidate, Choker
-from .metadata import MetadataAssembler
+from .metadata import MetadataAssembler, MetadataOutcome
 from .picker import PiecePicker
 from .ratelimit import Limits, TokenBucket
 
@@ -40,6 +40,15 @@ PEX_INTERVAL = 60.0
 RATE_INTERVAL = 1.0
 HASH_FAILURES_BEFORE_BAN = 2
 MAX_WASTED_BYTES = 8 * 1024 * 1024
+MAX_REMEMBERED_PEERS = 1000
+# Haves a peer may send before we know how many pieces there are.
+MAX_PENDING_HAVES = 1 << 16
+
+
+def ban_key(address: Address) -> Address | str:
+    """What a ban covers: the IP, or on loopback (where local peers share one IP) the address."""
+    host = address[0]
+    return address if host.startswith("127.") or host == "::1" else host
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +146,13 @@ class Peer:
     last_block: float = 0.0
     last_received: float = 0.0
     last_sent: float = 0.0
+    writable: bool = True  # False while the socket's send buffer is full
     unchoked_since: float | None = None
     waiting_since: float = 0.0
     strikes: int = 0
     pex_sent: set[Address] = field(default_factory=set)
     last_pex: float = 0.0
+    last_pex_received: float = float("-inf")
 
     @property
     def is_seed(self) -> bool:
@@ -175,7 +186,7 @@ class Swarm:
         self.actions: list[Action] = []
         self.choker = Choker(self.config.upload_slots, self.rng)
         self.banned_ids: set[bytes] = set()
-        self.banned_addresses: set[Address] = set()
+        self.banned_addresses: set[Address | str] = set()  # see ban_key
         self.downloaded = 0
         self.uploaded = 0
         self.end_game = False
@@ -185,7 +196,7 @@ class Swarm:
         self.torrent: Torrent | None = None
         self.picker: PiecePicker | None = None
         self.metadata = MetadataAssembler(info_hash)
-        self._closed_totals: list[tuple[Address, int, int]] = []
+        self._closed_totals: dict[Address, tuple[int, int]] = {}
         self.blame = Blame()
         if torrent is not None:
             self._attach(torrent, have if have is not None else bytearray(torrent.num_pieces))
@@ -204,13 +215,11 @@ class Swarm:
 
     def transfer_totals(self) -> dict[Address, tuple[int, int]]:
         """Payload bytes (downloaded from, uploaded to) per peer address, past peers included."""
-        live = [
-            (p.listen_address or p.address, p.downloaded, p.uploaded) for p in self.peers.values()
-        ]
-        totals: dict[Address, tuple[int, int]] = {}
-        for address, down, up in self._closed_totals + live:
-            before = totals.get(address, (0, 0))
-            totals[address] = (before[0] + down, before[1] + up)
+        totals = dict(self._closed_totals)
+        for peer in self.peers.values():
+            address = peer.listen_address or peer.address
+            down, up = totals.get(address, (0, 0))
+            totals[address] = (down + peer.downloaded, up + peer.uploaded)
         return totals
 
     def take_actions(self) -> list[Action]:
@@ -227,7 +236,7 @@ class Swarm:
 
     def is_banned(self, address: Address) -> bool:
         """Whether we refuse this address."""
-        return address in self.banned_addresses
+        return ban_key(address) in self.banned_addresses
 
     # -- peers ------------------------------------------------------------------------------------
 
@@ -253,9 +262,13 @@ class Swarm:
         if peer is None:
             return
         self._release_all(peer)
-        self._closed_totals.append(
-            (peer.listen_address or peer.address, peer.downloaded, peer.uploaded)
-        )
+        if self.torrent is None:
+            self.metadata.forget(key)
+        address = peer.listen_address or peer.address
+        down, up = self._closed_totals.pop(address, (0, 0))
+        self._closed_totals[address] = (down + peer.downloaded, up + peer.uploaded)
+        if len(self._closed_totals) > MAX_REMEMBERED_PEERS:
+            del self._closed_totals[next(iter(self._closed_totals))]
         if self.picker is not None and peer.has is not None:
             self.picker.remove_peer_pieces(peer.has)
         self.dirty.discard(key)
@@ -290,9 +303,9 @@ class Swarm:
 
     def _close(self, peer: Peer, reason: str, ban: bool = False) -> None:
         if ban:
-            self.banned_addresses.add(peer.address)
+            self.banned_addresses.add(ban_key(peer.address))
             if peer.listen_address is not None:
-                self.banned_addresses.add(peer.listen_address)
+                self.banned_addresses.add(ban_key(peer.listen_address))
             if peer.wire.remote is not None:
                 self.banned_ids.add(peer.wire.remote.peer_id)
         self.actions.append(ClosePeer(peer.key, reason, ban))
@@ -374,7 +387,11 @@ class Swarm:
             key = (event.index, event.begin // m.BLOCK_SIZE)
             if peer.outstanding.pop(key, None) is not None and self.picker is not None:
                 self.picker.release(*key)
-                self._fill_requests(peer, now)
+                # Asking again would only be rejected again: treat the piece as not there,
+                # until the peer announces it anew.
+                if peer.has is not None and peer.has[event.index]:
+                    peer.has[event.index] = 0
+                    self.picker.availability[event.index] -= 1
         elif isinstance(event, m.Extended):
             self._on_extended(peer, event, now)
         # KeepAlive, Port (no DHT yet), SuggestPiece and AllowedFast need no action here.
@@ -409,7 +426,7 @@ class Swarm:
 
     def _on_have(self, peer: Peer, index: int, now: float) -> None:
         if self.torrent is None:
-            if len(peer.pending_haves) > 1 << 20:
+            if len(peer.pending_haves) >= MAX_PENDING_HAVES:
                 raise m.ProtocolError("too many have messages before the metadata")
             peer.pending_haves.add(index)
             return
@@ -422,7 +439,7 @@ class Swarm:
         peer.has[index] = 1
         assert self.picker is not None
         self.picker.add_have(index)
-        if not peer.am_interested and self.picker.wanted(index):
+        if not peer.am_interested and not self.picker.have[index]:
             peer.am_interested = True
             peer.wire.send_simple(m.INTERESTED)
             self._mark(peer, now)
@@ -503,8 +520,12 @@ class Swarm:
         picker = self.picker
         if picker is None:
             raise m.ProtocolError("the peer sent a block before we had the metadata")
-        key = (piece.index, piece.begin // m.BLOCK_SIZE)
         length = len(piece.data)
+        if picker.expected_block_length(piece.index, piece.begin) != length:
+            raise m.ProtocolError(
+                f"block at piece {piece.index} offset {piece.begin} has the wrong size {length}"
+            )
+        key = (piece.index, piece.begin // m.BLOCK_SIZE)
         outstanding = peer.outstanding
         asked = outstanding.pop(key, None) is not None
         peer.window_down += length
@@ -595,7 +616,9 @@ class Swarm:
         limits = self.upload_limits
         queue = peer.upload_queue
         served = 0
-        while queue and limits.available(now) and (limit is None or served < limit):
+        while (
+            queue and peer.writable and limits.available(now) and (limit is None or served < limit)
+        ):
             index, begin, length = queue.popleft()
             limits.consume(length, now)
             peer.uploaded += length
@@ -607,12 +630,22 @@ class Swarm:
 
     def _serve_waiting(self, now: float) -> None:
         """Share what the upload limit allows among queued peers, a block each in turn."""
-        waiting = [p for p in self.peers.values() if p.upload_queue and not p.am_choking]
+        waiting = [
+            p for p in self.peers.values() if p.upload_queue and p.writable and not p.am_choking
+        ]
         self.rng.shuffle(waiting)
         while waiting and self.upload_limits.available(now):
             for peer in waiting:
                 self._serve(peer, now, limit=1)
-            waiting = [p for p in waiting if p.upload_queue]
+            waiting = [p for p in waiting if p.upload_queue and p.writable]
+
+    def set_writable(self, key: int, writable: bool, now: float) -> None:
+        """The adapter's send buffer for a peer filled up, or drained."""
+        peer = self.peers.get(key)
+        if peer is not None:
+            peer.writable = writable
+            if writable and not peer.am_choking:
+                self._serve(peer, now)
 
     def _unchoked_count(self) -> int:
         return sum(1 for peer in self.peers.values() if not peer.am_choking)
@@ -663,12 +696,16 @@ class Swarm:
             if not peer.outgoing and peer.extensions.listen_port:
                 peer.listen_address = (peer.address[0], peer.extensions.listen_port)
             if self.torrent is None and peer.extensions.metadata_size:
-                self.metadata.offer_size(peer.extensions.metadata_size)
+                self.metadata.offer_size(peer.key, peer.extensions.metadata_size)
                 self._request_metadata(peer, now)
             return
         if event.extension_id == ext.LOCAL_IDS[ext.UT_METADATA]:
             self._on_metadata(peer, ext.parse_metadata(event.payload), now)
         elif event.extension_id == ext.LOCAL_IDS[ext.UT_PEX] and not self.config.private:
+            # BEP 11 allows one message a minute; more is noise or an attempt to flood us.
+            if now - peer.last_pex_received < PEX_INTERVAL / 2:
+                return
+            peer.last_pex_received = now
             added, _dropped = ext.parse_pex(event.payload)
             self._learn_peers(added)
 
@@ -680,7 +717,7 @@ class Swarm:
         for address in addresses:
             if room <= 0:
                 break
-            if address not in known and address not in self.banned_addresses:
+            if address not in known and not self.is_banned(address):
                 self.actions.append(ConnectTo(address))
                 room -= 1
 
@@ -714,19 +751,23 @@ class Swarm:
         if message.kind == ext.METADATA_REJECT:
             self.metadata.rejected(message.piece)
             return
-        info = self.metadata.receive(peer.key, message.piece, message.total_size or 0, message.data)
-        if info:
-            self.actions.append(MetadataReady(info))
-        elif info is not None:
-            for key in self.metadata.sources:
+        outcome = self.metadata.receive(
+            peer.key, message.piece, message.total_size or 0, message.data
+        )
+        if outcome is MetadataOutcome.COMPLETE:
+            assert self.metadata.info is not None
+            self.actions.append(MetadataReady(self.metadata.info))
+        elif outcome is MetadataOutcome.MISMATCH:
+            for key in self.metadata.take_sources():
                 if key in self.peers:
-                    self.peers[key].strikes += 1
-            self.metadata.sources.clear()
+                    self._close(self.peers[key], "sent metadata that does not match the info-hash")
         for other in list(self.peers.values()):
             self._request_metadata(other, now)
 
     def attach_metadata(self, torrent: Torrent, have: bytearray, now: float) -> None:
         """Start downloading pieces once the adapter has parsed the fetched metadata."""
+        if self.torrent is not None:
+            return
         self._attach(torrent, have)
         for peer in list(self.peers.values()):
             if peer.pending_bitfield is not None:
@@ -746,9 +787,10 @@ class Swarm:
                     peer.has[index] = 1
             peer.pending_bitfield = None
             peer.pending_haves.clear()
-            for index, held in enumerate(have):
-                if held:
-                    peer.wire.send_have(index)
+            if peer.handshaken:
+                for index, held in enumerate(have):
+                    if held:
+                        peer.wire.send_have(index)
             self._mark(peer, now)
             self._adopt_pieces(peer, now)
 

@@ -170,16 +170,21 @@ class PiecePicker:
             partial.in_flight.pop(block, None)
             partial.free.append(block)
 
+    def expected_block_length(self, index: int, begin: int) -> int | None:
+        """The length a block at (index, begin) must have, or None if no block starts there."""
+        if not 0 <= index < len(self.piece_sizes) or begin % BLOCK_SIZE:
+            return None
+        size = self.piece_sizes[index]
+        return min(BLOCK_SIZE, size - begin) if begin < size else None
+
     def receive(self, index: int, begin: int, data: bytes, peer: int) -> PartialPiece | None:
         """Store a block; returns its piece (check `complete`), or None if it was not wanted."""
         partial = self.partials.get(index)
         if partial is None:
             return None
-        block, misalignment = divmod(begin, BLOCK_SIZE)
+        block = begin // BLOCK_SIZE  # the caller checked alignment and length
         received = partial.received
-        if misalignment or block >= partial.num_blocks or block in received:
-            return None
-        if len(data) != min(BLOCK_SIZE, partial.size - begin):
+        if block in received:
             return None
         partial.buffer[begin : begin + len(data)] = data
         received.add(block)
