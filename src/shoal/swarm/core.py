@@ -280,26 +280,31 @@ class Swarm:
             return
         peer.last_received = now
         try:
-            for event in peer.wire.receive(data):
-                self._handle(peer, event, now)
-                if key not in self.peers:
-                    return
+            events = peer.wire.receive(data)
         except m.ProtocolError as exc:
             self._close(peer, str(exc))
+            return
+        self._process(peer, events, now)
 
     def handle_events(self, key: int, events: list[m.Event], now: float) -> None:
         """Events the adapter already parsed (the first bytes of an incoming connection)."""
         peer = self.peers.get(key)
-        if peer is None:
-            return
+        if peer is not None:
+            # add_peer has already dealt with the handshake.
+            self._process(peer, [e for e in events if not isinstance(e, m.Handshake)], now)
+
+    def _process(self, peer: Peer, events: list[m.Event], now: float) -> None:
         try:
             for event in events:
-                if not isinstance(event, m.Handshake):
-                    self._handle(peer, event, now)
-                if key not in self.peers:
+                self._handle(peer, event, now)
+                if peer.key not in self.peers:
                     return
         except m.ProtocolError as exc:
             self._close(peer, str(exc))
+            return
+        # Requests are served once per read, not one by one: far less work per block.
+        if peer.upload_queue:
+            self._serve(peer, now)
 
     def _close(self, peer: Peer, reason: str, ban: bool = False) -> None:
         if ban:
@@ -610,7 +615,6 @@ class Swarm:
         if len(peer.upload_queue) >= MAX_UPLOAD_QUEUE:
             raise m.ProtocolError("the peer has too many requests queued")
         peer.upload_queue.append((request.index, request.begin, request.length))
-        self._serve(peer, now)
 
     def _serve(self, peer: Peer, now: float, limit: int | None = None) -> None:
         limits = self.upload_limits

@@ -46,15 +46,16 @@ class Limits:
     """A torrent's own bucket plus the node-wide one, both of which must allow a transfer."""
 
     def __init__(self, own: TokenBucket, shared: TokenBucket) -> None:
-        self.buckets = (own, shared)
+        # Only limited buckets are consulted: with no limit set, the checks cost nothing.
+        self.buckets = tuple(bucket for bucket in (own, shared) if bucket.rate is not None)
 
     def available(self, now: float) -> bool:
         """Whether every bucket allows bytes now."""
-        return all(bucket.available(now) for bucket in self.buckets)
+        return all(bucket.available(now) for bucket in self.buckets) if self.buckets else True
 
     def allowance(self, now: float) -> float:
         """Bytes every bucket lets pass now."""
-        return min(bucket.allowance(now) for bucket in self.buckets)
+        return min((bucket.allowance(now) for bucket in self.buckets), default=float("inf"))
 
     def consume(self, amount: int, now: float) -> None:
         """Spend from every bucket."""
