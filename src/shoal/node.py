@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from .storage.files import PieceStorage, StorageError
 from .storage.resume import ResumeFile
 from .swarm import core
 from .swarm.ratelimit import Limits, TokenBucket
+from .tracker.client import AnnounceStats, TrackerClient
 from .wire import messages as m
 from .wire.connection import PeerWire
 
@@ -155,9 +156,12 @@ class TorrentTask:
         *,
         upload_limit: int | None = None,
         download_limit: int | None = None,
+        trackers: Sequence[Sequence[str]] = (),
     ) -> None:
         self.node = node
         self.loop = node.loop
+        self.tracker_tiers = [list(tier) for tier in trackers if tier]
+        self.tracker: TrackerClient | None = None
         self.info_hash = info_hash
         self.torrent = torrent
         self.root = root
@@ -203,6 +207,37 @@ class TorrentTask:
         self._schedule_tick(self.loop.time())
         for address in list(self.sources):
             self._connect(address)
+        if self.tracker_tiers:
+            self.tracker = TrackerClient(
+                self.info_hash,
+                self.node.peer_id,
+                self.node.port,
+                self.tracker_tiers,
+                self._announce_stats,
+                lambda peers: self.add_peers(peers, learned=True),
+            )
+            self.tracker.start()
+
+    def progress(self) -> tuple[int, int]:
+        """Verified bytes and total bytes (0, 0 while the metadata is unknown)."""
+        torrent = self.torrent
+        swarm = self.swarm
+        if torrent is None or swarm is None or swarm.picker is None:
+            return 0, 0
+        have = swarm.picker.have
+        done = sum(have) * torrent.piece_length
+        if have and have[-1]:
+            done -= torrent.piece_length - torrent.piece_size(len(have) - 1)
+        return done, torrent.total_length
+
+    def _announce_stats(self) -> AnnounceStats:
+        done, total = self.progress()
+        swarm = self.swarm
+        # Before the metadata arrives the size is unknown; any positive `left` says "leecher".
+        left = total - done if total else 1
+        uploaded = swarm.uploaded if swarm else 0
+        downloaded = swarm.downloaded if swarm else 0
+        return AnnounceStats(uploaded=uploaded, downloaded=downloaded, left=left)
 
     async def _open_storage(self) -> bytearray:
         assert self.torrent is not None
@@ -240,6 +275,8 @@ class TorrentTask:
     async def stop(self) -> None:
         """Finish the pieces being written, save resume data and close every connection."""
         self._closing = True
+        if self.tracker is not None:
+            await self.tracker.stop()
         if self._timer is not None:
             self._timer.cancel()
         for background in self._background:
@@ -397,6 +434,8 @@ class TorrentTask:
         elif isinstance(action, core.Completed):
             self._save_resume()
             self.completed.set()
+            if self.tracker is not None:
+                self.tracker.completed()
 
     def _checked(self, index: int, future: Future[bool]) -> None:
         self._verifying.discard(future)
@@ -500,13 +539,24 @@ class Node:
         info_hash: bytes,
         torrent: Torrent | None,
         root: Path,
-        peers: list[Address] = (),  # type: ignore[assignment]
-        **limits: int | None,
+        peers: Sequence[Address] = (),
+        *,
+        trackers: Sequence[Sequence[str]] = (),
+        upload_limit: int | None = None,
+        download_limit: int | None = None,
     ) -> TorrentTask:
-        """Start downloading or seeding a torrent into root."""
+        """Start downloading or seeding a torrent into root; peers and trackers are sources."""
         if info_hash in self.torrents:
             raise ShoalError(f"the torrent {info_hash.hex()} is already running on this node")
-        task = TorrentTask(self, info_hash, torrent, root, **limits)
+        task = TorrentTask(
+            self,
+            info_hash,
+            torrent,
+            root,
+            upload_limit=upload_limit,
+            download_limit=download_limit,
+            trackers=trackers,
+        )
         self.torrents[info_hash] = task
         task.add_peers(list(peers))
         await task.start()

@@ -70,16 +70,8 @@ class Progress:
             self._bar = None
 
     def _counts(self) -> tuple[int, int, int]:
-        task = self.task
-        torrent = task.torrent
-        swarm = task.swarm
-        if torrent is None or swarm is None or swarm.picker is None:
-            return 0, 0, len(task.connections)
-        have = swarm.picker.have
-        done = sum(have) * torrent.piece_length
-        if have and have[-1]:
-            done -= torrent.piece_length - torrent.piece_size(len(have) - 1)
-        return done, torrent.total_length, len(task.connections)
+        done, total = self.task.progress()
+        return done, total, len(self.task.connections)
 
     async def _run(self) -> None:
         interval = BAR_INTERVAL if self.live else LINE_INTERVAL
