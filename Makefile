@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := aria2 mktorrent opentracker
+APT_PACKAGES := aria2 mktorrent opentracker wrk
 
 .PHONY: demo test lint bench apt
 
@@ -32,3 +32,4 @@ test: $(BIN)/shoal apt lint
 bench: $(BIN)/shoal apt
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/create.py
+	$(BIN)/python bench/tracker_load.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -14,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from shoal.hub.registry import TrackerConfig
+from shoal.hub.server import HubThread
 
 LOOPBACK = "127.0.0.1"
 SHOAL = Path(sys.executable).parent / "shoal"
@@ -31,6 +35,15 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} (waited {timeout}s)")
         time.sleep(interval)
+
+
+async def until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """The asyncio twin of wait_for: await a condition with a deadline, letting the loop run."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what} (waited {timeout}s)")
+        await asyncio.sleep(0.01)
 
 
 def free_port() -> int:
@@ -206,3 +219,10 @@ def random_file(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubThread]:
+    """A hub on a free loopback port, without per-IP limits (loopback clients share one IP)."""
+    with HubThread(tmp_path / "hub.db", config=TrackerConfig(announce_rate=None)) as running:
+        yield running

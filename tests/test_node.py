@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from conftest import until
 
 from shoal.metainfo import Torrent, create_torrent
 from shoal.node import Node, TorrentTask
 from shoal.wire import messages as m
 
 LOOPBACK = "127.0.0.1"
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for a condition with a deadline, without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def make_content(tmp_path: Path, size: int, piece_length: int) -> tuple[Torrent, bytes, Path]:
@@ -184,7 +175,7 @@ def test_leecher_reconnects_after_dropping_a_peer(tmp_path):
             task = await leecher.add(
                 torrent.info_hash, torrent, tmp_path / "out", [(LOOPBACK, seeder.port)]
             )
-            await until(lambda: task.connections, 10, "a first connection")
+            await until(lambda: task.connections, "a first connection", 10)
             assert task.swarm is not None
             task.swarm._close(next(iter(task.swarm.peers.values())), "dropped by the test")
             task.pump()

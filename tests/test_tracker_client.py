@@ -9,13 +9,12 @@ import os
 import random
 import struct
 import time
-from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiohttp import web
-from conftest import LOOPBACK, free_port
+from conftest import LOOPBACK, free_port, until
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,15 +68,6 @@ def query_of(url: str) -> dict[str, bytes]:
     """The query of a URL, each value as raw bytes."""
     query = parse_qs(urlsplit(url).query, encoding="latin-1")
     return {name: values[0].encode("latin-1") for name, values in query.items()}
-
-
-async def until(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    """Wait for a condition with a deadline, without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # -- HTTP: URLs and replies --------------------------------------------------------------------

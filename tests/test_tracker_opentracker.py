@@ -6,14 +6,13 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote_from_bytes
 
 import pytest
-from conftest import LOOPBACK, free_port, port_open, wait_for
+from conftest import LOOPBACK, free_port, port_open, until, wait_for
 
 from shoal.tracker import AnnounceStats, ScrapeResult, TrackerClient, scrape
 
@@ -80,15 +79,6 @@ class Collected:
 
     def __call__(self, peers: list[tuple[str, int]]) -> None:
         self.peers.update(peers)
-
-
-async def until(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    """Wait for a condition with a deadline, without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize("scheme", ["http", "udp"])

@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import json
 import logging
+import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from .errors import ShoalError
+from .hub import client as hub_client
+from .hub.server import run_hub
+from .identity import Identity
 from .metainfo import MetainfoError, Torrent, create_torrent, is_magnet, load_torrent, parse_magnet
 from .metainfo.magnet import parse_peer
 from .node import Node
-from .progress import Progress
+from .progress import Progress, results_table, wide_console
+from .storage.resume import state_dir
 
 T = TypeVar("T")
 INTERRUPTED = 130
+INFO_HASH = re.compile(r"[0-9a-fA-F]{40}")
+HUB_PORT = 6969
+# Listings live an hour on the hub unless refreshed, and are refreshed every half hour.
+LISTING_TTL = 3600
+LISTING_REFRESH = 1800
 PORT_HELP = "TCP port to listen on (default: 6881, or any free port if that is taken)."
 
 
@@ -158,26 +172,80 @@ def human_size(size: float) -> str:
     raise AssertionError("unreachable")
 
 
+@dataclass
+class Sources:
+    """Where peers come from: addresses given, and tracker tiers (the hub's tracker included)."""
+
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    tiers: list[list[str]] = field(default_factory=list)
+    hub: str | None = None
+
+    @classmethod
+    def from_options(
+        cls, peers: tuple[str, ...], trackers: tuple[str, ...], hub: str | None
+    ) -> Sources:
+        """Build from --peer, --tracker and --hub."""
+        sources = cls(peer_addresses(peers), [[url] for url in trackers])
+        if hub:
+            sources.hub = hub_client.base_url(hub)
+            sources.add_tiers([[hub_client.announce_url(hub)]])
+        return sources
+
+    def add_tiers(self, tiers: Sequence[Sequence[str]]) -> None:
+        """Add tracker tiers, skipping URLs already known."""
+        known = {url for tier in self.tiers for url in tier}
+        for tier in tiers:
+            fresh = [url for url in tier if url not in known]
+            if fresh:
+                self.tiers.append(fresh)
+                known.update(fresh)
+
+
+def peer_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--peer HOST:PORT (repeatable)."""
+    return click.option(
+        "--peer", "peers", multiple=True, metavar="HOST:PORT", help="A peer to connect to."
+    )(command)
+
+
+def tracker_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--tracker URL (repeatable)."""
+    return click.option(
+        "--tracker", "trackers", multiple=True, metavar="URL", help="A tracker URL (repeatable)."
+    )(command)
+
+
+def hub_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--hub URL."""
+    return click.option("--hub", metavar="URL", help="A shoal hub, e.g. http://host:6969.")(command)
+
+
 async def serve(
     torrent: Torrent,
     data_dir: Path,
     port: int | None,
-    peers: list[tuple[str, int]],
+    sources: Sources,
     upload_limit: int | None,
     announce: Callable[[Node], None] | None = None,
 ) -> None:
-    """Seed a torrent until SIGINT or SIGTERM."""
+    """Seed a torrent until SIGINT or SIGTERM; with a hub, keep its listing published."""
     stop = until_signal()
     node = Node(port=port, upload_limit=upload_limit)
     await node.start()
+    sources.add_tiers(torrent.trackers)
+    listing: asyncio.Task[None] | None = None
     try:
-        task = await node.add(torrent.info_hash, torrent, data_dir, peers)
+        task = await node.add(
+            torrent.info_hash, torrent, data_dir, sources.peers, trackers=sources.tiers
+        )
         if not task.swarm or not task.swarm.complete:
             missing = torrent.num_pieces - (task.swarm.have_count if task.swarm else 0)
             raise ShoalError(
                 f"{data_dir} does not hold all of {torrent.name}: {missing} of"
                 f" {torrent.num_pieces} pieces are missing or damaged"
             )
+        if sources.hub:
+            listing = asyncio.ensure_future(keep_published(sources.hub, torrent))
         if announce is not None:
             announce(node)
         click.echo(f"seeding {torrent.name} on port {node.port}", err=True)
@@ -185,20 +253,50 @@ async def serve(
         if task.failed is not None:
             raise task.failed
     finally:
+        if listing is not None:
+            listing.cancel()
+            await withdraw_quietly(sources.hub, torrent)
         await node.stop()
+
+
+async def keep_published(hub: str, torrent: Torrent) -> None:
+    """Publish the torrent's listing on the hub and refresh it before it expires."""
+    identity = Identity.load_or_create()
+    while True:
+        try:
+            await hub_client.publish(hub, identity, torrent, ttl=LISTING_TTL)
+            click.echo(f"listed {torrent.name} on {hub}", err=True)
+        except ShoalError as exc:
+            # The swarm goes on without the hub; the next refresh tries again.
+            click.echo(f"shoal: {exc}", err=True)
+        await asyncio.sleep(LISTING_REFRESH)
+
+
+async def withdraw_quietly(hub: str | None, torrent: Torrent) -> None:
+    """Take the listing off the hub, as a user logging off; failure only means it expires."""
+    if hub is None:
+        return
+    with contextlib.suppress(ShoalError, asyncio.TimeoutError):
+        await asyncio.wait_for(
+            hub_client.withdraw(hub, Identity.load_or_create(), torrent.info_hash), 3.0
+        )
 
 
 @main.command()
 @click.argument("torrent_file", type=click.Path(path_type=Path))
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help=PORT_HELP)
-@click.option("--peer", "peers", multiple=True, metavar="HOST:PORT", help="A peer to connect to.")
+@peer_option
+@tracker_option
+@hub_option
 @rate_option("up")
 def seed(
     torrent_file: Path,
     data_dir: Path,
     port: int | None,
     peers: tuple[str, ...],
+    trackers: tuple[str, ...],
+    hub: str | None,
     up_limit: int | None,
 ) -> None:
     """Seed TORRENT_FILE from DATA_DIR until interrupted."""
@@ -206,21 +304,23 @@ def seed(
         torrent = load_torrent(torrent_file)
     except ShoalError as exc:
         fail(str(exc))
-    addresses = peer_addresses(peers)
-    run(lambda: serve(torrent, data_dir, port, addresses, kib(up_limit)))
+    sources = Sources.from_options(peers, trackers, hub)
+    run(lambda: serve(torrent, data_dir, port, sources, kib(up_limit)))
 
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help=PORT_HELP)
-@click.option(
-    "--tracker", "trackers", multiple=True, metavar="URL", help="Announce URL (repeatable)."
-)
+@tracker_option
+@hub_option
 @rate_option("up")
-def share(path: Path, port: int | None, trackers: tuple[str, ...], up_limit: int | None) -> None:
-    """Make a torrent of PATH, print its magnet link and seed it."""
+def share(
+    path: Path, port: int | None, trackers: tuple[str, ...], hub: str | None, up_limit: int | None
+) -> None:
+    """Make a torrent of PATH, print its magnet link and seed it (and list it on a hub)."""
+    sources = Sources.from_options((), trackers, hub)
     try:
-        torrent = create_torrent(path, trackers=trackers)
+        torrent = create_torrent(path, trackers=[url for tier in sources.tiers for url in tier])
     except ShoalError as exc:
         fail(str(exc))
 
@@ -228,7 +328,7 @@ def share(path: Path, port: int | None, trackers: tuple[str, ...], up_limit: int
         click.echo(torrent.magnet(peers=[("127.0.0.1", node.port)]))
         sys.stdout.flush()
 
-    run(lambda: serve(torrent, path.resolve().parent, port, [], kib(up_limit), announce))
+    run(lambda: serve(torrent, path.resolve().parent, port, sources, kib(up_limit), announce))
 
 
 @main.command()
@@ -240,7 +340,9 @@ def share(path: Path, port: int | None, trackers: tuple[str, ...], up_limit: int
     default=Path("."),
     help="Download folder (default: the current folder).",
 )
-@click.option("--peer", "peers", multiple=True, metavar="HOST:PORT", help="A peer to connect to.")
+@peer_option
+@tracker_option
+@hub_option
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help=PORT_HELP)
 @click.option("--seed", "keep_seeding", is_flag=True, help="Keep seeding after the download.")
 @rate_option("up")
@@ -249,25 +351,33 @@ def get(
     source: str,
     output: Path,
     peers: tuple[str, ...],
+    trackers: tuple[str, ...],
+    hub: str | None,
     port: int | None,
     keep_seeding: bool,
     up_limit: int | None,
     down_limit: int | None,
 ) -> None:
-    """Download SOURCE (a .torrent file or a magnet link) into the output folder."""
-    addresses = peer_addresses(peers)
+    """Download SOURCE (a .torrent file, a magnet link or an info-hash) into the output folder."""
+    sources = Sources.from_options(peers, trackers, hub)
+    torrent: Torrent | None = None
+    name: str | None = None
     try:
         if is_magnet(source):
             magnet = parse_magnet(source)
-            info_hash, torrent, name = magnet.info_hash, None, magnet.display_name
-            addresses += [a for a in magnet.peers if a not in addresses]
+            info_hash, name = magnet.info_hash, magnet.display_name
+            sources.peers += [a for a in magnet.peers if a not in sources.peers]
+            sources.add_tiers([[url] for url in magnet.trackers])
+        elif INFO_HASH.fullmatch(source):
+            info_hash = bytes.fromhex(source)
         else:
             torrent = load_torrent(Path(source))
             info_hash, name = torrent.info_hash, torrent.name
+            sources.add_tiers(torrent.trackers)
     except ShoalError as exc:
         fail(str(exc))
-    if not addresses:
-        fail("no peers to download from: give --peer HOST:PORT or a magnet link with x.pe")
+    if not sources.peers and not sources.tiers:
+        fail("no way to find peers: give --peer HOST:PORT, --tracker URL or --hub URL")
     output.mkdir(parents=True, exist_ok=True)
     code = run(
         lambda: download(
@@ -275,7 +385,7 @@ def get(
             torrent,
             name,
             output,
-            addresses,
+            sources,
             port,
             keep_seeding,
             kib(up_limit),
@@ -290,7 +400,7 @@ async def download(
     torrent: Torrent | None,
     name: str | None,
     output: Path,
-    peers: list[tuple[str, int]],
+    sources: Sources,
     port: int | None,
     keep_seeding: bool,
     upload_limit: int | None,
@@ -301,7 +411,7 @@ async def download(
     node = Node(port=port, upload_limit=upload_limit, download_limit=download_limit)
     await node.start()
     try:
-        task = await node.add(info_hash, torrent, output, peers)
+        task = await node.add(info_hash, torrent, output, sources.peers, trackers=sources.tiers)
         with Progress(task, name or info_hash.hex()) as progress:
             await first_of(stop, task.completed, task.stopped)
             progress.finish()
@@ -324,6 +434,52 @@ async def download(
         return 0
     finally:
         await node.stop()
+
+
+@main.command()
+@click.argument("words", nargs=-1, required=True)
+@click.option(
+    "--hub", required=True, metavar="URL", help="The hub to search, e.g. http://host:6969."
+)
+@click.option("--limit", type=click.IntRange(1, 200), default=50, help="At most this many results.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def search(words: tuple[str, ...], hub: str, limit: int, as_json: bool) -> None:
+    """Search a hub's index for WORDS; prints name, size, seeders and info-hash."""
+    results = run(lambda: hub_client.search(hub, " ".join(words), limit=limit))
+    if as_json:
+        rows = [{**dataclasses.asdict(r), "info_hash": r.info_hash.hex()} for r in results]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not results:
+        click.echo("no results", err=True)
+        return
+    wide_console().print(results_table(results))
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", help="Address to listen on (default: all).")
+@click.option("--port", type=click.IntRange(1, 65535), default=HUB_PORT, help="TCP and UDP port.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Index database.")
+@click.option(
+    "--allow",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Only track the info-hashes listed in this file (40 hex digits a line).",
+)
+def hub(host: str, port: int, db: Path | None, allow: Path | None) -> None:
+    """Run a hub: a BitTorrent tracker and a keyword index, until interrupted."""
+    db_path = db or state_dir() / "hub.db"
+
+    async def serve_hub() -> None:
+        stop = until_signal()
+        shown = "127.0.0.1" if host == "0.0.0.0" else host
+        click.echo(
+            f"hub at http://{shown}:{port} (tracker http://{shown}:{port}/announce and"
+            f" udp://{shown}:{port}/announce; index in {db_path})",
+            err=True,
+        )
+        await run_hub(host, port, db_path, allow=allow, stop=stop)
+
+    run(serve_hub)
 
 
 @main.command()

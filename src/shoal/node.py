@@ -257,7 +257,7 @@ class TorrentTask:
     def add_peers(self, addresses: list[Address], *, learned: bool = False) -> None:
         """Addresses to connect to; given ones are retried while pieces are missing."""
         for address in addresses:
-            if address in self.sources:
+            if address in self.sources or self.node.is_self(address):
                 continue
             if learned and len(self.sources) >= MAX_SOURCES:
                 return
@@ -561,6 +561,10 @@ class Node:
         task.add_peers(list(peers))
         await task.start()
         return task
+
+    def is_self(self, address: Address) -> bool:
+        """Whether an address (from a tracker, say) is this node's own listening socket."""
+        return address[1] == self.port and address[0] in ("127.0.0.1", "::1", self.host)
 
     def handshaking(self, connection: PeerConnection) -> None:
         """An incoming connection that has yet to name its torrent: time-limit and cap it."""

@@ -1,4 +1,5 @@
-"""Showing a download's progress: a live bar on a terminal, a line every few seconds otherwise."""
+"""What the terminal shows: a download's progress (a live bar, or a line every few seconds when
+not on a terminal) and tables of search results."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import time
 from types import TracebackType
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -17,7 +19,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.progress import Progress as RichProgress
+from rich.table import Table
 
+from .hub.client import SearchResult
 from .node import TorrentTask
 
 LINE_INTERVAL = 5.0
@@ -100,3 +104,27 @@ class Progress:
             file=sys.stderr,
             flush=True,
         )
+
+
+def wide_console() -> Console:
+    """A console for tables: on a terminal its width, when piped wide enough for a whole row."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def results_table(results: list[SearchResult], title: str | None = None) -> Table:
+    """Search results as a table; the info-hash is never cut, since people copy it."""
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("name", overflow="ellipsis", ratio=1, min_width=12)
+    for column in ("size", "seeders", "leechers"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("info-hash", no_wrap=True, min_width=40)
+    for result in results:
+        table.add_row(
+            result.name,
+            f"{result.size / 2**20:.1f} MiB",
+            str(result.seeders),
+            str(result.leechers),
+            result.info_hash.hex(),
+        )
+    return table

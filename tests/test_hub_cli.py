@@ -1,0 +1,54 @@
+"""The hybrid architecture as a user drives it: a hub, `share --hub`, `search`, `get INFOHASH`."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from conftest import LOOPBACK, free_port, port_open, wait_for
+
+from shoal.metainfo import create_torrent
+
+
+def test_share_search_get_through_a_hub(shoal_cli, random_file, tmp_path):
+    hub_port = free_port()
+    shoal_cli.start("hub", "--host", LOOPBACK, "--port", hub_port, "--db", tmp_path / "hub.db")
+    wait_for(lambda: port_open(hub_port), message="the hub never listened")
+    hub = f"http://{LOOPBACK}:{hub_port}"
+
+    random_file(700_000, "shared/Holiday Photos/beach.jpg", seed=1)
+    random_file(300_000, "shared/Holiday Photos/notes.txt", seed=2)
+    folder = tmp_path / "shared" / "Holiday Photos"
+    info_hash = create_torrent(folder).info_hash.hex()
+    sharer = shoal_cli.start("share", folder, "--hub", hub, "--port", free_port())
+    wait_for(lambda: "listed" in shoal_cli.output()[1], message="the share was never listed")
+
+    def found() -> list[dict]:
+        result = shoal_cli.run("search", "holiday", "beach", "--hub", hub, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    # The seeder's first announce may land just after its listing: wait for both.
+    wait_for(lambda: any(r["seeders"] >= 1 for r in found()), message="no seeded result")
+    [listing] = found()
+    assert listing["info_hash"] == info_hash and listing["name"] == "Holiday Photos"
+    table = shoal_cli.run("search", "photos", "--hub", hub)
+    assert info_hash in table.stdout
+
+    got = shoal_cli.run("get", info_hash, "--hub", hub, "-o", tmp_path / "out", timeout=90)
+    assert got.returncode == 0, got.stderr
+    for name in ("beach.jpg", "notes.txt"):
+        assert (tmp_path / "out" / "Holiday Photos" / name).read_bytes() == (
+            folder / name
+        ).read_bytes()
+
+    sharer.send_signal(signal.SIGINT)
+    assert sharer.wait(timeout=30) == 0
+    assert found() == []  # withdrawn when the sharer logged off
+
+
+def test_search_without_a_hub_is_one_sentence(shoal_cli):
+    result = shoal_cli.run("search", "anything", "--hub", f"http://{LOOPBACK}:{free_port()}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
