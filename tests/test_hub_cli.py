@@ -52,3 +52,45 @@ def test_search_without_a_hub_is_one_sentence(shoal_cli):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_torrent_trackers_alone_connect_seeder_and_leecher(shoal_cli, random_file, tmp_path):
+    hub_port = free_port()
+    shoal_cli.start("hub", "--host", LOOPBACK, "--port", hub_port, "--db", tmp_path / "hub.db")
+    wait_for(lambda: port_open(hub_port), message="the hub never listened")
+    source = random_file(2_000_000, "data/song.flac")
+    torrent = tmp_path / "song.torrent"
+    announce = f"udp://{LOOPBACK}:{hub_port}/announce"
+    assert shoal_cli.run("create", source, "-o", torrent, "--tracker", announce).returncode == 0
+    seed_port = free_port()
+    shoal_cli.start("seed", torrent, source.parent, "--port", seed_port)
+    wait_for(lambda: port_open(seed_port), message="the seeder never listened")
+    # No --peer: the only way to the seeder is the tracker named in the torrent.
+    got = shoal_cli.run("get", torrent, "-o", tmp_path / "out", timeout=90)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out" / "song.flac").read_bytes() == source.read_bytes()
+
+
+def test_dead_trackers_do_not_hold_up_a_download(shoal_cli, random_file, tmp_path):
+    source = random_file(1_000_000, "data/clip.bin")
+    torrent = tmp_path / "clip.torrent"
+    dead = free_port()
+    shoal_cli.run(
+        "create", source, "-o", torrent, "--tracker", f"http://{LOOPBACK}:{dead}/announce"
+    )
+    seed_port = free_port()
+    shoal_cli.start("seed", torrent, source.parent, "--port", seed_port)
+    wait_for(lambda: port_open(seed_port), message="the seeder never listened")
+    got = shoal_cli.run(
+        "get",
+        torrent,
+        "-o",
+        tmp_path / "out",
+        "--peer",
+        f"{LOOPBACK}:{seed_port}",
+        "--tracker",
+        f"udp://{LOOPBACK}:{dead}/announce",
+        timeout=30,
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out" / "clip.bin").read_bytes() == source.read_bytes()
