@@ -18,9 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from .errors import ShoalError
-from .hub import client as hub_client
-from .hub.server import run_hub
-from .identity import Identity
+from .hub.urls import announce_url, base_url
 from .metainfo import MetainfoError, Torrent, create_torrent, is_magnet, load_torrent, parse_magnet
 from .metainfo.magnet import parse_peer
 from .node import Node
@@ -187,8 +185,8 @@ class Sources:
         """Build from --peer, --tracker and --hub."""
         sources = cls(peer_addresses(peers), [[url] for url in trackers])
         if hub:
-            sources.hub = hub_client.base_url(hub)
-            sources.add_tiers([[hub_client.announce_url(hub)]])
+            sources.hub = base_url(hub)
+            sources.add_tiers([[announce_url(hub)]])
         return sources
 
     def add_tiers(self, tiers: Sequence[Sequence[str]]) -> None:
@@ -261,6 +259,10 @@ async def serve(
 
 async def keep_published(hub: str, torrent: Torrent) -> None:
     """Publish the torrent's listing on the hub and refresh it before it expires."""
+    # The hub's client stack (aiohttp, cryptography) is imported only by commands that use it.
+    from .hub import client as hub_client
+    from .identity import Identity
+
     identity = Identity.load_or_create()
     while True:
         try:
@@ -276,6 +278,9 @@ async def withdraw_quietly(hub: str | None, torrent: Torrent) -> None:
     """Take the listing off the hub, as a user logging off; failure only means it expires."""
     if hub is None:
         return
+    from .hub import client as hub_client
+    from .identity import Identity
+
     with contextlib.suppress(ShoalError, asyncio.TimeoutError):
         await asyncio.wait_for(
             hub_client.withdraw(hub, Identity.load_or_create(), torrent.info_hash), 3.0
@@ -445,6 +450,8 @@ async def download(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 def search(words: tuple[str, ...], hub: str, limit: int, as_json: bool) -> None:
     """Search a hub's index for WORDS; prints name, size, seeders and info-hash."""
+    from .hub import client as hub_client
+
     results = run(lambda: hub_client.search(hub, " ".join(words), limit=limit))
     if as_json:
         rows = [{**dataclasses.asdict(r), "info_hash": r.info_hash.hex()} for r in results]
@@ -467,6 +474,8 @@ def search(words: tuple[str, ...], hub: str, limit: int, as_json: bool) -> None:
 )
 def hub(host: str, port: int, db: Path | None, allow: Path | None) -> None:
     """Run a hub: a BitTorrent tracker and a keyword index, until interrupted."""
+    from .hub.server import run_hub
+
     db_path = db or state_dir() / "hub.db"
 
     async def serve_hub() -> None:

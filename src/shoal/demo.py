@@ -19,6 +19,7 @@ from rich.table import Table
 from .errors import ShoalError
 from .hub import client as hub_client
 from .hub.server import Hub
+from .hub.urls import announce_url
 from .identity import Identity
 from .metainfo import create_torrent
 from .node import Node, TorrentTask
@@ -43,7 +44,7 @@ async def run_demo(leechers: int, size: int) -> None:
         torrent = create_torrent(source, piece_length=DEMO_PIECE_LENGTH)
         hub = Hub(LOOPBACK, 0, root / "hub.db")
         await hub.start()
-        announce = hub_client.announce_url(hub.url)
+        announce = announce_url(hub.url)
         console.print(f"[bold]shoal demo[/]: a hub at {hub.url}, 1 seeder, {leechers} leechers")
 
         nodes: list[Node] = []

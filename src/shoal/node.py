@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from . import __version__
 from .errors import ShoalError
@@ -21,9 +21,11 @@ from .storage.files import PieceStorage, StorageError
 from .storage.resume import ResumeFile
 from .swarm import core
 from .swarm.ratelimit import Limits, TokenBucket
-from .tracker.client import AnnounceStats, TrackerClient
 from .wire import messages as m
 from .wire.connection import PeerWire
+
+if TYPE_CHECKING:
+    from .tracker.client import AnnounceStats, TrackerClient
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +210,10 @@ class TorrentTask:
         for address in list(self.sources):
             self._connect(address)
         if self.tracker_tiers:
+            # Imported here: the HTTP client stack costs a fifth of a second at start-up, and
+            # torrents without trackers never need it.
+            from .tracker.client import TrackerClient
+
             self.tracker = TrackerClient(
                 self.info_hash,
                 self.node.peer_id,
@@ -231,6 +237,8 @@ class TorrentTask:
         return done, torrent.total_length
 
     def _announce_stats(self) -> AnnounceStats:
+        from .tracker.client import AnnounceStats
+
         done, total = self.progress()
         swarm = self.swarm
         # Before the metadata arrives the size is unknown; any positive `left` says "leecher".

@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -21,8 +22,10 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from .hub.client import SearchResult
 from .node import TorrentTask
+
+if TYPE_CHECKING:
+    from .hub.client import SearchResult
 
 LINE_INTERVAL = 5.0
 BAR_INTERVAL = 0.25

@@ -12,6 +12,7 @@ import aiohttp
 
 from shoal.hub import HubError
 from shoal.hub.listing import DEFAULT_TTL, Listing, ListingFile, sign_listing, sign_withdrawal
+from shoal.hub.urls import announce_url, base_url
 from shoal.identity import Identity
 from shoal.metainfo import Torrent, make_magnet
 
@@ -38,21 +39,6 @@ class SearchResult:
     def magnet(self, hub_url: str) -> str:
         """A magnet link for the torrent with the hub as its tracker."""
         return make_magnet(self.info_hash, self.name, [announce_url(hub_url)])
-
-
-def base_url(hub_url: str) -> str:
-    """The hub's base URL, whether given as http://HOST:PORT, with a trailing / or /announce."""
-    url = hub_url.strip().rstrip("/")
-    if url.endswith("/announce"):
-        url = url[: -len("/announce")]
-    if not url.startswith(("http://", "https://")):
-        url = f"http://{url}"
-    return url
-
-
-def announce_url(hub_url: str) -> str:
-    """The hub's HTTP tracker announce URL."""
-    return f"{base_url(hub_url)}/announce"
 
 
 def listing_for(torrent: Torrent, ttl: int = DEFAULT_TTL, now: float | None = None) -> Listing:
