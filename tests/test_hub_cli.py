@@ -6,8 +6,11 @@ import json
 import signal
 
 from conftest import LOOPBACK, free_port, port_open, wait_for
+from rich.console import Console
 
+from shoal.hub.client import SearchResult
 from shoal.metainfo import create_torrent
+from shoal.progress import results_table
 
 
 def test_share_search_get_through_a_hub(shoal_cli, random_file, tmp_path):
@@ -94,3 +97,14 @@ def test_dead_trackers_do_not_hold_up_a_download(shoal_cli, random_file, tmp_pat
     )
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "out" / "clip.bin").read_bytes() == source.read_bytes()
+
+
+def test_result_names_are_shown_as_text_not_markup():
+    strange = SearchResult(
+        bytes(20), "Ubuntu ISO [/] [link=http://x]y[/link]\x1b[31m", 1, 1, 1, 0, 1
+    )
+    console = Console(record=True, width=200)
+    console.print(results_table([strange]))
+    shown = console.export_text()
+    assert "Ubuntu ISO [/] [link=http://x]y[/link][31m" in shown
+    assert "\x1b" not in shown

@@ -446,3 +446,15 @@ def test_signed_listing_round_trips(bunny):
     body = json.loads(json.dumps(sign_listing(me, listing_for(bunny))))
     listing, key = parse_publish(body, time.time())
     assert key == me.public_key_hex and listing == listing_for(bunny, now=listing.published_at)
+
+
+def test_a_torrent_with_many_files_is_listed_with_as_many_as_fit(hub, tmp_path):
+    folder = tmp_path / "many"
+    for number in range(3000):
+        path = folder / f"{'deeply-nested-folder-name/' * 3}file-{number:05d}-with-a-long-name.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    torrent = create_torrent(folder)
+    asyncio.run(publish(hub.url, Identity.generate(), torrent))
+    [found] = asyncio.run(search(hub.url, "many"))
+    assert 0 < found.files < 3000

@@ -369,6 +369,8 @@ def test_udp_errors():
     )
     core.handle(udp_announce(connection_id, 1), V4, 0.5)
     assert "too many" in error_message(core.handle(udp_announce(connection_id, 1), V4, 0.6))
+    # A short datagram from an unproven source gets nothing larger back: no amplification.
+    assert core.handle(bytes(8) + struct.pack(">II", 1, 5), V4, 0) is None
 
 
 @settings(max_examples=500)

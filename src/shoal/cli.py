@@ -185,7 +185,10 @@ class Sources:
         """Build from --peer, --tracker and --hub."""
         sources = cls(peer_addresses(peers), [[url] for url in trackers])
         if hub:
-            sources.hub = base_url(hub)
+            try:
+                sources.hub = base_url(hub)
+            except ShoalError as exc:
+                raise click.BadParameter(str(exc), param_hint="--hub") from None
             sources.add_tiers([[announce_url(hub)]])
         return sources
 
@@ -244,6 +247,7 @@ async def serve(
             )
         if sources.hub:
             listing = asyncio.ensure_future(keep_published(sources.hub, torrent))
+            listing.add_done_callback(report_listing_failure)
         if announce is not None:
             announce(node)
         click.echo(f"seeding {torrent.name} on port {node.port}", err=True)
@@ -264,14 +268,24 @@ async def keep_published(hub: str, torrent: Torrent) -> None:
     from .identity import Identity
 
     identity = Identity.load_or_create()
+    failures = 0
     while True:
         try:
             await hub_client.publish(hub, identity, torrent, ttl=LISTING_TTL)
             click.echo(f"listed {torrent.name} on {hub}", err=True)
+            failures = 0
         except ShoalError as exc:
-            # The swarm goes on without the hub; the next refresh tries again.
+            # The swarm goes on without the hub; try again soon, then less and less often.
             click.echo(f"shoal: {exc}", err=True)
-        await asyncio.sleep(LISTING_REFRESH)
+            failures += 1
+        delay = LISTING_REFRESH if not failures else min(LISTING_REFRESH, 15 * 2**failures)
+        await asyncio.sleep(delay)
+
+
+def report_listing_failure(listing: asyncio.Task[None]) -> None:
+    """Say why publishing stopped for good (a broken identity file, say)."""
+    if not listing.cancelled() and listing.exception() is not None:
+        click.echo(f"shoal: not listed on the hub: {listing.exception()}", err=True)
 
 
 async def withdraw_quietly(hub: str | None, torrent: Torrent) -> None:

@@ -488,11 +488,22 @@ class TorrentTask:
     def _schedule_tick(self, when: float) -> None:
         self._timer = self.loop.call_at(when, self._tick)
 
+    def _starving(self) -> bool:
+        """Pieces missing, and no peer connected or being dialled."""
+        assert self.swarm is not None
+        if self.swarm.complete or self.connections:
+            return False
+        return not any(source.connecting for source in self.sources.values())
+
     def _tick(self) -> None:
         if self.swarm is None or self._closing:
             return
         now = self.loop.time()
         wake = self.swarm.tick(now)
+        if self.tracker is not None and self._starving():
+            # Ask the trackers again now rather than at their next interval (the schedule
+            # still honours each tracker's min interval).
+            self.tracker.reannounce()
         if self._resume_dirty and now - self._last_resume_save >= RESUME_SAVE_INTERVAL:
             self._save_resume()
         self.pump()

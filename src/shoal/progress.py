@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 from rich.table import Table
+from rich.text import Text
 
 from .node import TorrentTask
 
@@ -124,7 +125,8 @@ def results_table(results: list[SearchResult], title: str | None = None) -> Tabl
     table.add_column("info-hash", no_wrap=True, min_width=40)
     for result in results:
         table.add_row(
-            result.name,
+            # Text, not markup: a name is a stranger's words and may contain "[/]" or escapes.
+            Text("".join(c for c in result.name if c.isprintable())),
             f"{result.size / 2**20:.1f} MiB",
             str(result.seeders),
             str(result.leechers),

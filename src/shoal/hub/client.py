@@ -11,7 +11,15 @@ from typing import Any
 import aiohttp
 
 from shoal.hub import HubError
-from shoal.hub.listing import DEFAULT_TTL, Listing, ListingFile, sign_listing, sign_withdrawal
+from shoal.hub.listing import (
+    DEFAULT_TTL,
+    MAX_FILES,
+    MAX_PATH,
+    Listing,
+    ListingFile,
+    sign_listing,
+    sign_withdrawal,
+)
 from shoal.hub.urls import announce_url, base_url
 from shoal.identity import Identity
 from shoal.metainfo import Torrent, make_magnet
@@ -19,6 +27,8 @@ from shoal.metainfo import Torrent, make_magnet
 __all__ = ["HubError", "SearchResult", "listing_for", "publish", "search", "withdraw"]
 
 TIMEOUT = 10.0
+# Bytes of file names a listing carries at most, well inside the hub's 256 KiB body limit.
+LISTED_FILES_BUDGET = 160 * 1024
 # A search reply of 200 results is some tens of KiB; a hub sending far more is not one.
 MAX_REPLY = 4 * 1024 * 1024
 _INFO_HASH = re.compile(r"[0-9a-f]{40}")
@@ -42,17 +52,23 @@ class SearchResult:
 
 
 def listing_for(torrent: Torrent, ttl: int = DEFAULT_TTL, now: float | None = None) -> Listing:
-    """The listing that describes torrent, dated now."""
-    files = tuple(
-        ListingFile("/".join(entry.path), entry.length)
-        for entry in torrent.files
-        if not entry.padding
-    )
+    """The listing that describes torrent, dated now; a huge file list is cut to fit the hub."""
+    files: list[ListingFile] = []
+    budget = LISTED_FILES_BUDGET
+    for entry in torrent.files:
+        if entry.padding:
+            continue
+        path = "/".join(entry.path)
+        # JSON quoting can double a path's length; count what it may cost, and stop in time.
+        budget -= 2 * len(path.encode()) + 40
+        if budget < 0 or len(files) >= MAX_FILES or len(path) > MAX_PATH:
+            break
+        files.append(ListingFile(path, entry.length))
     return Listing(
         info_hash=torrent.info_hash_hex,
         name=torrent.name,
         size=torrent.total_length,
-        files=files,
+        files=tuple(files),
         published_at=int(time.time() if now is None else now),
         ttl=ttl,
     )

@@ -29,6 +29,11 @@ _NAME_WEIGHT, _PATHS_WEIGHT = 4.0, 1.0
 # Words as FTS5's unicode61 tokenizer sees them: letters and digits; '.', '-', '_' separate.
 _WORD = re.compile(r"[^\W_]+")
 
+# One key may list this many torrents: keys are free, but a flood from one is easy to stop.
+MAX_LISTINGS_PER_KEY = 1000
+# The last search word matches as a prefix only from this many characters on.
+MIN_PREFIX = 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS listings (
     id INTEGER PRIMARY KEY,
@@ -42,6 +47,7 @@ CREATE TABLE IF NOT EXISTS listings (
     UNIQUE (info_hash, public_key)
 );
 CREATE INDEX IF NOT EXISTS listings_by_expiry ON listings (expires_at);
+CREATE INDEX IF NOT EXISTS listings_by_key ON listings (public_key);
 CREATE VIRTUAL TABLE IF NOT EXISTS listing_words USING fts5(
     name, paths, tokenize = 'unicode61 remove_diacritics 2'
 );
@@ -101,7 +107,9 @@ def match_expression(words: str) -> str:
         raise SearchError("the search has no words to look for")
     # Quoted, so that nothing a user types is FTS5 syntax (AND, NEAR, column filters...).
     terms = [f'"{word}"' for word in found]
-    terms[-1] += "*"
+    if len(found[-1]) >= MIN_PREFIX:
+        # A one-letter prefix matches nearly everything and costs a full ranking.
+        terms[-1] += "*"
     return " ".join(terms)
 
 
@@ -170,6 +178,13 @@ class KeywordIndex:
             if listing_id is None:
                 if self._count >= self.max_listings:
                     raise IndexFull("the hub's index is full; try again later")
+                owned = db.execute(
+                    "SELECT COUNT(*) FROM listings WHERE public_key = ?", (public_key,)
+                ).fetchone()[0]
+                if owned >= MAX_LISTINGS_PER_KEY:
+                    raise ListingForbidden(
+                        f"this key already lists {owned} torrents, the most one key may list"
+                    )
                 listing_id = db.execute(
                     "INSERT INTO listings (info_hash, public_key, name, size, file_count,"
                     " published_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -8,6 +8,7 @@ canonical whatever order the JSON keys came in.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +164,9 @@ def _text(value: Any, what: str, longest: int) -> str:
     except UnicodeEncodeError:
         # JSON can escape lone surrogates, which no UTF-8 text (nor its bencode) can hold.
         raise ListingError(f"{what} is not valid Unicode text") from None
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        # Control characters would reach searchers' terminals as escape sequences.
+        raise ListingError(f"{what} contains control characters")
     return value
 
 

@@ -380,6 +380,8 @@ class Hub:
         return web.json_response({"results": results})
 
     async def _describe(self, request: web.Request) -> web.Response:
+        # Counting is a scan of the index: the same per-address limit as other index requests.
+        self._check_index_rate(request)
         listings, torrents = await self._in_db(self._open_index().counts, time.time())
         return web.json_response(
             {

@@ -63,10 +63,10 @@ class UdpTracker:
             if data[:8] != _PROTOCOL_ID_BYTES:
                 return None
             return _HEADER.pack(CONNECT, transaction_id) + self.connection_id(ip, now)
+        if not self._connection_ok(data[:8], ip, now):
+            return _unverified_error(data, transaction_id, "connect again")
         if action not in (ANNOUNCE, SCRAPE):
             return _error(transaction_id, "unknown action")
-        if not self._connection_ok(data[:8], ip, now):
-            return _error(transaction_id, "the connection id is not valid; connect again")
         try:
             if action == ANNOUNCE:
                 return self._announce(data, ip, transaction_id, now)
@@ -108,6 +108,13 @@ class UdpTracker:
             _SCRAPE_ENTRY.pack(swarm.seeders, swarm.completed, swarm.leechers) for swarm in stats
         )
         return _HEADER.pack(SCRAPE, transaction_id) + entries
+
+
+def _unverified_error(request: bytes, transaction_id: int, message: str) -> bytes | None:
+    """An error for a sender not yet proven to own its address: never larger than its request,
+    so a spoofed source cannot use the tracker to amplify traffic at someone else."""
+    reply = _error(transaction_id, message)
+    return reply if len(reply) <= len(request) else None
 
 
 def _error(transaction_id: int, message: str) -> bytes:

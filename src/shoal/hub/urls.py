@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from . import HubError
+
 
 def base_url(hub_url: str) -> str:
-    """The hub's base URL, whether given as http://HOST:PORT, with a trailing / or /announce."""
+    """The hub's base URL, from http://HOST:PORT, HOST:PORT, or either with / or /announce."""
     url = hub_url.strip().rstrip("/")
     if url.endswith("/announce"):
         url = url[: -len("/announce")]
-    if not url.startswith(("http://", "https://")):
+    if "://" not in url:
         url = f"http://{url}"
+    parts = urlsplit(url)
+    if parts.scheme == "udp":
+        # The hub prints its UDP tracker URL too; the index only speaks HTTP, on the same port.
+        url = f"http://{parts.netloc}"
+    elif parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HubError(f"a hub URL looks like http://host:6969, not {hub_url}")
     return url
 
 

@@ -239,7 +239,7 @@ class TrackerClient:
         self._schedule = AnnounceSchedule(tiers, rng=self._rng)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Announce] = {}  # announces in flight
         self._session: aiohttp.ClientSession | None = None
         self._stopped = False
 
@@ -290,6 +290,11 @@ class TrackerClient:
         loop = self._loop
         if loop is None:
             return
+        # A `completed` announce in flight is let finish (within the timeout): otherwise a
+        # download that stops right after finishing would never be counted by the tracker.
+        completing = [task for task, announce in self._tasks.items() if announce.completes]
+        if completing:
+            await asyncio.wait(completing, timeout=timeout)
         finals = self._schedule.stop(loop.time())
         running = list(self._tasks)
         for task in running:
@@ -305,6 +310,9 @@ class TrackerClient:
             await self._session.close()
             self._session = None
 
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+
     def _arm(self) -> None:
         """Set the one timer to the schedule's next wake."""
         if self._timer is not None:
@@ -319,8 +327,8 @@ class TrackerClient:
         self._timer = None
         for announce in self._schedule.due(self._loop.time()):
             task = self._loop.create_task(self._run(announce))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks[task] = announce
+            task.add_done_callback(self._forget)
         self._arm()
 
     async def _run(self, announce: Announce) -> None:
