@@ -124,6 +124,16 @@ def test_stopped_removes_the_peer():
     assert registry.peer_count == 2
 
 
+def test_one_address_cannot_fill_a_swarm():
+    registry = Registry(UNLIMITED)
+    outsider = socket.inet_aton("192.0.2.9")
+    for number in range(TrackerConfig().max_peers_per_ip):
+        registry.announce(request(number, ip=outsider), now=0)
+    with pytest.raises(TrackerRefusal, match="too many peers"):
+        registry.announce(request(999, ip=outsider), now=0)
+    registry.announce(request(999), now=0)  # loopback peers share one address by nature
+
+
 def test_numwant_is_bounded_and_has_a_default():
     registry = Registry(UNLIMITED)
     for number in range(300):

@@ -104,6 +104,7 @@ class TrackerConfig:
     max_numwant: int = 200
     max_swarms: int = 100_000
     max_peers_per_swarm: int = 10_000
+    max_peers_per_ip: int = 32
     max_peers: int = 1_000_000
     # Announces and scrapes per second per source address; None or 0 means no limit.
     announce_rate: float | None = 20.0
@@ -170,6 +171,13 @@ class RateLimiter:
 _COMPACT_V4 = IPV4_LENGTH + 2
 
 
+def _is_loopback(packed_ip: bytes) -> bool:
+    return packed_ip[:1] == b"\x7f" if len(packed_ip) == 4 else packed_ip == _IPV6_LOOPBACK
+
+
+_IPV6_LOOPBACK = bytes(15) + b"\x01"
+
+
 class _Swarm:
     """One torrent's peers, in order of last announce, plus a list per family to sample from.
 
@@ -177,10 +185,11 @@ class _Swarm:
     is a reply's peer list as it is, joined in C.
     """
 
-    __slots__ = ("by_address", "completed", "seeders", "v4", "v6")
+    __slots__ = ("by_address", "completed", "per_ip", "seeders", "v4", "v6")
 
     def __init__(self) -> None:
         self.by_address: OrderedDict[bytes, Peer] = OrderedDict()
+        self.per_ip: dict[bytes, int] = {}  # packed IP -> how many of its ports are here
         self.v4: list[bytes] = []
         self.v6: list[bytes] = []
         self.seeders = 0
@@ -193,6 +202,8 @@ class _Swarm:
     def add(self, peer: Peer) -> None:
         """Insert a new peer as the most recent."""
         self.by_address[peer.compact] = peer
+        ip = peer.compact[:-2]
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         family = self.family(peer.compact)
         peer.slot = len(family)
         family.append(peer.compact)
@@ -200,6 +211,11 @@ class _Swarm:
     def remove(self, peer: Peer) -> None:
         """Drop a peer: swap the last of its family into its slot, so removal is O(1)."""
         del self.by_address[peer.compact]
+        ip = peer.compact[:-2]
+        if self.per_ip[ip] > 1:
+            self.per_ip[ip] -= 1
+        else:
+            del self.per_ip[ip]
         family = self.family(peer.compact)
         last = family.pop()
         if last != peer.compact:
@@ -301,6 +317,11 @@ class Registry:
             return self._result(swarm, [])
 
         if peer is None:
+            ip = compact[:-2]
+            if swarm.per_ip.get(ip, 0) >= config.max_peers_per_ip and not _is_loopback(ip):
+                # Else one address could fill a swarm with port variants and push real peers
+                # out. Loopback is exempt: peers on this very machine share it by nature.
+                raise TrackerRefusal("too many peers from this address in this swarm")
             self._make_room(swarm)
             peer = Peer(compact, request.peer_id, now)
             swarm.add(peer)

@@ -184,6 +184,9 @@ async def _udp_request(
         raise _unreachable(error) from None
     if not addresses:
         raise TrackerError("the UDP tracker's host name has no address")
+    # IPv4 first: a name like localhost often resolves to ::1 first, while trackers commonly
+    # listen on 0.0.0.0 only. (UDP gives no refusal to fall back on in time.)
+    addresses.sort(key=lambda info: info[0] != socket.AF_INET)
     family, _type, _proto, _name, address = addresses[0]
     exchange = make_exchange(loop.time(), f"{host}:{port}", family == socket.AF_INET6)
     try:
