@@ -532,3 +532,14 @@ def test_bad_allow_list_is_one_sentence(tmp_path):
 def test_port_taken_is_one_sentence(tmp_path, hub):
     with pytest.raises(HubError, match="cannot listen on"):
         HubThread(tmp_path / "other.db", port=hub.port).start()
+
+
+def test_a_request_head_that_never_ends_is_cut_off(tmp_path, monkeypatch):
+    monkeypatch.setattr("shoal.hub.server.HEAD_TIMEOUT", 0.3)
+    with HubThread(tmp_path / "hub.db", config=UNLIMITED) as running:
+        with socket.create_connection((LOOPBACK, running.port), timeout=10) as slow:
+            slow.sendall(b"GET /announce?info_hash=")  # and then nothing more
+            assert slow.recv(100) == b""  # closed by the hub, not by our timeout
+        with socket.create_connection((LOOPBACK, running.port), timeout=10) as fine:
+            fine.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert fine.recv(100).startswith(b"HTTP/1.1 200")

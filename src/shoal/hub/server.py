@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BODY = 256 * 1024
+# A new connection must send a whole request head this soon; one address may hold this many.
+HEAD_TIMEOUT = 10.0
+MAX_CONNECTIONS_PER_IP = 64
 MAX_QUERY = 256
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -151,6 +154,72 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         pass
 
 
+class _ConnectionGuard:
+    """Bounds what idle or slow connections can hold: aiohttp has no deadline for a request's
+    head, so a client dribbling bytes (slow-loris) would keep its socket forever."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol]) -> None:
+        self.factory = factory
+        self.per_ip: dict[str, int] = {}
+
+    def protocol(self) -> asyncio.Protocol:
+        """A protocol for one new connection."""
+        return _Guarded(self, self.factory())
+
+
+class _Guarded(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind a head deadline and a per-address cap."""
+
+    def __init__(self, guard: _ConnectionGuard, inner: asyncio.Protocol) -> None:
+        self.guard = guard
+        self.inner = inner
+        self.ip: str | None = None
+        self.tail = b""
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else "?"
+        count = self.guard.per_ip.get(self.ip, 0) + 1
+        self.guard.per_ip[self.ip] = count
+        loopback = self.ip.startswith("127.") or self.ip == "::1"
+        self.inner.connection_made(transport)
+        if count > MAX_CONNECTIONS_PER_IP and not loopback:
+            transport.close()
+            return
+        self.deadline = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self.deadline is not None:
+            # The first request's head is complete at its blank line; then aiohttp's own
+            # keep-alive timeout takes over.
+            if b"\r\n\r\n" in self.tail + data[:4] or b"\r\n\r\n" in data:
+                self.deadline.cancel()
+                self.deadline = None
+            self.tail = data[-3:]
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        if self.ip is not None:
+            left = self.guard.per_ip.get(self.ip, 1) - 1
+            if left:
+                self.guard.per_ip[self.ip] = left
+            else:
+                self.guard.per_ip.pop(self.ip, None)
+        self.inner.connection_lost(exc)
+
+
 class Hub:
     """The tracker and the index served on host:port (TCP for HTTP, UDP for BEP 15)."""
 
@@ -176,6 +245,7 @@ class Hub:
         # SQLite calls run here, one at a time, so the tracker never waits on the disk.
         self._db_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hub-db")
         self._runner: web.AppRunner | None = None
+        self._tcp_server: asyncio.AbstractServer | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -221,7 +291,10 @@ class Hub:
         loop = asyncio.get_running_loop()
         self._runner = web.AppRunner(self._app(), access_log=None)
         await self._runner.setup()
-        await web.SockSite(self._runner, tcp).start()
+        server = self._runner.server
+        assert server is not None
+        guard = _ConnectionGuard(server)
+        self._tcp_server = await loop.create_server(guard.protocol, sock=tcp)
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpEndpoint(self.udp, loop), sock=udp
         )
@@ -272,6 +345,8 @@ class Hub:
                 await self._sweeper
         if self._udp_transport is not None:
             self._udp_transport.close()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.index is not None:
