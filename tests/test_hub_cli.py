@@ -108,3 +108,12 @@ def test_result_names_are_shown_as_text_not_markup():
     shown = console.export_text()
     assert "Ubuntu ISO [/] [link=http://x]y[/link][31m" in shown
     assert "\x1b" not in shown
+
+
+def test_an_unreachable_hub_is_named_in_the_progress_line(shoal_cli, tmp_path):
+    dead = f"http://{LOOPBACK}:{free_port()}"
+    getter = shoal_cli.start("get", "ab" * 20, "--hub", dead, "-o", tmp_path / "out")
+    wait_for(lambda: "trackers: " in shoal_cli.output()[1], timeout=20, message="no tracker note")
+    getter.send_signal(signal.SIGINT)
+    assert getter.wait(timeout=30) == 130
+    assert "run the same command again" in shoal_cli.output()[1]

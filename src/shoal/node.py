@@ -236,6 +236,15 @@ class TorrentTask:
             done -= torrent.piece_length - torrent.piece_size(len(have) - 1)
         return done, torrent.total_length
 
+    def tracker_problem(self) -> str | None:
+        """The last error of the trackers, if every one of them is failing."""
+        if self.tracker is None:
+            return None
+        statuses = self.tracker.status()
+        if statuses and all(status.last_error for status in statuses):
+            return statuses[0].last_error
+        return None
+
     def _announce_stats(self) -> AnnounceStats:
         from .tracker.client import AnnounceStats
 

@@ -53,7 +53,7 @@ class Progress:
                 TaskProgressColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
-                TextColumn("{task.fields[peers]} peers"),
+                TextColumn("{task.fields[peers]} peers{task.fields[note]}"),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
@@ -87,8 +87,14 @@ class Progress:
             await asyncio.sleep(interval)
             self._update()
 
+    def _note(self, peers: int) -> str:
+        """Why there are no peers, when every tracker failed: the user's only clue."""
+        problem = self.task.tracker_problem() if not peers else None
+        return f" (trackers: {problem})" if problem else ""
+
     def _update(self) -> None:
         done, total, peers = self._counts()
+        note = self._note(peers)
         now = time.monotonic()
         then, before = self._last
         if now > then:
@@ -96,15 +102,15 @@ class Progress:
         self._last = (now, done)
         if self._bar is not None:
             if not self._bar.task_ids:
-                self._bar.add_task(self.name, total=total or None, peers=peers)
+                self._bar.add_task(self.name, total=total or None, peers=peers, note=note)
             task_id = self._bar.task_ids[0]
-            self._bar.update(task_id, completed=done, total=total or None, peers=peers)
+            self._bar.update(task_id, completed=done, total=total or None, peers=peers, note=note)
             return
         percent = 100.0 * done / total if total else 0.0
         eta = f", ETA {int((total - done) / self._rate)}s" if self._rate > 0 and total else ""
         print(
             f"{self.name}: {percent:.1f}% of {total} bytes, {self._rate / 1e6:.1f} MB/s,"
-            f" {peers} peers{eta}",
+            f" {peers} peers{eta}{note}",
             file=sys.stderr,
             flush=True,
         )
