@@ -146,6 +146,13 @@ class ShoalCli:
         self.processes.append(process)
         return process
 
+    def start_seeder(self, torrent: Path, data_dir: Path, *extra: str | int) -> int:
+        """Start `shoal seed` on a free port and wait until it accepts peers; returns the port."""
+        port = free_port()
+        self.start("seed", torrent, data_dir, "--port", port, *extra)
+        wait_for(lambda: port_open(port), timeout=30, message="the shoal seeder never listened")
+        return port
+
     def output(self, index: int = -1) -> tuple[str, str]:
         """(stdout, stderr) so far of the index-th invocation."""
         entry = self.logged[index]

@@ -6,10 +6,9 @@ import hashlib
 import re
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
-from conftest import LOOPBACK, free_port, port_open, wait_for
+from conftest import LOOPBACK, free_port, wait_for
 
 from shoal import bencode
 from shoal.metainfo import load_torrent
@@ -23,14 +22,6 @@ def fetched(stdout: str) -> int:
     return int(match.group(1))
 
 
-def start_seeder(shoal_cli, torrent: Path, data_dir: Path, *extra: str) -> int:
-    """Start `shoal seed` and wait until it accepts peers; returns its port."""
-    port = free_port()
-    shoal_cli.start("seed", torrent, data_dir, "--port", port, *extra)
-    wait_for(lambda: port_open(port), timeout=30, message="seeder never listened")
-    return port
-
-
 def test_create_info_seed_get_round_trip(shoal_cli, random_file, tmp_path):
     source = random_file(3 * 1024 * 1024 + 17, "share/movie.bin")
     torrent = tmp_path / "movie.torrent"
@@ -41,7 +32,7 @@ def test_create_info_seed_get_round_trip(shoal_cli, random_file, tmp_path):
     assert parsed.info_hash_hex in info.stdout and "movie.bin" in info.stdout
     assert "magnet:?xt=urn:btih:" in info.stdout
 
-    port = start_seeder(shoal_cli, torrent, source.parent)
+    port = shoal_cli.start_seeder(torrent, source.parent)
     got = shoal_cli.run("get", torrent, "-o", tmp_path / "out", "--peer", f"{LOOPBACK}:{port}")
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "out" / "movie.bin").read_bytes() == source.read_bytes()
@@ -68,7 +59,7 @@ def test_multi_file_share_by_magnet(shoal_cli, random_file, tmp_path):
 def test_seed_exits_cleanly_on_sigterm(shoal_cli, random_file, tmp_path):
     source = random_file(100_000, "data/x.bin")
     shoal_cli.run("create", source, "-o", tmp_path / "x.torrent")
-    start_seeder(shoal_cli, tmp_path / "x.torrent", source.parent)
+    shoal_cli.start_seeder(tmp_path / "x.torrent", source.parent)
     process = shoal_cli.processes[-1]
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
@@ -82,7 +73,7 @@ def test_kill_9_then_resume_fetches_only_what_was_left(shoal_cli, random_file, t
     shoal_cli.run("create", source, "-o", torrent, "--piece-size", str(256 * 1024))
     num_pieces = load_torrent(torrent).num_pieces
     # A slow seeder, so the download is surely half way when it is killed.
-    port = start_seeder(shoal_cli, torrent, source.parent, "--up-limit", "2048")
+    port = shoal_cli.start_seeder(torrent, source.parent, "--up-limit", "2048")
     out = tmp_path / "out"
     first = shoal_cli.start("get", torrent, "-o", out, "--peer", f"{LOOPBACK}:{port}")
     record = ResumeFile(load_torrent(torrent).info_hash, out).path
@@ -152,7 +143,7 @@ def test_full_disk_is_one_sentence_and_keeps_verified_pieces(
     source = random_file(8 * 1024 * 1024, "data/big.bin")
     torrent_path = tmp_path / "big.torrent"
     shoal_cli.run("create", source, "-o", torrent_path, "--piece-size", str(256 * 1024))
-    port = start_seeder(shoal_cli, torrent_path, source.parent)
+    port = shoal_cli.start_seeder(torrent_path, source.parent)
     result = shoal_cli.run("get", torrent_path, "-o", tiny_disk, "--peer", f"{LOOPBACK}:{port}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("shoal: the disk is full")

@@ -65,9 +65,7 @@ def test_torrent_trackers_alone_connect_seeder_and_leecher(shoal_cli, random_fil
     torrent = tmp_path / "song.torrent"
     announce = f"udp://{LOOPBACK}:{hub_port}/announce"
     assert shoal_cli.run("create", source, "-o", torrent, "--tracker", announce).returncode == 0
-    seed_port = free_port()
-    shoal_cli.start("seed", torrent, source.parent, "--port", seed_port)
-    wait_for(lambda: port_open(seed_port), message="the seeder never listened")
+    shoal_cli.start_seeder(torrent, source.parent)
     # No --peer: the only way to the seeder is the tracker named in the torrent.
     got = shoal_cli.run("get", torrent, "-o", tmp_path / "out", timeout=90)
     assert got.returncode == 0, got.stderr
@@ -81,9 +79,7 @@ def test_dead_trackers_do_not_hold_up_a_download(shoal_cli, random_file, tmp_pat
     shoal_cli.run(
         "create", source, "-o", torrent, "--tracker", f"http://{LOOPBACK}:{dead}/announce"
     )
-    seed_port = free_port()
-    shoal_cli.start("seed", torrent, source.parent, "--port", seed_port)
-    wait_for(lambda: port_open(seed_port), message="the seeder never listened")
+    seed_port = shoal_cli.start_seeder(torrent, source.parent)
     got = shoal_cli.run(
         "get",
         torrent,

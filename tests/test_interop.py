@@ -7,7 +7,7 @@ from pathlib import Path
 import aria2
 import ltclient
 import pytest
-from conftest import LOOPBACK, free_port, port_open, wait_for
+from conftest import LOOPBACK, free_port, wait_for
 
 from shoal.metainfo import load_torrent
 
@@ -54,9 +54,7 @@ def test_libtorrent_leeches_from_shoal(request, content, shoal_cli, tmp_path):
     source: Path = request.getfixturevalue(content)
     torrent = tmp_path / "shoal.torrent"
     assert shoal_cli.run("create", source, "-o", torrent).returncode == 0
-    port = free_port()
-    shoal_cli.start("seed", torrent, source.parent, "--port", port)
-    wait_for(lambda: port_open(port), message="shoal seeder never listened")
+    port = shoal_cli.start_seeder(torrent, source.parent)
     session = ltclient.make_session()
     handle = ltclient.leech(session, torrent, tmp_path / "out")
     ltclient.connect(handle, port)
@@ -96,9 +94,7 @@ def test_aria2_leeches_from_shoal(request, content, shoal_cli, tmp_path):
     source: Path = request.getfixturevalue(content)
     torrent = tmp_path / "shoal.torrent"
     assert shoal_cli.run("create", source, "-o", torrent).returncode == 0
-    port = free_port()
-    shoal_cli.start("seed", torrent, source.parent, "--port", port)
-    wait_for(lambda: port_open(port), message="shoal seeder never listened")
+    port = shoal_cli.start_seeder(torrent, source.parent)
     result = aria2.aria2_download(torrent, tmp_path / "out", port, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert same_tree(source, tmp_path / "out" / source.name)
