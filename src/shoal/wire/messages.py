@@ -53,6 +53,22 @@ class Handshake:
 
 
 @dataclass(frozen=True, slots=True)
+class _PieceRef:
+    """A message that names one piece."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockRef:
+    """A message that names one block: piece, offset, length."""
+
+    index: int
+    begin: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
 class KeepAlive:
     """A zero-length message."""
 
@@ -78,10 +94,8 @@ class NotInterested:
 
 
 @dataclass(frozen=True, slots=True)
-class Have:
+class Have(_PieceRef):
     """The peer now has one piece."""
-
-    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +106,8 @@ class Bitfield:
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class Request(_BlockRef):
     """The peer asks for a block."""
-
-    index: int
-    begin: int
-    length: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +120,8 @@ class Piece:
 
 
 @dataclass(frozen=True, slots=True)
-class Cancel:
+class Cancel(_BlockRef):
     """The peer withdraws a request."""
-
-    index: int
-    begin: int
-    length: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +132,8 @@ class Port:
 
 
 @dataclass(frozen=True, slots=True)
-class SuggestPiece:
+class SuggestPiece(_PieceRef):
     """The peer suggests a piece it can serve cheaply."""
-
-    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,19 +147,13 @@ class HaveNone:
 
 
 @dataclass(frozen=True, slots=True)
-class RejectRequest:
+class RejectRequest(_BlockRef):
     """The peer will not serve one of our requests (fast extension)."""
-
-    index: int
-    begin: int
-    length: int
 
 
 @dataclass(frozen=True, slots=True)
-class AllowedFast:
+class AllowedFast(_PieceRef):
     """The peer will serve this piece even while choking us (fast extension)."""
-
-    index: int
 
 
 @dataclass(frozen=True, slots=True)
