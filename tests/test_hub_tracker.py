@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import struct
@@ -13,7 +14,7 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 from conftest import LOOPBACK, free_port, port_open, wait_for
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoal.bencode import decode
@@ -535,7 +536,7 @@ def test_port_taken_is_one_sentence(tmp_path, hub):
 
 
 def test_a_request_head_that_never_ends_is_cut_off(tmp_path, monkeypatch):
-    monkeypatch.setattr("shoal.hub.server.HEAD_TIMEOUT", 0.3)
+    monkeypatch.setattr("shoal.hub.front.HEAD_TIMEOUT", 0.3)
     with HubThread(tmp_path / "hub.db", config=UNLIMITED) as running:
         with socket.create_connection((LOOPBACK, running.port), timeout=10) as slow:
             slow.sendall(b"GET /announce?info_hash=")  # and then nothing more
@@ -543,3 +544,60 @@ def test_a_request_head_that_never_ends_is_cut_off(tmp_path, monkeypatch):
         with socket.create_connection((LOOPBACK, running.port), timeout=10) as fine:
             fine.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             assert fine.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, dict]:
+    """One HTTP response from a raw socket: (status line, decoded bencoded body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line for line in head.split(b"\r\n") if line.startswith(b"Content-Length")).split(
+            b":"
+        )[1]
+    )
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head.split(b"\r\n")[0], decode(body[:length])
+
+
+def test_front_answers_many_announces_on_one_kept_alive_connection(hub):
+    request = f"GET /announce?{query(**GOOD)} HTTP/1.1\r\nHost: hub\r\n\r\n".encode()
+    with socket.create_connection((LOOPBACK, hub.port), timeout=10) as sock:
+        for _ in range(3):
+            sock.sendall(request)
+            status, reply = read_response(sock)
+            assert status == b"HTTP/1.1 200 OK" and reply[b"complete"] == 1
+        # Byte by byte is as good as all at once.
+        for byte in request:
+            sock.sendall(bytes([byte]))
+        assert read_response(sock)[1][b"complete"] == 1
+
+
+def test_front_closes_after_http10_and_refuses_other_paths(hub):
+    with socket.create_connection((LOOPBACK, hub.port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /scrape?info_hash={quote_from_bytes(INFO_HASH)} HTTP/1.0\r\n\r\n".encode()
+        )
+        assert read_response(sock)[0] == b"HTTP/1.1 200 OK"
+        assert sock.recv(10) == b""
+    with socket.create_connection((LOOPBACK, hub.port), timeout=10) as sock:
+        sock.sendall(b"GET /announce?x HTTP/1.1\r\n\r\nGET /index/search?q=a HTTP/1.1\r\n\r\n")
+        replies = b""
+        while chunk := sock.recv(4096):
+            replies += chunk
+        # A failure reason (bencoded, status 200), then a refusal and the connection closed.
+        assert replies.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 404" in replies
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(min_size=1, max_size=300))
+def test_front_survives_any_bytes(hub, data):
+    with socket.create_connection((LOOPBACK, hub.port), timeout=10) as sock:
+        sock.sendall(b"GET /announce" + data + b"\r\n\r\n")
+        with contextlib.suppress(OSError):
+            sock.recv(4096)
+    assert http_get(f"{hub.url}/announce?" + query(**GOOD))[b"complete"] == 1

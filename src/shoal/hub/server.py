@@ -20,6 +20,7 @@ from aiohttp import web
 
 from shoal import __version__
 from shoal.hub import HubError
+from shoal.hub.front import ConnectionFront
 from shoal.hub.http import (
     announce_reply,
     failure_reply,
@@ -39,9 +40,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BODY = 256 * 1024
-# A new connection must send a whole request head this soon; one address may hold this many.
-HEAD_TIMEOUT = 10.0
-MAX_CONNECTIONS_PER_IP = 64
 MAX_QUERY = 256
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -154,72 +152,6 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         pass
 
 
-class _ConnectionGuard:
-    """Bounds what idle or slow connections can hold: aiohttp has no deadline for a request's
-    head, so a client dribbling bytes (slow-loris) would keep its socket forever."""
-
-    def __init__(self, factory: Callable[[], asyncio.Protocol]) -> None:
-        self.factory = factory
-        self.per_ip: dict[str, int] = {}
-
-    def protocol(self) -> asyncio.Protocol:
-        """A protocol for one new connection."""
-        return _Guarded(self, self.factory())
-
-
-class _Guarded(asyncio.Protocol):
-    """aiohttp's protocol for one connection, behind a head deadline and a per-address cap."""
-
-    def __init__(self, guard: _ConnectionGuard, inner: asyncio.Protocol) -> None:
-        self.guard = guard
-        self.inner = inner
-        self.ip: str | None = None
-        self.tail = b""
-        self.deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        self.ip = peer[0] if peer else "?"
-        count = self.guard.per_ip.get(self.ip, 0) + 1
-        self.guard.per_ip[self.ip] = count
-        loopback = self.ip.startswith("127.") or self.ip == "::1"
-        self.inner.connection_made(transport)
-        if count > MAX_CONNECTIONS_PER_IP and not loopback:
-            transport.close()
-            return
-        self.deadline = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, transport.close)
-
-    def data_received(self, data: bytes) -> None:
-        if self.deadline is not None:
-            # The first request's head is complete at its blank line; then aiohttp's own
-            # keep-alive timeout takes over.
-            if b"\r\n\r\n" in self.tail + data[:4] or b"\r\n\r\n" in data:
-                self.deadline.cancel()
-                self.deadline = None
-            self.tail = data[-3:]
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-        if self.ip is not None:
-            left = self.guard.per_ip.get(self.ip, 1) - 1
-            if left:
-                self.guard.per_ip[self.ip] = left
-            else:
-                self.guard.per_ip.pop(self.ip, None)
-        self.inner.connection_lost(exc)
-
-
 class Hub:
     """The tracker and the index served on host:port (TCP for HTTP, UDP for BEP 15)."""
 
@@ -261,8 +193,10 @@ class Hub:
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
         app.router.add_get("/", self._describe)
-        app.router.add_get("/announce", self._announce)
-        app.router.add_get("/scrape", self._scrape)
+        # Normally answered by the front before aiohttp sees them; kept for requests that
+        # arrive on a connection that began with another path.
+        app.router.add_get("/announce", self._tracker)
+        app.router.add_get("/scrape", self._tracker)
         app.router.add_post("/index/publish", self._publish)
         app.router.add_post("/index/withdraw", self._withdraw)
         app.router.add_get("/index/search", self._search)
@@ -293,8 +227,8 @@ class Hub:
         await self._runner.setup()
         server = self._runner.server
         assert server is not None
-        guard = _ConnectionGuard(server)
-        self._tcp_server = await loop.create_server(guard.protocol, sock=tcp)
+        front = ConnectionFront(server, self.tracker_reply)
+        self._tcp_server = await loop.create_server(front.protocol, sock=tcp)
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpEndpoint(self.udp, loop), sock=udp
         )
@@ -377,25 +311,24 @@ class Hub:
     def _sender(request: web.Request) -> bytes:
         return _packed(request.transport.get_extra_info("peername")[0])  # type: ignore[union-attr]
 
-    async def _announce(self, request: web.Request) -> web.Response:
+    def tracker_reply(self, path: str, query: str, sender: str) -> bytes:
+        """The bencoded reply to an HTTP announce or scrape (the front answers most of them)."""
         now = asyncio.get_running_loop().time()
         try:
-            parsed = parse_announce(self._query(request), self._sender(request))
-            with_ids = not parsed.compact and not parsed.no_peer_id
-            result = self.registry.announce(parsed.request, now, peer_ids=with_ids)
-            body = announce_reply(result, compact=parsed.compact)
+            if path == "/announce":
+                parsed = parse_announce(query, _packed(sender))
+                with_ids = not parsed.compact and not parsed.no_peer_id
+                result = self.registry.announce(parsed.request, now, peer_ids=with_ids)
+                return announce_reply(result, compact=parsed.compact)
+            info_hashes = parse_scrape(query)
+            stats = self.registry.scrape(info_hashes, _packed(sender), now)
+            return scrape_reply(info_hashes, stats)
         except TrackerRefusal as refusal:
-            body = failure_reply(str(refusal))
-        return web.Response(body=body, content_type=_BENCODE_TYPE)
+            return failure_reply(str(refusal))
 
-    async def _scrape(self, request: web.Request) -> web.Response:
-        now = asyncio.get_running_loop().time()
-        try:
-            info_hashes = parse_scrape(self._query(request))
-            stats = self.registry.scrape(info_hashes, self._sender(request), now)
-            body = scrape_reply(info_hashes, stats)
-        except TrackerRefusal as refusal:
-            body = failure_reply(str(refusal))
+    async def _tracker(self, request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peername")  # type: ignore[union-attr]
+        body = self.tracker_reply(request.path, self._query(request), peer[0])
         return web.Response(body=body, content_type=_BENCODE_TYPE)
 
     # --- index ---
