@@ -112,24 +112,16 @@ class ShoalCli:
         self, *args: str | int | os.PathLike[str], timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         """Run shoal to completion; on timeout it is killed and TimeoutExpired raised."""
-        argv = tuple(str(arg) for arg in args)
-        entry = self._log_files(argv)
-        with entry.stdout.open("wb") as out, entry.stderr.open("wb") as err:
-            result = subprocess.run(
-                [str(self.executable), *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=self._env(),
-                timeout=timeout,
-                check=False,
-            )
-        return subprocess.CompletedProcess(
-            result.args,
-            result.returncode,
-            entry.stdout.read_text(errors="replace"),
-            entry.stderr.read_text(errors="replace"),
-        )
+        process = self.start(*args)
+        index = len(self.logged) - 1
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        stdout, stderr = self.output(index)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
     def start(self, *args: str | int | os.PathLike[str]) -> subprocess.Popen[bytes]:
         """Start shoal in the background; it is stopped at teardown if still running."""

@@ -36,6 +36,16 @@ def same_tree(a: Path, b: Path) -> bool:
     return names == other and all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
+def libtorrent_download(source: Path | str, port: int, out: Path) -> int:
+    """A fresh libtorrent leecher gets a torrent or magnet from 127.0.0.1:port; bytes received."""
+    session = ltclient.make_session()
+    handle = ltclient.leech(session, source, out)
+    ltclient.connect(handle, port)
+    ltclient.wait_finished(handle, timeout=60)
+    ltclient.flush(session, handle)
+    return ltclient.total_download(handle)
+
+
 @pytest.mark.parametrize("content", ["single", "album"])
 def test_shoal_leeches_from_libtorrent(request, content, shoal_cli, tmp_path):
     source: Path = request.getfixturevalue(content)
@@ -55,13 +65,9 @@ def test_libtorrent_leeches_from_shoal(request, content, shoal_cli, tmp_path):
     torrent = tmp_path / "shoal.torrent"
     assert shoal_cli.run("create", source, "-o", torrent).returncode == 0
     port = shoal_cli.start_seeder(torrent, source.parent)
-    session = ltclient.make_session()
-    handle = ltclient.leech(session, torrent, tmp_path / "out")
-    ltclient.connect(handle, port)
-    ltclient.wait_finished(handle, timeout=60)
-    ltclient.flush(session, handle)
+    downloaded = libtorrent_download(torrent, port, tmp_path / "out")
     assert same_tree(source, tmp_path / "out" / source.name)
-    assert ltclient.total_download(handle) >= load_torrent(torrent).total_length
+    assert downloaded >= load_torrent(torrent).total_length
 
 
 def test_shoal_gets_magnet_metadata_from_libtorrent(album, shoal_cli, tmp_path):
@@ -81,11 +87,7 @@ def test_libtorrent_gets_magnet_metadata_from_shoal(single, shoal_cli, tmp_path)
     shoal_cli.start("share", single, "--port", port)
     wait_for(lambda: "magnet:" in shoal_cli.output()[0], message="shoal printed no magnet")
     magnet = shoal_cli.output()[0].strip().splitlines()[-1]
-    session = ltclient.make_session()
-    handle = ltclient.leech(session, magnet, tmp_path / "out")
-    ltclient.connect(handle, port)
-    ltclient.wait_finished(handle, timeout=60)
-    ltclient.flush(session, handle)
+    libtorrent_download(magnet, port, tmp_path / "out")
     assert same_tree(single, tmp_path / "out" / single.name)
 
 

@@ -183,7 +183,6 @@ class TorrentTask:
         self._background: set[asyncio.Task[None]] = set()
         self._resume_dirty = False
         self._last_resume_save = 0.0
-        self.initial_have = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -266,7 +265,6 @@ class TorrentTask:
             have = await self.loop.run_in_executor(None, storage.recheck)
         await self.loop.run_in_executor(None, storage.allocate)
         self.storage = storage
-        self.initial_have = sum(have)
         self.resume.save(have)
         self._last_resume_save = self.loop.time()
         return have

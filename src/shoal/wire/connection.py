@@ -27,7 +27,6 @@ class PeerWire:
         self._outbox: list[bytes] = []
         self._outbox_size = 0
         self.handshake_sent = False
-        self.bytes_received = 0
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -37,7 +36,6 @@ class PeerWire:
         A Piece's data is a view into `data`, not a copy: it stays valid, since bytes never
         change, and the swarm copies it once, into the piece being assembled.
         """
-        self.bytes_received += len(data)
         events: list[m.Event] = []
         if self.remote is None:
             data = self._read_handshake(data, events)
@@ -151,11 +149,6 @@ class PeerWire:
         self._outbox = []
         self._outbox_size = 0
         return out
-
-    @property
-    def has_output(self) -> bool:
-        """Whether bytes are waiting to be sent."""
-        return bool(self._outbox)
 
     def _queue(self, data: bytes) -> None:
         self._outbox_size += len(data)
