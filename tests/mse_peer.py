@@ -13,9 +13,11 @@ import ltclient
 from shoal.wire import messages as m
 from shoal.wire.connection import PeerWire
 from shoal.wire.mse import (
+    KEY_LENGTH,
     MseInitiator,
     MseReceiver,
     MseResult,
+    RandomBytes,
     is_plaintext_handshake,
     skey_hash,
 )
@@ -61,20 +63,30 @@ def complete_handshake(sock: socket.socket, core: MseInitiator | MseReceiver) ->
         core.receive(data)
 
 
-def accept_mse(listener: socket.socket, info_hash: bytes) -> tuple[socket.socket, MseResult]:
-    """Accept one connection, check it is not plain BitTorrent, and answer its MSE handshake."""
+def accept_mse(
+    listener: socket.socket,
+    info_hash: bytes,
+    choose_private_key: Callable[[bytes], bytes] | None = None,
+) -> tuple[socket.socket, MseResult]:
+    """Accept one connection, check it is not plain BitTorrent, answer its MSE handshake."""
+    # choose_private_key, given the peer's public key, picks our 20-byte private key.
     listener.settimeout(TIMEOUT)
     conn, _ = listener.accept()
     conn.settimeout(TIMEOUT)
     first = b""
-    while is_plaintext_handshake(first) is None:
+    while len(first) < KEY_LENGTH:
         data = conn.recv(65536)
         if not data:
-            raise AssertionError("the peer closed before sending anything")
+            raise AssertionError(f"the peer closed after {len(first)} bytes")
         first += data
     if is_plaintext_handshake(first):
         raise AssertionError("the peer sent a plain BitTorrent handshake, not MSE")
-    core = MseReceiver({skey_hash(info_hash): info_hash}.get)
+    random: RandomBytes = os.urandom
+    if choose_private_key is not None:
+        # The private key is the core's first draw from its random source.
+        draws = [choose_private_key(first[:KEY_LENGTH])]
+        random = lambda length: draws.pop() if draws else os.urandom(length)  # noqa: E731
+    core = MseReceiver({skey_hash(info_hash): info_hash}.get, random=random)
     core.receive(first)
     return conn, complete_handshake(conn, core)
 

@@ -520,3 +520,27 @@ def test_libtorrent_dials_our_receiver(small_torrent, tmp_path, level):
             timeout=10,
             message=f"libtorrent does not list us as {level}: {ltclient.describe(handle)}",
         )
+
+
+def private_key_for_short_secret(public_key: bytes) -> bytes:
+    """A private key whose shared secret with public_key starts with a zero byte."""
+    theirs = int.from_bytes(public_key, "big")
+    for candidate in range(1, 1 << 16):
+        private = hashlib.sha1(candidate.to_bytes(4, "big")).digest()
+        if pow(theirs, int.from_bytes(private, "big"), PRIME) < 1 << (8 * (KEY_LENGTH - 1)):
+            return private
+    raise AssertionError("no short secret in 65536 tries")
+
+
+def test_libtorrent_pads_a_short_shared_secret_as_we_do(small_torrent, tmp_path):
+    # S is hashed as 96 bytes; one handshake in 256 has a leading zero byte, which both sides
+    # must keep. Choosing our key after seeing libtorrent's makes that case certain.
+    torrent, info_hash = small_torrent
+    session = mse_peer.encrypted_session(lt.enc_level.rc4)
+    handle = ltclient.leech(session, torrent, tmp_path / "leech")
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        ltclient.connect(handle, listener.getsockname()[1])
+        conn, result = mse_peer.accept_mse(listener, info_hash, private_key_for_short_secret)
+    with conn:
+        stream = mse_peer.BtOverMse(conn, result, PeerWire(None, mse_peer.peer_id()))
+        assert stream.events and isinstance(stream.events[0], m.Handshake)
