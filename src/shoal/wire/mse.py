@@ -12,6 +12,11 @@
 # Neither side knows how much padding the other sent, so each resynchronises on the first value
 # it can predict: B on HASH('req1', S), A on ENCRYPT(VC). Both searches are bounded by the
 # largest padding allowed, so a peer sending junk is dropped after at most a kilobyte.
+#
+# An adapter drives either side alike: send data_to_send() after creating the core and after
+# every receive(); once result is set, hand result.payload to the PeerWire, then pass every read
+# through result.cipher.decrypt and every write through result.cipher.encrypt_many (neither
+# when cipher is None: the peers agreed on plaintext after an obfuscated handshake).
 
 from __future__ import annotations
 
