@@ -177,7 +177,8 @@ def test_leecher_reconnects_after_dropping_a_peer(tmp_path):
             )
             await until(lambda: task.connections, "a first connection", 10)
             assert task.swarm is not None
-            task.swarm._close(next(iter(task.swarm.peers.values())), "dropped by the test")
+            peer = next(iter(task.swarm.peers.values()))
+            task.swarm._close(peer, "dropped by the test", now=asyncio.get_running_loop().time())
             task.pump()
             await asyncio.wait_for(task.completed.wait(), 60)
         finally:
@@ -186,3 +187,51 @@ def test_leecher_reconnects_after_dropping_a_peer(tmp_path):
 
     asyncio.run(scenario())
     assert (tmp_path / "out" / "content.bin").read_bytes() == content
+
+
+def test_a_seeder_dials_a_given_peer_again_after_it_hangs_up(tmp_path):
+    torrent, _content, folder = make_content(tmp_path, 256 * 1024, 16 * 1024)
+
+    async def scenario() -> None:
+        accepted = 0
+
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Like a Transmission leecher done with the metadata: read the handshake, leave.
+            nonlocal accepted
+            accepted += 1
+            await reader.readexactly(m.HANDSHAKE_LENGTH)
+            writer.close()
+
+        leecher = await asyncio.start_server(hang_up, LOOPBACK, 0)
+        port = leecher.sockets[0].getsockname()[1]
+        seeder = await start_node()
+        try:
+            await seeder.add(torrent.info_hash, torrent, folder, [(LOOPBACK, port)])
+            await until(lambda: accepted >= 3, "the seeder to dial again", 20)
+        finally:
+            await seeder.stop()
+            leecher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_node_handed_its_own_address_stops_dialling_it(tmp_path):
+    torrent, _content, _folder = make_content(tmp_path, 256 * 1024, 16 * 1024)
+
+    async def scenario() -> None:
+        node = Node(port=0, host="0.0.0.0")
+        await node.start()
+        # Another loopback address of this very host: only the handshake shows it is us.
+        ourselves = ("127.0.0.2", node.port)
+        try:
+            task = await node.add(torrent.info_hash, None, tmp_path / "out")
+            task.add_peers([ourselves], learned=True)
+            await until(lambda: ourselves in node.own_addresses, "self-recognition", 10)
+            assert task.swarm is not None
+            task.add_peers([ourselves], learned=True)
+            assert ourselves not in task.swarm.sources
+            assert node.is_self(ourselves)
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())

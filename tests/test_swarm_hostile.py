@@ -8,6 +8,9 @@ import pytest
 
 from shoal.metainfo import Torrent, create_torrent
 from shoal.swarm import core
+from shoal.swarm.admission import MAX_PER_LOOPBACK_ADDRESS, HandshakeGate
+from shoal.swarm.budget import PEER_REPLY_LIMIT, ReplyBudget
+from shoal.swarm.sources import MAX_DIALS
 from shoal.wire import extensions as ext
 from shoal.wire import messages as m
 from shoal.wire.connection import PeerWire
@@ -88,16 +91,154 @@ def test_have_for_a_piece_in_progress_makes_us_interested(torrent_and_content):
     assert m.Interested() in second.received()
 
 
-def test_rejected_piece_is_not_asked_of_the_same_peer_again(torrent_and_content):
+def test_rejected_piece_rests_then_is_asked_again(torrent_and_content):
     torrent, _content = torrent_and_content
     swarm = leecher(torrent, torrent.info_hash)
     peer = Remote(swarm, 1)
     peer.send(m.frame(m.HAVE_ALL) + m.frame(m.UNCHOKE))
-    first = requests(peer.received())[0]
-    peer.send(m.frame_block_ref(m.REJECT_REQUEST, first.index, first.begin, first.length))
+    asked = requests(peer.received())
+    first = asked[0]
+    for request in asked:  # a busy peer: "not now" to everything
+        peer.send(m.frame_block_ref(m.REJECT_REQUEST, request.index, request.begin, request.length))
     swarm.tick(1.0)
-    again = [r for r in requests(peer.received()) if r.index == first.index]
-    assert again == []
+    assert [r for r in requests(peer.received()) if r.index == first.index] == []
+    # A seeder never announces the piece anew: "not now" must not become "never".
+    swarm.tick(core.REJECT_REST + 1.0)
+    again = [
+        r for r in requests(peer.received()) if (r.index, r.begin) == (first.index, first.begin)
+    ]
+    assert again
+
+
+def test_requests_in_flight_stay_below_the_peers_reqq(tmp_path):
+    content = random.Random(2).randbytes(16 * 1024 * 1024)
+    (tmp_path / "big.bin").write_bytes(content)
+    torrent = create_torrent(tmp_path / "big.bin", piece_length=256 * 1024)
+    swarm = leecher(torrent, torrent.info_hash)
+    peer = Remote(swarm, 1)
+    payload = ext.encode_handshake(listen_port=1, metadata_size=None, request_queue=512, client="")
+    peer.send(m.frame(m.EXTENDED, b"\x00" + payload))
+    swarm.peers[peer.key].request_depth = core.MAX_REQUEST_QUEUE  # as if slow start grew it
+    peer.send(m.frame(m.HAVE_ALL) + m.frame(m.UNCHOKE))
+    # Transmission rejects the request that fills its queue of 512.
+    assert 0 < len(requests(peer.received())) < 512
+
+
+def seeder(torrent: Torrent, budget: ReplyBudget | None = None) -> core.Swarm:
+    """A swarm with every piece."""
+    have = bytearray(b"\x01" * torrent.num_pieces)
+    return core.Swarm(
+        torrent.info_hash, b"-SH0000-111111111111", torrent, have, reply_budget=budget
+    )
+
+
+def reads(swarm: core.Swarm) -> list[core.ReadBlock]:
+    """The block reads the swarm asked for since the last call."""
+    return [a for a in swarm.take_actions() if isinstance(a, core.ReadBlock)]
+
+
+def request_flood(count: int, pieces: int) -> bytes:
+    """count requests for whole blocks spread over the pieces."""
+    return b"".join(
+        m.frame_block_ref(m.REQUEST, i % pieces, (i // pieces % 4) * 16384, 16384)
+        for i in range(count)
+    )
+
+
+def test_requests_are_served_only_as_the_peer_reads(torrent_and_content):
+    torrent, _content = torrent_and_content
+    swarm = seeder(torrent)
+    peer = Remote(swarm, 1)
+    peer.send(m.frame(m.INTERESTED))
+    peer.send(request_flood(1999, torrent.num_pieces))
+    first = reads(swarm)
+    assert 0 < len(first) * 16384 <= PEER_REPLY_LIMIT
+    swarm.flushed(peer.key, PEER_REPLY_LIMIT, 0.0)  # the peer has read nothing
+    assert reads(swarm) == []
+    swarm.flushed(peer.key, 0, 0.0)  # now it has read everything
+    assert 0 < len(reads(swarm)) * 16384 <= PEER_REPLY_LIMIT
+
+
+def test_replies_queued_for_all_peers_share_one_bound(torrent_and_content):
+    torrent, _content = torrent_and_content
+    budget = ReplyBudget(limit=1024 * 1024)
+    swarms = [seeder(torrent, budget), seeder(torrent, budget)]
+    for number, swarm in enumerate(swarms):
+        peer = Remote(swarm, number + 1)
+        peer.send(m.frame(m.INTERESTED))
+        peer.send(request_flood(1000, torrent.num_pieces))
+    served = sum(len(reads(swarm)) for swarm in swarms)
+    assert 0 < served * 16384 <= budget.limit + 16384 + 13
+
+
+def test_a_choked_peer_that_asks_and_never_reads_is_dropped(torrent_and_content):
+    torrent, _content = torrent_and_content
+    swarm = seeder(torrent)
+    peer = Remote(swarm, 1)  # not interested, so choked: every request is rejected
+    flood = request_flood(1000, torrent.num_pieces)
+    for _ in range(400):
+        peer.send(flood)
+        if not peer.connected:
+            break
+    assert not peer.connected
+    assert swarm.reply_budget.used == 0
+
+
+def metadata_request(piece: int) -> bytes:
+    """A ut_metadata request for one piece, to our local id for it."""
+    message = ext.encode_metadata(ext.MetadataMessage(ext.METADATA_REQUEST, piece))
+    return m.frame(m.EXTENDED, bytes((ext.LOCAL_IDS[ext.UT_METADATA],)) + message)
+
+
+def test_a_peer_asking_twice_for_the_same_metadata_is_dropped(torrent_and_content):
+    torrent, _content = torrent_and_content
+    swarm = seeder(torrent)
+    peer = Remote(swarm, 1)
+    peer.send(extension_handshake())
+    peer.send(metadata_request(0))
+    assert peer.connected
+    replies = [e for e in peer.received() if isinstance(e, m.Extended) and e.extension_id == 2]
+    assert ext.parse_metadata(replies[-1].payload).kind == ext.METADATA_DATA
+    peer.send(metadata_request(0) * 1000)
+    assert not peer.connected
+
+
+def test_one_address_cannot_take_every_slot(torrent_and_content):
+    torrent, _content = torrent_and_content
+    swarm = leecher(torrent, torrent.info_hash)
+    keys = [
+        swarm.add_peer(PeerWire(torrent.info_hash, swarm.peer_id), ("127.0.0.2", port), True, 0)
+        for port in range(1000, 1000 + swarm.config.max_peers)
+    ]
+    taken = [key for key in keys if key is not None]
+    assert len(taken) == MAX_PER_LOOPBACK_ADDRESS
+    other = PeerWire(torrent.info_hash, swarm.peer_id)
+    assert swarm.add_peer(other, ("127.0.0.1", 999), True, 0) is not None
+
+
+def test_idle_peers_make_way_for_new_ones_but_traders_do_not(torrent_and_content):
+    torrent, _content = torrent_and_content
+    swarm = leecher(torrent, torrent.info_hash)
+    swarm.config.max_peers = 3
+    idle = [Remote(swarm, number) for number in (1, 2, 3)]
+    idle[0].send(m.frame(m.HAVE_ALL) + m.frame(m.UNCHOKE))  # we download from this one
+    newcomer = PeerWire(torrent.info_hash, swarm.peer_id)
+    assert swarm.add_peer(newcomer, ("10.1.1.1", 1), True, 1.0) is None  # within the grace
+    assert swarm.add_peer(newcomer, ("10.1.1.1", 1), True, 30.0) is not None
+    assert idle[0].connected
+    assert sum(remote.connected for remote in idle) == 2
+
+
+def test_silent_connections_from_one_host_cannot_lock_others_out():
+    gate = HandshakeGate()
+    for connection in range(1000):
+        gate.admit(connection, "127.0.0.2")
+    assert len(gate.waiting) <= 32
+    for connection in range(1000, 1100):
+        gate.admit(connection, f"10.0.0.{connection % 100}")
+    assert len(gate.waiting) == gate.limit
+    assert gate.admit(5000, "127.0.0.1") != [5000]
+    assert 5000 in gate.waiting
 
 
 def extension_handshake(size: int | None = None) -> bytes:
@@ -159,8 +300,10 @@ def test_pex_floods_are_rate_limited(torrent_and_content):
     for batch in range(100):
         added = [(f"10.{batch}.0.{i}", 6881) for i in range(1, 51)]
         peer.send(m.frame(m.EXTENDED, b"\x01" + ext.encode_pex(added, [])), batch / 10)
-    learned = [a for a in swarm.take_actions() if isinstance(a, core.ConnectTo)]
-    assert len(learned) == 50
+    # One message per half minute is heeded; dials go out a bounded number at a time.
+    assert swarm.sources.learned_count() == 50
+    dials = [a for a in swarm.take_actions() if isinstance(a, core.ConnectTo)]
+    assert len(dials) == MAX_DIALS
 
 
 def test_haves_before_metadata_are_bounded(torrent_and_content):

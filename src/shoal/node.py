@@ -8,18 +8,19 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import __version__
 from .errors import ShoalError
 from .metainfo import Torrent, parse_info
-from .storage.files import PieceStorage, StorageError
+from .storage.files import PieceStorage
 from .storage.resume import ResumeFile
 from .swarm import core
+from .swarm.admission import HandshakeGate
+from .swarm.budget import PEER_REPLY_LIMIT, ReplyBudget
 from .swarm.ratelimit import Limits, TokenBucket
 from .wire import messages as m
 from .wire.connection import PeerWire
@@ -28,20 +29,16 @@ if TYPE_CHECKING:
     from .tracker.client import AnnounceStats, TrackerClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Address = tuple[str, int]
 DEFAULT_PORT = 6881
 CONNECT_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 20.0
-# Connections not yet past the handshake, and dials in progress, are capped: each costs a socket.
-MAX_HANDSHAKING = 100
-MAX_DIALS = 20
-# Addresses learned from peer exchange that a torrent keeps at most.
-MAX_SOURCES = 500
-WRITE_BUFFER_HIGH = 4 * 1024 * 1024
-WRITE_BUFFER_LOW = 1024 * 1024
+# When the send buffer drains below this, the core is told, so it serves the peer again.
+WRITE_BUFFER_HIGH = PEER_REPLY_LIMIT // 2
+WRITE_BUFFER_LOW = PEER_REPLY_LIMIT // 8
 RESUME_SAVE_INTERVAL = 5.0
-MAX_RETRY_DELAY = 30.0
 CLIENT_NAME = f"shoal {__version__}"
 
 
@@ -64,13 +61,15 @@ class PeerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.address: Address | None = None
         self.key: int | None = None
+        # Bytes of blocks being read from disk for this peer, not yet in the send buffer.
+        self.reading = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start the handshake on outgoing connections; time-limit it on incoming ones."""
         # uvloop's transports do not subclass asyncio.Transport, but have the same methods.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        # Above this much unsent data the core stops serving the peer until it drains.
+        # Past the high mark, resume_writing tells us when the peer has read most of it.
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_LOW)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -78,6 +77,9 @@ class PeerConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.address = (peer[0], peer[1]) if peer is not None else ("?", 0)
+        local = transport.get_extra_info("sockname")
+        if local is not None:
+            self.node.local_hosts.add(local[0])
         if self.task is not None:
             self.task.attach(self, [])
         else:
@@ -109,18 +111,16 @@ class PeerConnection(asyncio.Protocol):
         self.task = task
         task.attach(self, events)
 
-    def pause_writing(self) -> None:
-        """The socket's send buffer is full: stop serving this peer."""
-        self._set_writable(False)
+    def unsent(self) -> int:
+        """Bytes queued for the peer that it has not read yet, reads in progress included."""
+        buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        return buffered + self.reading
 
     def resume_writing(self) -> None:
-        """The send buffer drained: serve again."""
-        self._set_writable(True)
-
-    def _set_writable(self, writable: bool) -> None:
+        """The peer read most of what we sent: tell the core, which serves it again."""
         task = self.task
         if task is not None and task.swarm is not None and self.key is not None:
-            task.swarm.set_writable(self.key, writable, task.loop.time())
+            task.swarm.flushed(self.key, self.unsent(), task.loop.time())
             task.pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -128,22 +128,12 @@ class PeerConnection(asyncio.Protocol):
         self.node.handshaken(self)
         if self.task is not None:
             self.task.detach(self)
+        self.transport = None
 
     def close(self) -> None:
         """Close the socket now."""
         if self.transport is not None:
             self.transport.close()
-
-
-@dataclass(slots=True)
-class PeerSource:
-    """An address we keep trying while we still need pieces."""
-
-    learned: bool = False  # from peer exchange: dropped after a failure, not retried
-    failures: int = 0
-    connecting: bool = False
-    connected: bool = False
-    retry: asyncio.TimerHandle | None = None
 
 
 class TorrentTask:
@@ -171,7 +161,9 @@ class TorrentTask:
         self.resume = ResumeFile(info_hash, root)
         self.swarm: core.Swarm | None = None
         self.connections: dict[int, PeerConnection] = {}
-        self.sources: dict[Address, PeerSource] = {}
+        self.dialling = 0
+        # Peers named before the core exists; handed to it at start.
+        self._initial_peers: list[tuple[Address, bool]] = []
         self.completed = asyncio.Event()
         self.failed: ShoalError | None = None
         self.stopped = asyncio.Event()
@@ -180,6 +172,7 @@ class TorrentTask:
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._verifying: set[Future[bool]] = set()
+        self._reads: dict[int, list[tuple[PeerConnection, core.ReadBlock]]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._resume_dirty = False
         self._last_resume_save = 0.0
@@ -201,13 +194,16 @@ class TorrentTask:
             config=config,
             upload_limits=Limits(self._upload, self.node.upload_bucket),
             download_limits=Limits(self._download, self.node.download_bucket),
+            reply_budget=self.node.reply_budget,
+            own_addresses=self.node.own_addresses,
             rng=random.Random(),
         )
         if self.swarm.complete:
             self.completed.set()
         self._schedule_tick(self.loop.time())
-        for address in list(self.sources):
-            self._connect(address)
+        for address, learned in self._initial_peers:
+            self.add_peers([address], learned=learned)
+        self._initial_peers.clear()
         if self.tracker_tiers:
             # Imported here: the HTTP client stack costs a fifth of a second at start-up, and
             # torrents without trackers never need it.
@@ -270,15 +266,13 @@ class TorrentTask:
         return have
 
     def add_peers(self, addresses: list[Address], *, learned: bool = False) -> None:
-        """Addresses to connect to; given ones are retried while pieces are missing."""
-        for address in addresses:
-            if address in self.sources or self.node.is_self(address):
-                continue
-            if learned and len(self.sources) >= MAX_SOURCES:
-                return
-            self.sources[address] = PeerSource(learned=learned)
-            if self.swarm is not None:
-                self._connect(address)
+        """Addresses to connect to; given ones are retried, with back-off, while we run."""
+        addresses = [address for address in addresses if not self.node.is_self(address)]
+        if self.swarm is None:
+            self._initial_peers.extend((address, learned) for address in addresses)
+            return
+        self.swarm.add_sources(addresses, given=not learned, now=self.loop.time())
+        self.pump()
 
     def fail(self, error: ShoalError) -> None:
         """Stop the torrent with an error meant for the user."""
@@ -296,10 +290,6 @@ class TorrentTask:
             self._timer.cancel()
         for background in self._background:
             background.cancel()
-        for source in self.sources.values():
-            if source.retry is not None:
-                source.retry.cancel()
-        self.sources.clear()
         for connection in list(self.connections.values()):
             connection.close()
         if self._verifying:
@@ -320,21 +310,7 @@ class TorrentTask:
 
     # -- connections ------------------------------------------------------------------------------
 
-    def _connect(self, address: Address) -> None:
-        source = self.sources.get(address)
-        if source is None or source.connecting or source.connected or self._closing:
-            return
-        source.retry = None
-        if self.swarm is None or self.swarm.is_banned(address):
-            return
-        dialling = sum(1 for s in self.sources.values() if s.connecting)
-        if dialling >= MAX_DIALS:
-            source.retry = self.loop.call_later(1.0, self._connect, address)
-            return
-        source.connecting = True
-        self._spawn(self._open(address, source))
-
-    async def _open(self, address: Address, source: PeerSource) -> None:
+    async def _dial(self, address: Address) -> None:
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(
@@ -342,108 +318,92 @@ class TorrentTask:
                 ),
                 CONNECT_TIMEOUT,
             )
-            source.failures = 0
         except (TimeoutError, OSError) as exc:
             log.info("cannot connect to %s:%s: %s", *address, exc)
-            self._source_closed(address)
-
-    def _source_closed(self, address: Address | None) -> None:
-        source = self.sources.get(address) if address is not None else None
-        if source is None or address is None:
-            return
-        source.connected = source.connecting = False
-        if self._closing or (self.swarm is not None and self.swarm.complete):
-            return  # a seed needs no dialling: leechers come to it
-        if source.learned and source.failures:
-            del self.sources[address]
-            return
-        source.failures += 1
-        delay = min(MAX_RETRY_DELAY, 0.5 * 2**source.failures)
-        source.retry = self.loop.call_later(delay, self._connect, address)
+            if self.swarm is not None and not self._closing:
+                self.swarm.dial_failed(address, self.loop.time())
+                self.pump()
 
     def attach(self, connection: PeerConnection, events: list[m.Event]) -> None:
-        """Hand a connection to the swarm core."""
+        """Hand a connection to the swarm core, which may refuse it."""
         assert self.swarm is not None and connection.address is not None
-        if len(self.connections) >= self.swarm.config.max_peers or self._closing:
+        if self._closing:
             connection.close()
             return
         now = self.loop.time()
-        connection.key = self.swarm.add_peer(
-            connection.wire, connection.address, connection.outgoing, now
+        key = self.swarm.add_peer(
+            connection.wire,
+            connection.address,
+            connection.outgoing,
+            now,
+            dialled=connection.dialled,
         )
-        self.connections[connection.key] = connection
-        source = self.sources.get(connection.dialled) if connection.dialled else None
-        if source is not None:
-            source.connecting = False
-            source.connected = True
-        self.swarm.handle_events(connection.key, events, now)
+        if key is None:
+            connection.close()
+            self.pump()
+            return
+        connection.key = key
+        self.connections[key] = connection
+        self.swarm.handle_events(key, events, now)
         self.pump()
 
     def detach(self, connection: PeerConnection) -> None:
         """A connection closed, by either side."""
         if connection.key is not None and self.swarm is not None:
             self.connections.pop(connection.key, None)
-            self.swarm.remove_peer(connection.key)
+            self.swarm.remove_peer(connection.key, self.loop.time())
             connection.key = None
             self.pump()
-        if connection.dialled is not None:
-            self._source_closed(connection.dialled)
 
     # -- running the core's actions ---------------------------------------------------------------
 
     def pump(self) -> None:
-        """Carry out what the core asked for, then send what it queued."""
+        """Carry out what the core asked for, send what it queued, and report what is unsent."""
         swarm = self.swarm
         if swarm is None:
             return
-        while swarm.actions:
+        connections = self.connections
+        while swarm.actions or swarm.dirty:
             for action in swarm.take_actions():
                 self._run(action)
-        connections = self.connections
-        for key in swarm.take_dirty():
-            connection = connections.get(key)
-            if connection is not None and connection.transport is not None:
+            now = self.loop.time()
+            for key in swarm.take_dirty():
+                connection = connections.get(key)
+                if connection is None or connection.transport is None:
+                    continue
                 try:
                     connection.transport.writelines(connection.wire.data_to_send())
                 except m.ProtocolError as exc:
                     log.info("dropped %s: %s", connection.address, exc)
                     connection.close()
+                    continue
+                # May serve the peer more: the loop runs until nothing is left to do.
+                swarm.flushed(key, connection.unsent(), now)
 
     def _run(self, action: core.Action) -> None:
         swarm = self.swarm
         assert swarm is not None
         if isinstance(action, core.ReadBlock):
-            connection = self.connections.get(action.peer)
-            if connection is None or self.storage is None:
-                return
-            try:
-                block = self.storage.read_block(action.index, action.begin, action.length)
-            except StorageError as exc:
-                self.fail(exc)
-                return
-            connection.wire.send_piece(action.index, action.begin, block)
-            swarm.dirty.add(action.peer)
+            self._read_block(action)
         elif isinstance(action, core.VerifyPiece):
             assert self.storage is not None
             future = self.node.hash_pool.submit(
                 self.storage.verify_and_write, action.index, action.data
             )
             self._verifying.add(future)
-            future.add_done_callback(
-                lambda f, index=action.index: self.loop.call_soon_threadsafe(
-                    self._checked, index, f
-                )
-            )
+            self._on_done(future, self._checked, action.index)
         elif isinstance(action, core.ClosePeer):
             connection = self.connections.pop(action.peer, None)
             if connection is not None:
                 log.info("dropped %s: %s", connection.address, action.reason)
-                if action.ban and connection.dialled is not None:
-                    self.sources.pop(connection.dialled, None)
+                connection.key = None  # the core has forgotten it already
+                if connection.transport is not None:
+                    # Last words (a handshake, rejects) go out before the socket closes.
+                    connection.transport.writelines(connection.wire.data_to_send())
                 connection.close()
         elif isinstance(action, core.ConnectTo):
-            if not swarm.complete:
-                self.add_peers([action.address], learned=True)
+            if not self._closing:
+                self._spawn(self._dial(action.address))
         elif isinstance(action, core.MetadataReady):
             self._spawn(self._metadata_ready(action.info_bytes))
         elif isinstance(action, core.Completed):
@@ -452,19 +412,66 @@ class TorrentTask:
             if self.tracker is not None:
                 self.tracker.completed()
 
-    def _checked(self, index: int, future: Future[bool]) -> None:
-        self._verifying.discard(future)
+    def _read_block(self, action: core.ReadBlock) -> None:
+        connection = self.connections.get(action.peer)
+        if connection is None or self.storage is None:
+            return
+        block = self.storage.cached_block(action.index, action.begin, action.length)
+        if block is not None:
+            self._send_block(action, block)
+            return
+        # Not in memory: the piece is read in a thread, so a slow disk never stalls the loop,
+        # and once for every peer waiting on it.
+        connection.reading += action.length
+        waiting = self._reads.get(action.index)
+        if waiting is not None:
+            waiting.append((connection, action))
+            return
+        self._reads[action.index] = [(connection, action)]
+        size = self.storage.torrent.piece_size(action.index)
+        future = self.node.io_pool.submit(self.storage.read_block, action.index, 0, size)
+        self._on_done(future, self._piece_read, action.index)
+
+    def _on_done(
+        self, future: Future[T], callback: Callable[[int, Future[T]], None], index: int
+    ) -> None:
+        """Run callback(index, future) on the event loop once a worker thread finishes."""
+        future.add_done_callback(lambda f: self.loop.call_soon_threadsafe(callback, index, f))
+
+    def _outcome(self, future: Future[T]) -> T | None:
+        """A worker's result; None if it was cancelled or failed with a user-facing error."""
         if future.cancelled():
-            return  # shutting down: the piece is not recorded and is fetched again next time
+            return None  # shutting down
         error = future.exception()
         if isinstance(error, ShoalError):
             self.fail(error)
-            return
+            return None
         if error is not None:
             raise error
-        if self.swarm is None:
+        return future.result()
+
+    def _piece_read(self, index: int, future: Future[memoryview]) -> None:
+        waiting = self._reads.pop(index, [])
+        for connection, action in waiting:
+            connection.reading -= action.length
+        piece = self._outcome(future)
+        if piece is None or self._closing:
             return
-        ok = future.result()
+        for _connection, action in waiting:
+            self._send_block(action, piece[action.begin : action.begin + action.length])
+        self.pump()
+
+    def _send_block(self, action: core.ReadBlock, block: memoryview) -> None:
+        assert self.swarm is not None
+        # A copy: a view would keep the whole piece alive while the block waits to be sent.
+        self.swarm.send_block(action.peer, action.index, action.begin, bytes(block))
+
+    def _checked(self, index: int, future: Future[bool]) -> None:
+        self._verifying.discard(future)
+        # Cancelled when shutting down: the piece is not recorded and is fetched next time.
+        ok = self._outcome(future)
+        if ok is None or self.swarm is None:
+            return
         if not ok:
             log.info("piece %d failed verification", index)
         self.swarm.piece_checked(index, ok, self.loop.time())
@@ -500,7 +507,7 @@ class TorrentTask:
         assert self.swarm is not None
         if self.swarm.complete or self.connections:
             return False
-        return not any(source.connecting for source in self.sources.values())
+        return not self.swarm.sources.dialling()
 
     def _tick(self) -> None:
         if self.swarm is None or self._closing:
@@ -535,9 +542,16 @@ class Node:
         self.torrents: dict[bytes, TorrentTask] = {}
         self.upload_bucket = TokenBucket(upload_limit)
         self.download_bucket = TokenBucket(download_limit)
-        self._handshaking: dict[PeerConnection, asyncio.TimerHandle] = {}
+        self._handshaking: dict[int, tuple[PeerConnection, asyncio.TimerHandle]] = {}
+        self._gate = HandshakeGate()
+        self.reply_budget = ReplyBudget()
+        # Addresses that reached this node itself, and the IPs our sockets have locally.
+        self.own_addresses: set[Address] = set()
+        self.local_hosts: set[str] = {"127.0.0.1", "::1"}
         # Hashing releases the GIL, so two threads use both cores of a small machine.
         self.hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-hash")
+        # Disk reads for uploads and resume saves, apart so they never wait behind hashing.
+        self.io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-io")
         self._server: asyncio.AbstractServer | None = None
 
     @property
@@ -590,27 +604,34 @@ class Node:
 
     def is_self(self, address: Address) -> bool:
         """Whether an address (from a tracker, say) is this node's own listening socket."""
-        return address[1] == self.port and address[0] in ("127.0.0.1", "::1", self.host)
+        if address in self.own_addresses:
+            return True
+        return address[1] == self.port and address[0] in (*self.local_hosts, self.host)
 
     def handshaking(self, connection: PeerConnection) -> None:
-        """An incoming connection that has yet to name its torrent: time-limit and cap it."""
-        if len(self._handshaking) >= MAX_HANDSHAKING:
-            connection.close()
-            return
-        self._handshaking[connection] = self.loop.call_later(HANDSHAKE_TIMEOUT, connection.close)
+        """An incoming connection that has yet to name its torrent: time-limit and bound it."""
+        assert connection.address is not None
+        for evicted in self._gate.admit(id(connection), connection.address[0]):
+            old, timer = self._handshaking.pop(evicted)
+            timer.cancel()
+            old.close()
+        timer = self.loop.call_later(HANDSHAKE_TIMEOUT, connection.close)
+        self._handshaking[id(connection)] = (connection, timer)
 
     def handshaken(self, connection: PeerConnection) -> None:
         """The connection named its torrent, or closed."""
-        timer = self._handshaking.pop(connection, None)
-        if timer is not None:
-            timer.cancel()
+        self._gate.done(id(connection))
+        entry = self._handshaking.pop(id(connection), None)
+        if entry is not None:
+            entry[1].cancel()
 
     async def stop(self) -> None:
         """Close everything, saving resume data."""
         if self._server is not None:
             self._server.close()
-        for connection in list(self._handshaking):
+        for connection, _timer in list(self._handshaking.values()):
             connection.close()
         for task in self.torrents.values():
             await task.stop()
         self.hash_pool.shutdown(wait=True, cancel_futures=True)
+        self.io_pool.shutdown(wait=True, cancel_futures=True)

@@ -74,15 +74,20 @@ class SimNetwork:
         self.peers.append(peer)
         return peer
 
-    def connect(self, a: SimPeer, b: SimPeer) -> None:
-        """Open a connection from a to b."""
+    def connect(self, a: SimPeer, b: SimPeer, dialled: Address | None = None) -> None:
+        """Open a connection from a to b (dialled: the ConnectTo it answers); either may refuse."""
         wire_a = PeerWire(self.torrent.info_hash, a.swarm.peer_id)
         wire_b = PeerWire(None, b.swarm.peer_id)
-        key_a = a.swarm.add_peer(wire_a, b.address, True, self.now)
+        key_a = a.swarm.add_peer(wire_a, b.address, True, self.now, dialled=dialled)
+        if key_a is None:
+            return
         # b learns of the connection once a's handshake arrives; give it the wire up front.
         first = b"".join(wire_a.data_to_send())
         events = wire_b.receive(first)
         key_b = b.swarm.add_peer(wire_b, a.address, False, self.now)
+        if key_b is None:
+            a.swarm.remove_peer(key_a, self.now)
+            return
         b.swarm.handle_events(key_b, events, self.now)
         a.links[key_a] = (b, key_b)
         b.links[key_b] = (a, key_a)
@@ -103,17 +108,18 @@ class SimNetwork:
                 assert swarm.torrent is not None
                 start = action.index * swarm.torrent.piece_length + action.begin
                 block = bytes(peer.data[start : start + action.length])
-                swarm.peers[action.peer].wire.send_piece(action.index, action.begin, block)
-                swarm.dirty.add(action.peer)
+                swarm.send_block(action.peer, action.index, action.begin, block)
             elif isinstance(action, core.ClosePeer):
                 other, other_key = peer.links.pop(action.peer)
                 other.links.pop(other_key, None)
-                other.swarm.remove_peer(other_key)
+                other.swarm.remove_peer(other_key, self.now)
             elif isinstance(action, core.ConnectTo):
                 linked = {other.address for other, _key in peer.links.values()}
-                for target in self.peers:
-                    if target.address == action.address and target.address not in linked:
-                        self.connect(peer, target)
+                targets = [t for t in self.peers if t.address == action.address]
+                if targets and action.address not in linked:
+                    self.connect(peer, targets[0], dialled=action.address)
+                else:
+                    swarm.dial_failed(action.address, self.now)
             elif isinstance(action, core.MetadataReady):
                 peer.metadata_ready = action.info_bytes
                 torrent = parse_info(action.info_bytes)
@@ -126,6 +132,8 @@ class SimNetwork:
             if key not in peer.links or key not in peer.swarm.peers:
                 continue
             data = b"".join(peer.swarm.peers[key].wire.data_to_send())
+            # The simulated network takes everything at once: nothing stays unsent.
+            peer.swarm.flushed(key, 0, self.now)
             if not data:
                 continue
             busy = True

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING
 from ..wire import extensions as ext
 from ..wire import messages as m
 from ..wire.connection import PeerWire
-from . import bits
+from . import admission, bits
 from .blame import Blame
+from .budget import PEER_OUTPUT_HARD_LIMIT, PEER_REPLY_LIMIT, ReplyBudget
 from .choker import CHOKE_INTERVAL, Candidate, Choker
 from .metadata import MetadataAssembler, MetadataOutcome
 from .picker import PiecePicker
 from .ratelimit import Limits, TokenBucket
+from .sources import Address, PeerSources
 
 if TYPE_CHECKING:
     from ..metainfo import Torrent
-
-Address = tuple[str, int]
 
 # Requests we keep in flight per peer are sized to this many seconds of its download rate.
 REQUEST_QUEUE_SECONDS = 2.0
@@ -31,10 +31,17 @@ INITIAL_REQUEST_QUEUE = 16
 # Requests are topped up once this many slots are free (or a quarter of the queue, if smaller).
 REFILL_BATCH = 32
 MAX_REQUEST_QUEUE = 1000
+# What we assume of a peer that does not say how many requests it queues (reqq).
+DEFAULT_PEER_REQUEST_QUEUE = 250
+# A piece the peer rejected a request for rests this long before we ask that peer again.
+REJECT_REST = 3.0
 # How many requests we accept queued from one peer before calling it abusive.
 MAX_UPLOAD_QUEUE = 2000
 SNUB_TIMEOUT = 30.0
 IDLE_TIMEOUT = 180.0
+HANDSHAKE_TIMEOUT = 20.0
+# A connection we dialled counts as useful (the back-off resets) after trading or this long.
+USEFUL_CONNECTION = 60.0
 KEEP_ALIVE_INTERVAL = 90.0
 PEX_INTERVAL = 60.0
 RATE_INTERVAL = 1.0
@@ -80,7 +87,7 @@ class ClosePeer:
 
 @dataclass(frozen=True, slots=True)
 class ConnectTo:
-    """Try a new peer learned from peer exchange."""
+    """Dial this address; report back with add_peer(dialled=...) or dial_failed."""
 
     address: Address
 
@@ -120,6 +127,7 @@ class Peer:
     address: Address
     outgoing: bool
     connected_at: float
+    dialled: Address | None = None  # the source this connection was dialled from
     listen_address: Address | None = None
     handshaken: bool = False
     am_choking: bool = True
@@ -133,7 +141,12 @@ class Peer:
     pending_haves: set[int] = field(default_factory=set)
     extensions: ext.ExtensionHandshake = field(default_factory=ext.ExtensionHandshake)
     outstanding: dict[tuple[int, int], float] = field(default_factory=dict)
+    # Pieces the peer rejected a request for, and when we may ask it for them again.
+    resting: dict[int, float] = field(default_factory=dict)
     upload_queue: deque[tuple[int, int, int]] = field(default_factory=deque)
+    # Bytes queued for the peer that it has not read yet (as the adapter last reported).
+    unsent: int = 0
+    metadata_sent: set[int] = field(default_factory=set)
     downloaded: int = 0
     uploaded: int = 0
     download_rate: float = 0.0
@@ -144,9 +157,9 @@ class Peer:
     window_up: int = 0
     wasted: int = 0
     last_block: float = 0.0
+    last_payload: float = float("-inf")  # when a block last went either way
     last_received: float = 0.0
     last_sent: float = 0.0
-    writable: bool = True  # False while the socket's send buffer is full
     unchoked_since: float | None = None
     waiting_since: float = 0.0
     strikes: int = 0
@@ -173,6 +186,8 @@ class Swarm:
         config: SwarmConfig | None = None,
         upload_limits: Limits | None = None,
         download_limits: Limits | None = None,
+        reply_budget: ReplyBudget | None = None,
+        own_addresses: set[Address] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.info_hash = info_hash
@@ -181,6 +196,8 @@ class Swarm:
         self.rng = rng or random.Random()
         self.upload_limits = upload_limits or Limits(TokenBucket(None), TokenBucket(None))
         self.download_limits = download_limits or Limits(TokenBucket(None), TokenBucket(None))
+        self.reply_budget = reply_budget or ReplyBudget()
+        self.sources = PeerSources(own_addresses)
         self.peers: dict[int, Peer] = {}
         self.dirty: set[int] = set()
         self.actions: list[Action] = []
@@ -240,11 +257,48 @@ class Swarm:
 
     # -- peers ------------------------------------------------------------------------------------
 
-    def add_peer(self, wire: PeerWire, address: Address, outgoing: bool, now: float) -> int:
-        """Register a connection; for an incoming one the wire has already read the handshake."""
+    def add_sources(self, addresses: list[Address], *, given: bool, now: float) -> None:
+        """Addresses to dial: given ones (by the user) for as long as we run, learned ones once."""
+        for address in addresses:
+            if not self.is_banned(address):
+                self.sources.add(address, given=given, now=now)
+        self._dial(now)
+
+    def dial_failed(self, address: Address, now: float) -> None:
+        """A ConnectTo did not reach the peer."""
+        self.sources.failed(address, now)
+
+    def _dial(self, now: float) -> None:
+        connected = {p.listen_address for p in self.peers.values()}
+        connected.update(p.dialled for p in self.peers.values())
+        room = self.config.max_peers - len(self.peers)
+        for address in self.sources.due(now, room=room, seeding=self.complete, skip=connected):
+            self.actions.append(ConnectTo(address))
+
+    def add_peer(
+        self,
+        wire: PeerWire,
+        address: Address,
+        outgoing: bool,
+        now: float,
+        *,
+        dialled: Address | None = None,
+    ) -> int | None:
+        """Register a connection, or refuse it (None) when it would take a slot it may not.
+
+        For an incoming connection the wire has already read the handshake; `dialled` is the
+        source a ConnectTo named.
+        """
+        if dialled is not None:
+            self.sources.connected(dialled)
+        if not self._admit(address, now):
+            if dialled is not None:
+                self.sources.failed(dialled, now)
+            return None
         key = self._next_key
         self._next_key += 1
         peer = Peer(key, wire, address, outgoing, connected_at=now, last_received=now)
+        peer.dialled = dialled
         peer.waiting_since = now
         if outgoing:
             peer.listen_address = address
@@ -256,12 +310,44 @@ class Swarm:
             self._on_handshake(peer, wire.remote, now)
         return key
 
-    def remove_peer(self, key: int) -> None:
+    def _admit(self, address: Address, now: float) -> bool:
+        """Whether a new connection from address gets a slot, evicting an idle peer if need be."""
+        host = address[0]
+        same_host = sum(1 for peer in self.peers.values() if peer.address[0] == host)
+        if same_host >= admission.per_address_limit(host):
+            return False
+        if len(self.peers) < self.config.max_peers:
+            return True
+        victim = admission.eviction_candidate(
+            (self._standing(peer, now) for peer in self.peers.values()), now
+        )
+        if victim is None:
+            return False
+        self._close(self.peers[victim], "made room for another peer", now=now)
+        return True
+
+    @staticmethod
+    def _standing(peer: Peer, now: float) -> admission.Standing:
+        trading = (
+            now - peer.last_payload < admission.TRADING_WINDOW
+            or (peer.am_interested and not peer.peer_choking)
+            or (peer.peer_interested and not peer.am_choking)
+        )
+        last = max(peer.last_payload, peer.connected_at)
+        return admission.Standing(peer.key, peer.connected_at, trading, last)
+
+    def remove_peer(self, key: int, now: float) -> None:
         """Forget a closed connection and return its requests to the pool."""
         peer = self.peers.pop(key, None)
         if peer is None:
             return
         self._release_all(peer)
+        self.reply_budget.change(-peer.unsent)
+        if peer.dialled is not None:
+            useful = bool(peer.downloaded or peer.uploaded) or (
+                now - peer.connected_at >= USEFUL_CONNECTION
+            )
+            self.sources.closed(peer.dialled, now, useful=useful)
         if self.torrent is None:
             self.metadata.forget(key)
         address = peer.listen_address or peer.address
@@ -282,7 +368,7 @@ class Swarm:
         try:
             events = peer.wire.receive(data)
         except m.ProtocolError as exc:
-            self._close(peer, str(exc))
+            self._close(peer, str(exc), now=now)
             return
         self._process(peer, events, now)
 
@@ -300,21 +386,23 @@ class Swarm:
                 if peer.key not in self.peers:
                     return
         except m.ProtocolError as exc:
-            self._close(peer, str(exc))
+            self._close(peer, str(exc), now=now)
             return
         # Requests are served once per read, not one by one: far less work per block.
         if peer.upload_queue:
             self._serve(peer, now)
 
-    def _close(self, peer: Peer, reason: str, ban: bool = False) -> None:
+    def _close(self, peer: Peer, reason: str, ban: bool = False, *, now: float) -> None:
         if ban:
             self.banned_addresses.add(ban_key(peer.address))
             if peer.listen_address is not None:
                 self.banned_addresses.add(ban_key(peer.listen_address))
+            if peer.dialled is not None:
+                self.sources.remove(peer.dialled)
             if peer.wire.remote is not None:
                 self.banned_ids.add(peer.wire.remote.peer_id)
         self.actions.append(ClosePeer(peer.key, reason, ban))
-        self.remove_peer(peer.key)
+        self.remove_peer(peer.key, now)
 
     def _mark(self, peer: Peer, now: float) -> None:
         peer.last_sent = now
@@ -322,10 +410,17 @@ class Swarm:
 
     def _on_handshake(self, peer: Peer, handshake: m.Handshake, now: float) -> None:
         if handshake.peer_id == self.peer_id:
-            self._close(peer, "connected to ourselves")
+            # A tracker or peer handed us our own address: never dial it again. The accepting
+            # end answers with its handshake, so the dialling end learns it too.
+            if not peer.wire.handshake_sent:
+                peer.wire.send_handshake(self.info_hash)
+            if peer.dialled is not None:
+                self.sources.mark_self(peer.dialled)
+            self.sources.mark_self(peer.address)
+            self._close(peer, "connected to ourselves", now=now)
             return
         if handshake.peer_id in self.banned_ids:
-            self._close(peer, "the peer is banned")
+            self._close(peer, "the peer is banned", now=now)
             return
         peer.handshaken = True
         wire = peer.wire
@@ -389,17 +484,34 @@ class Swarm:
             with contextlib.suppress(ValueError):
                 peer.upload_queue.remove((event.index, event.begin, event.length))
         elif isinstance(event, m.RejectRequest):
-            key = (event.index, event.begin // m.BLOCK_SIZE)
-            if peer.outstanding.pop(key, None) is not None and self.picker is not None:
-                self.picker.release(*key)
-                # Asking again would only be rejected again: treat the piece as not there,
-                # until the peer announces it anew.
-                if peer.has is not None and peer.has[event.index]:
-                    peer.has[event.index] = 0
-                    self.picker.availability[event.index] -= 1
+            self._on_reject(peer, event, now)
         elif isinstance(event, m.Extended):
             self._on_extended(peer, event, now)
         # KeepAlive, Port (no DHT yet), SuggestPiece and AllowedFast need no action here.
+
+    def _on_reject(self, peer: Peer, reject: m.RejectRequest, now: float) -> None:
+        key = (reject.index, reject.begin // m.BLOCK_SIZE)
+        picker = self.picker
+        if picker is None or peer.outstanding.pop(key, None) is None:
+            return
+        picker.release(*key)
+        # A peer rejects a piece it has when it is busy (a full request queue, a slow disk):
+        # the piece rests for that peer a while, so others are asked first, then it is
+        # asked again. Treating it as absent for good stalls a download with one source.
+        index = reject.index
+        if peer.has is not None and peer.has[index] and index not in peer.resting:
+            peer.has[index] = 0
+            picker.availability[index] -= 1
+            peer.resting[index] = now + REJECT_REST
+
+    def _wake_rested(self, peer: Peer, now: float) -> None:
+        assert self.picker is not None and peer.has is not None
+        for index, until in list(peer.resting.items()):
+            if until <= now:
+                del peer.resting[index]
+                if not peer.has[index]:
+                    peer.has[index] = 1
+                    self.picker.add_have(index)
 
     def _on_bitfield(self, peer: Peer, event: m.Message, now: float) -> None:
         if self.torrent is None:
@@ -425,7 +537,7 @@ class Swarm:
         assert self.picker is not None and peer.has is not None
         self.picker.add_peer_pieces(peer.has)
         if self.complete and peer.is_seed:
-            self._close(peer, "both sides are seeds")
+            self._close(peer, "both sides are seeds", now=now)
             return
         self._update_interest(peer, now)
 
@@ -442,6 +554,7 @@ class Swarm:
         if peer.has[index]:
             return
         peer.has[index] = 1
+        peer.resting.pop(index, None)
         assert self.picker is not None
         self.picker.add_have(index)
         if not peer.am_interested and not self.picker.have[index]:
@@ -471,7 +584,10 @@ class Swarm:
     # -- downloading ------------------------------------------------------------------------------
 
     def _request_depth(self, peer: Peer) -> int:
-        limit = min(MAX_REQUEST_QUEUE, peer.extensions.request_queue or 250)
+        reqq = peer.extensions.request_queue or DEFAULT_PEER_REQUEST_QUEUE
+        # Some clients reject the request that fills their queue (Transmission rejects the
+        # 512th of its reqq 512): keep an eighth of it free.
+        limit = min(MAX_REQUEST_QUEUE, max(1, reqq - max(1, reqq // 8)))
         return min(peer.request_depth, limit)
 
     def _adjust_depth(self, peer: Peer, previous_rate: float) -> None:
@@ -534,7 +650,7 @@ class Swarm:
         outstanding = peer.outstanding
         asked = outstanding.pop(key, None) is not None
         peer.window_down += length
-        peer.last_block = now
+        peer.last_block = peer.last_payload = now
         partial = picker.receive(piece.index, piece.begin, piece.data, peer.key)
         if partial is None:
             peer.wasted += length
@@ -570,7 +686,7 @@ class Swarm:
         picker.verified(index, ok)
         if ok:
             for key in self.blame.passed(index):
-                self._strike(key, HASH_FAILURES_BEFORE_BAN)
+                self._strike(key, HASH_FAILURES_BEFORE_BAN, now)
             for peer in self.peers.values():
                 if peer.handshaken and not peer.is_seed:
                     peer.wire.send_have(index)
@@ -579,77 +695,111 @@ class Swarm:
                 self.actions.append(Completed())
                 for peer in list(self.peers.values()):
                     if peer.is_seed:
-                        self._close(peer, "both sides are seeds")
+                        self._close(peer, "both sides are seeds", now=now)
                     else:
                         self._update_interest(peer, now)
             return
         for key in self.blame.failed(index):
-            self._strike(key, 1)
+            self._strike(key, 1, now)
         for peer in list(self.peers.values()):
             self._fill_requests(peer, now)
 
-    def _strike(self, key: int, count: int) -> None:
+    def _strike(self, key: int, count: int, now: float) -> None:
         peer = self.peers.get(key)
         if peer is None:
             return
         peer.strikes += count
         if peer.strikes >= HASH_FAILURES_BEFORE_BAN:
-            self._close(peer, "sent data that failed verification", ban=True)
+            self._close(peer, "sent data that failed verification", ban=True, now=now)
 
     # -- uploading --------------------------------------------------------------------------------
 
     def _on_request(self, peer: Peer, request: m.Request, now: float) -> None:
         torrent = self.torrent
         if torrent is None or self.picker is None:
-            peer.wire.send_reject(request.index, request.begin, request.length)
-            self._mark(peer, now)
+            self._reject(peer, request, now)
             return
         if request.index >= torrent.num_pieces or (
             request.begin + request.length > torrent.piece_size(request.index)
         ):
             raise m.ProtocolError(f"request past the end of piece {request.index}")
         if peer.am_choking or not self.picker.have[request.index]:
-            peer.wire.send_reject(request.index, request.begin, request.length)
-            self._mark(peer, now)
+            self._reject(peer, request, now)
             return
         if len(peer.upload_queue) >= MAX_UPLOAD_QUEUE:
             raise m.ProtocolError("the peer has too many requests queued")
         peer.upload_queue.append((request.index, request.begin, request.length))
 
+    def _reject(self, peer: Peer, request: m.Request, now: float) -> None:
+        # Rejects are output too: a peer that asks while choked and never reads is not
+        # allowed to pile them up.
+        if peer.unsent >= PEER_REPLY_LIMIT:
+            raise m.ProtocolError("the peer keeps asking and does not read the replies")
+        if peer.wire.send_reject(request.index, request.begin, request.length):
+            self._queued(peer, m.BLOCK_REF_MESSAGE_LENGTH)
+        self._mark(peer, now)
+
+    def _queued(self, peer: Peer, size: int) -> None:
+        peer.unsent += size
+        self.reply_budget.change(size)
+
     def _serve(self, peer: Peer, now: float, limit: int | None = None) -> None:
+        """Turn queued requests into reads, only as far as the peer reads what we send."""
         limits = self.upload_limits
+        budget = self.reply_budget
         queue = peer.upload_queue
         served = 0
         while (
-            queue and peer.writable and limits.available(now) and (limit is None or served < limit)
+            queue
+            and peer.unsent < PEER_REPLY_LIMIT
+            and budget.room()
+            and limits.available(now)
+            and (limit is None or served < limit)
         ):
             index, begin, length = queue.popleft()
             limits.consume(length, now)
             peer.uploaded += length
             peer.window_up += length
             self.uploaded += length
+            self._queued(peer, length + m.PIECE_HEADER_LENGTH)
             self.actions.append(ReadBlock(peer.key, index, begin, length))
             served += 1
+        if served:
+            peer.last_payload = now
         peer.last_sent = now
 
     def _serve_waiting(self, now: float) -> None:
         """Share what the upload limit allows among queued peers, a block each in turn."""
         waiting = [
-            p for p in self.peers.values() if p.upload_queue and p.writable and not p.am_choking
+            p
+            for p in self.peers.values()
+            if p.upload_queue and p.unsent < PEER_REPLY_LIMIT and not p.am_choking
         ]
         self.rng.shuffle(waiting)
-        while waiting and self.upload_limits.available(now):
+        while waiting and self.upload_limits.available(now) and self.reply_budget.room():
             for peer in waiting:
                 self._serve(peer, now, limit=1)
-            waiting = [p for p in waiting if p.upload_queue and p.writable]
+            waiting = [p for p in waiting if p.upload_queue and p.unsent < PEER_REPLY_LIMIT]
 
-    def set_writable(self, key: int, writable: bool, now: float) -> None:
-        """The adapter's send buffer for a peer filled up, or drained."""
+    def send_block(self, key: int, index: int, begin: int, data: bytes) -> None:
+        """The adapter read the block a ReadBlock asked for: queue it for the peer."""
         peer = self.peers.get(key)
         if peer is not None:
-            peer.writable = writable
-            if writable and not peer.am_choking:
-                self._serve(peer, now)
+            peer.wire.send_piece(index, begin, data)
+            self.dirty.add(key)
+
+    def flushed(self, key: int, unsent: int, now: float) -> None:
+        """The adapter wrote a peer's output; `unsent` bytes of it (and of reads in progress)
+        still wait for the peer to read them."""
+        peer = self.peers.get(key)
+        if peer is None:
+            return
+        self.reply_budget.change(unsent - peer.unsent)
+        peer.unsent = unsent
+        if unsent > PEER_OUTPUT_HARD_LIMIT:
+            self._close(peer, "the peer does not read what we send", now=now)
+        elif peer.upload_queue and not peer.am_choking:
+            self._serve(peer, now)
 
     def _unchoked_count(self) -> int:
         return sum(1 for peer in self.peers.values() if not peer.am_choking)
@@ -711,19 +861,7 @@ class Swarm:
                 return
             peer.last_pex_received = now
             added, _dropped = ext.parse_pex(event.payload)
-            self._learn_peers(added)
-
-    def _learn_peers(self, addresses: list[Address]) -> None:
-        known = {p.listen_address for p in self.peers.values()} | {
-            p.address for p in self.peers.values()
-        }
-        room = self.config.max_peers - len(self.peers)
-        for address in addresses:
-            if room <= 0:
-                break
-            if address not in known and not self.is_banned(address):
-                self.actions.append(ConnectTo(address))
-                room -= 1
+            self.add_sources(added, given=False, now=now)
 
     def _request_metadata(self, peer: Peer, now: float) -> None:
         remote_id = peer.extensions.ids.get(ext.UT_METADATA)
@@ -738,17 +876,8 @@ class Swarm:
     def _on_metadata(self, peer: Peer, message: ext.MetadataMessage, now: float) -> None:
         remote_id = peer.extensions.ids.get(ext.UT_METADATA)
         if message.kind == ext.METADATA_REQUEST:
-            if not remote_id:
-                return
-            info = self.torrent.info_bytes if self.torrent is not None else b""
-            start = message.piece * ext.METADATA_PIECE_SIZE
-            if start < len(info):
-                chunk = info[start : start + ext.METADATA_PIECE_SIZE]
-                reply = ext.MetadataMessage(ext.METADATA_DATA, message.piece, len(info), chunk)
-            else:
-                reply = ext.MetadataMessage(ext.METADATA_REJECT, message.piece)
-            peer.wire.send_extended(remote_id, ext.encode_metadata(reply))
-            self._mark(peer, now)
+            if remote_id:
+                self._serve_metadata(peer, remote_id, message.piece, now)
             return
         if self.torrent is not None:
             return
@@ -764,9 +893,30 @@ class Swarm:
         elif outcome is MetadataOutcome.MISMATCH:
             for key in self.metadata.take_sources():
                 if key in self.peers:
-                    self._close(self.peers[key], "sent metadata that does not match the info-hash")
+                    self._close(
+                        self.peers[key], "sent metadata that does not match the info-hash", now=now
+                    )
         for other in list(self.peers.values()):
             self._request_metadata(other, now)
+
+    def _serve_metadata(self, peer: Peer, remote_id: int, piece: int, now: float) -> None:
+        if piece in peer.metadata_sent or (peer.has is not None and any(peer.has)):
+            raise m.ProtocolError("the peer asks for metadata it already has")
+        info = self.torrent.info_bytes if self.torrent is not None else b""
+        start = piece * ext.METADATA_PIECE_SIZE
+        busy = peer.unsent >= PEER_REPLY_LIMIT or not self.reply_budget.room()
+        if start < len(info) and not busy:
+            chunk = info[start : start + ext.METADATA_PIECE_SIZE]
+            reply = ext.MetadataMessage(ext.METADATA_DATA, piece, len(info), chunk)
+            peer.metadata_sent.add(piece)
+        elif peer.unsent >= PEER_REPLY_LIMIT:
+            raise m.ProtocolError("the peer keeps asking and does not read the replies")
+        else:
+            reply = ext.MetadataMessage(ext.METADATA_REJECT, piece)
+        payload = ext.encode_metadata(reply)
+        peer.wire.send_extended(remote_id, payload)
+        self._queued(peer, len(payload) + 6)
+        self._mark(peer, now)
 
     def attach_metadata(self, torrent: Torrent, have: bytearray, now: float) -> None:
         """Start downloading pieces once the adapter has parsed the fetched metadata."""
@@ -778,7 +928,7 @@ class Swarm:
                 try:
                     peer.has = bits.from_wire(peer.pending_bitfield, torrent.num_pieces)
                 except m.ProtocolError as exc:
-                    self._close(peer, str(exc))
+                    self._close(peer, str(exc), now=now)
                     continue
             elif peer.pending_all is not None:
                 peer.has = bytearray(
@@ -822,6 +972,7 @@ class Swarm:
         for peer in list(self.peers.values()):
             self._tick_peer(peer, now)
         self._serve_waiting(now)
+        self._dial(now)
         wakes = [now + RATE_INTERVAL]
         for limits in (self.upload_limits, self.download_limits):
             wake = limits.wake_time(now)
@@ -831,8 +982,13 @@ class Swarm:
 
     def _tick_peer(self, peer: Peer, now: float) -> None:
         if now - peer.last_received > IDLE_TIMEOUT:
-            self._close(peer, "the peer went silent")
+            self._close(peer, "the peer went silent", now=now)
             return
+        if not peer.handshaken and now - peer.connected_at > HANDSHAKE_TIMEOUT:
+            self._close(peer, "the peer sent no handshake", now=now)
+            return
+        if peer.resting:
+            self._wake_rested(peer, now)
         if (
             peer.outstanding
             and now - max(peer.last_block, min(peer.outstanding.values())) > SNUB_TIMEOUT

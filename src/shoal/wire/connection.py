@@ -190,10 +190,12 @@ class PeerWire:
         """Queue a cancel."""
         self._queue(m.frame_block_ref(m.CANCEL, index, begin, length))
 
-    def send_reject(self, index: int, begin: int, length: int) -> None:
-        """Queue a reject (fast extension only)."""
-        if self._fast:
-            self._queue(m.frame_block_ref(m.REJECT_REQUEST, index, begin, length))
+    def send_reject(self, index: int, begin: int, length: int) -> bool:
+        """Queue a reject (fast extension only); returns whether one was queued."""
+        if not self._fast:
+            return False
+        self._queue(m.frame_block_ref(m.REJECT_REQUEST, index, begin, length))
+        return True
 
     def send_piece(self, index: int, begin: int, data: bytes | memoryview) -> None:
         """Queue a block of data; the data is not copied."""

@@ -248,6 +248,11 @@ def frame_index(message_id: int, index: int) -> bytes:
     return b"\x00\x00\x00\x05" + bytes((message_id,)) + index.to_bytes(4, "big")
 
 
+# Bytes on the wire of a request, cancel or reject, and of a piece message's header.
+BLOCK_REF_MESSAGE_LENGTH = 17
+PIECE_HEADER_LENGTH = 13
+
+
 def frame_block_ref(message_id: int, index: int, begin: int, length: int) -> bytes:
     """Frame a request, cancel or reject."""
     return (

@@ -1,0 +1,89 @@
+"""Who gets a connection slot: per-address limits and eviction of idle peers."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# Connections from one IP address per torrent. Peers on loopback are many local nodes
+# sharing one address, so they get more, but not every slot.
+MAX_PER_ADDRESS = 4
+MAX_PER_LOOPBACK_ADDRESS = 20
+# A new connection is safe from eviction this long, so it can show what it is worth.
+EVICTION_GRACE = 10.0
+# A peer that sent or got a block this recently is trading, and is not evicted.
+TRADING_WINDOW = 60.0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host is a loopback address (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def per_address_limit(host: str) -> int:
+    """How many connections one IP address may hold in a torrent."""
+    return MAX_PER_LOOPBACK_ADDRESS if is_loopback(host) else MAX_PER_ADDRESS
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What eviction needs to know of one connected peer."""
+
+    key: int
+    connected_at: float
+    trading: bool  # payload flows, or one side wants what the other offers
+    last_payload: float  # when a block last went either way (connected_at if never)
+
+
+def eviction_candidate(peers: Iterable[Standing], now: float) -> int | None:
+    """The peer to drop for a newcomer: idle the longest among those not trading, if any."""
+    idle = [
+        peer for peer in peers if not peer.trading and now - peer.connected_at >= EVICTION_GRACE
+    ]
+    if not idle:
+        return None
+    return min(idle, key=lambda peer: peer.last_payload).key
+
+
+# Incoming connections that have not yet named their torrent, in all and per IP address.
+MAX_HANDSHAKING = 100
+MAX_HANDSHAKING_PER_ADDRESS = 8
+MAX_HANDSHAKING_PER_LOOPBACK_ADDRESS = 32
+
+
+class HandshakeGate:
+    """Bounds incoming connections before their handshake; the oldest make way for new ones.
+
+    A newcomer is never refused: one host re-opening silent connections as fast as they are
+    closed then only pushes out its own, and an honest peer's handshake, which arrives at
+    once, gets through.
+    """
+
+    def __init__(self, limit: int = MAX_HANDSHAKING) -> None:
+        self.limit = limit
+        self.waiting: dict[int, str] = {}  # connection id -> host, oldest first
+
+    def admit(self, connection: int, host: str) -> list[int]:
+        """Register a new connection; returns the connections to close to make room."""
+        loopback = is_loopback(host)
+        per_address = (
+            MAX_HANDSHAKING_PER_LOOPBACK_ADDRESS if loopback else MAX_HANDSHAKING_PER_ADDRESS
+        )
+        same_host = [key for key, other in self.waiting.items() if other == host]
+        evicted: list[int] = []
+        if len(same_host) >= per_address:
+            evicted.append(same_host[0])
+        elif len(self.waiting) >= self.limit:
+            evicted.append(next(iter(self.waiting)))
+        for key in evicted:
+            del self.waiting[key]
+        self.waiting[connection] = host
+        return evicted
+
+    def done(self, connection: int) -> None:
+        """The connection named its torrent, or closed."""
+        self.waiting.pop(connection, None)

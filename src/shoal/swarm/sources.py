@@ -1,0 +1,129 @@
+"""Whom a torrent dials, and when: peer sources with back-off, as a sans-IO policy."""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass
+
+Address = tuple[str, int]
+
+# Dials in progress at once per torrent: each costs a socket and a timer.
+MAX_DIALS = 20
+# Addresses learned from trackers and peer exchange kept at most.
+MAX_LEARNED = 500
+# Back-off after a failure: 1, 2, 4 ... seconds, capped.
+FIRST_RETRY_DELAY = 1.0
+MAX_RETRY_DELAY = 60.0
+
+
+@dataclass(slots=True)
+class Source:
+    """An address we may dial."""
+
+    given: bool  # named by the user (--peer, x.pe): dialled again for as long as we run
+    failures: int = 0
+    dialling: bool = False
+    connected: bool = False
+    retry_at: float = 0.0
+
+
+class PeerSources:
+    """Addresses of one torrent with their back-off; decides which to dial now."""
+
+    def __init__(self, own: set[Address] | None = None) -> None:
+        self.sources: dict[Address, Source] = {}
+        # Addresses that turned out to be this node itself, never dialled again; the node
+        # shares one set among its torrents.
+        self.own: set[Address] = own if own is not None else set()
+
+    def add(self, address: Address, *, given: bool, now: float) -> None:
+        """Remember an address; a given one outranks the same address learned."""
+        if address in self.own:
+            return
+        source = self.sources.get(address)
+        if source is not None:
+            source.given |= given
+            return
+        if not given and self.learned_count() >= MAX_LEARNED:
+            return
+        self.sources[address] = Source(given=given, retry_at=now)
+
+    def learned_count(self) -> int:
+        """How many learned (not given) addresses are kept."""
+        return sum(1 for source in self.sources.values() if not source.given)
+
+    def dialling(self) -> int:
+        """How many dials are in progress."""
+        return sum(1 for source in self.sources.values() if source.dialling)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self.sources
+
+    def due(
+        self, now: float, *, room: int, seeding: bool, skip: Container[object] = ()
+    ) -> list[Address]:
+        """Addresses to dial now (marked as dialling), at most `room` connections in all
+        counting dials in progress; a seed dials only given addresses; `skip` holds
+        addresses already connected by other means."""
+        room = min(room, MAX_DIALS) - self.dialling()
+        chosen: list[Address] = []
+        if room <= 0:
+            return chosen
+        for address, source in self.sources.items():
+            if source.dialling or source.connected or source.retry_at > now or address in skip:
+                continue
+            if seeding and not source.given:
+                continue  # leechers come to a seed; it keeps dialling only whom it was told to
+            source.dialling = True
+            chosen.append(address)
+            if len(chosen) >= room:
+                break
+        return chosen
+
+    def connected(self, address: Address) -> None:
+        """The dial reached the peer."""
+        source = self.sources.get(address)
+        if source is not None:
+            source.dialling = False
+            source.connected = True
+
+    def failed(self, address: Address, now: float) -> None:
+        """The dial failed, or the connection ended without being of use: back off."""
+        source = self.sources.get(address)
+        if source is None:
+            return
+        source.dialling = source.connected = False
+        if not source.given:
+            del self.sources[address]  # plenty more where it came from
+            return
+        source.failures += 1
+        source.retry_at = now + min(MAX_RETRY_DELAY, FIRST_RETRY_DELAY * 2 ** (source.failures - 1))
+
+    def closed(self, address: Address, now: float, *, useful: bool) -> None:
+        """A connection we dialled ended; one that traded resets the back-off."""
+        if not useful:
+            self.failed(address, now)
+            return
+        source = self.sources.get(address)
+        if source is not None:
+            source.dialling = source.connected = False
+            source.failures = 0
+            source.retry_at = now + FIRST_RETRY_DELAY
+
+    def mark_self(self, address: Address) -> None:
+        """The address reached this very node: forget it for good."""
+        self.own.add(address)
+        self.sources.pop(address, None)
+
+    def remove(self, address: Address) -> None:
+        """Forget an address (banned)."""
+        self.sources.pop(address, None)
+
+    def next_wake(self, *, seeding: bool) -> float | None:
+        """When the next back-off ends, if any source waits."""
+        waits = [
+            source.retry_at
+            for source in self.sources.values()
+            if not (source.dialling or source.connected) and (source.given or not seeding)
+        ]
+        return min(waits, default=None)

@@ -1,0 +1,72 @@
+"""Whom a torrent dials and when: back-off, given versus learned peers, our own address."""
+
+from __future__ import annotations
+
+from shoal.swarm.sources import FIRST_RETRY_DELAY, MAX_DIALS, MAX_RETRY_DELAY, PeerSources
+
+GIVEN = ("192.0.2.1", 6881)
+LEARNED = ("192.0.2.2", 6881)
+
+
+def test_a_given_peer_is_dialled_again_with_growing_back_off_even_when_seeding():
+    sources = PeerSources()
+    sources.add(GIVEN, given=True, now=0.0)
+    now = 0.0
+    waits = []
+    for _ in range(10):
+        assert sources.due(now, room=10, seeding=True) == [GIVEN]
+        sources.connected(GIVEN)
+        # It connects, then closes at once without trading: useless, so the back-off grows.
+        sources.closed(GIVEN, now, useful=False)
+        wake = sources.next_wake(seeding=True)
+        assert wake is not None
+        assert sources.due(wake - 0.01, room=10, seeding=True) == []
+        waits.append(wake - now)
+        now = wake
+    assert waits[:3] == [FIRST_RETRY_DELAY, 2 * FIRST_RETRY_DELAY, 4 * FIRST_RETRY_DELAY]
+    assert max(waits) == MAX_RETRY_DELAY
+
+
+def test_a_useful_connection_resets_the_back_off():
+    sources = PeerSources()
+    sources.add(GIVEN, given=True, now=0.0)
+    for now in (0.0, 10.0, 100.0):
+        sources.due(now, room=1, seeding=False)
+        sources.failed(GIVEN, now)
+    sources.due(1000.0, room=1, seeding=False)
+    sources.connected(GIVEN)
+    sources.closed(GIVEN, 1000.0, useful=True)
+    assert sources.next_wake(seeding=False) == 1000.0 + FIRST_RETRY_DELAY
+
+
+def test_learned_peers_are_dropped_after_one_failure_and_not_dialled_by_a_seed():
+    sources = PeerSources()
+    sources.add(LEARNED, given=False, now=0.0)
+    assert sources.due(0.0, room=5, seeding=True) == []
+    assert sources.due(0.0, room=5, seeding=False) == [LEARNED]
+    sources.failed(LEARNED, 0.0)
+    assert LEARNED not in sources
+
+
+def test_our_own_address_is_never_dialled_again():
+    own: set[tuple[str, int]] = set()
+    sources = PeerSources(own)
+    sources.add(LEARNED, given=False, now=0.0)
+    sources.due(0.0, room=5, seeding=False)
+    sources.mark_self(LEARNED)
+    sources.add(LEARNED, given=True, now=1.0)
+    assert sources.due(100.0, room=5, seeding=False) == []
+    # Another torrent of the node shares what was learned.
+    other = PeerSources(own)
+    other.add(LEARNED, given=False, now=0.0)
+    assert other.due(0.0, room=5, seeding=False) == []
+
+
+def test_dials_are_bounded_by_free_slots_and_in_flight_dials():
+    sources = PeerSources()
+    for number in range(100):
+        sources.add((f"198.51.100.{number}", 1), given=False, now=0.0)
+    assert len(sources.due(0.0, room=3, seeding=False)) == 3
+    first = sources.due(0.0, room=100, seeding=False)
+    assert len(first) == MAX_DIALS - 3
+    assert sources.due(0.0, room=100, seeding=False) == []
