@@ -6,6 +6,8 @@ import itertools
 import os
 import shutil
 import subprocess
+import tracemalloc
+from collections.abc import Iterable
 from pathlib import Path
 
 import libtorrent as lt
@@ -401,6 +403,110 @@ def good_info(**changes: object) -> dict:
 def test_invalid_info_is_rejected(info, problem):
     with pytest.raises(MetainfoError, match=problem):
         parse_torrent(encode({b"info": info}))
+
+
+def empty_files_torrent(paths: Iterable[Iterable[bytes]]) -> bytes:
+    """A torrent of empty files at these paths, bencoded by hand so huge lists are cheap to make."""
+    entries = b"".join(
+        b"d6:lengthi0e4:pathl" + b"".join(b"%d:%s" % (len(part), part) for part in path) + b"ee"
+        for path in paths
+    )
+    return b"d4:infod5:filesl" + entries + b"e4:name4:demo12:piece lengthi16384e6:pieces0:ee"
+
+
+def test_a_path_of_1000_folders_is_refused_in_one_sentence():
+    with pytest.raises(MetainfoError) as caught:
+        parse_torrent(empty_files_torrent([[b"d"] * 999 + [b"f"]]))
+    message = str(caught.value)
+    assert message.startswith("the torrent has a file path of 1000 parts, more than the 64 shoal")
+    assert message.endswith(": " + "d/" * 64 + "...")
+    assert "\n" not in message
+
+
+def test_a_60_kb_torrent_with_a_20000_part_path_costs_little_to_refuse():
+    data = empty_files_torrent([[b"d"] * 20_000])
+    assert len(data) < 61_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(MetainfoError, match="20000 parts"):
+            parse_torrent(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MiB
+
+
+def test_paths_of_64_parts_and_4096_bytes_are_the_limits():
+    longest = [b"a" * 2047, b"b" * 2048]  # 4096 bytes with the separator
+    deepest = [b"d"] * 64
+    torrent = parse_torrent(empty_files_torrent([longest, deepest]))
+    assert [len(file.path) for file in torrent.files] == [3, 65]  # the torrent's name first
+    with pytest.raises(MetainfoError, match="of 4097 bytes, more than the 4096"):
+        parse_torrent(empty_files_torrent([[b"a" * 2048, b"b" * 2048]]))
+    with pytest.raises(MetainfoError, match="of 65 parts, more than the 64"):
+        parse_torrent(empty_files_torrent([[b"d"] * 65]))
+    with pytest.raises(MetainfoError, match="a file path of 65 parts"):
+        safe_components(["d"] * 65)
+
+
+def test_all_paths_of_a_torrent_together_are_bounded():
+    # 16,000 files 64 parts deep: each path is fine, together they pass a million parts.
+    deep = ([b"d"] * 63 + [b"f%05d" % number] for number in range(16_000))
+    with pytest.raises(MetainfoError, match="more than the 1000000 parts in all"):
+        parse_torrent(empty_files_torrent(deep))
+    # 4,500 files of 64 parts of 60 bytes: each path is 3,904 bytes, together over 16 MiB.
+    long = ([bytes([65 + number % 26]) * 60] * 63 + [b"f%057d" % number] for number in range(4_500))
+    with pytest.raises(MetainfoError, match="more than the 16 MiB in all"):
+        parse_torrent(empty_files_torrent(long))
+
+
+def test_checking_deep_paths_for_clashes_takes_memory_in_proportion_to_them():
+    # 1,000 files, each 64 parts deep in a folder of its own: a set of every folder of every
+    # file (the old check) holds 1,000 x 62 tuples of 33 parts on average, about 20 MB.
+    paths = [[b"%d" % number] + [b"d"] * 62 + [b"f"] for number in range(1_000)]
+    data = empty_files_torrent(paths)
+    tracemalloc.start()
+    try:
+        torrent = parse_torrent(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(torrent.files) == 1_000
+    assert peak < 8 * MiB
+
+
+small_paths = st.lists(
+    st.lists(st.sampled_from([b"a", b"b"]), min_size=1, max_size=3), min_size=1, max_size=6
+)
+
+
+@given(small_paths)
+def test_clashing_paths_are_found_whatever_their_order(paths):
+    files = [tuple(path) for path in paths]
+    folders = {path[:end] for path in files for end in range(1, len(path))}
+    clash = len(set(files)) < len(files) or any(path in folders for path in files)
+    try:
+        parse_torrent(empty_files_torrent(paths))
+    except MetainfoError as error:
+        assert clash, error
+        assert "twice" in str(error) or "both a file and a folder" in str(error)
+    else:
+        assert not clash
+
+
+path_parts = st.text(alphabet="abé", min_size=1, max_size=100).map(str.encode)
+deep_paths = st.integers(1, 90).flatmap(lambda n: st.lists(path_parts, min_size=n, max_size=n))
+
+
+@given(st.lists(deep_paths, min_size=1, max_size=3))
+def test_any_path_lists_parse_within_the_bounds_or_raise_metainfo_error(paths):
+    try:
+        torrent = parse_torrent(empty_files_torrent(paths))
+    except MetainfoError:
+        return
+    for file in torrent.files:
+        assert len(file.path) <= 65
+        assert len("/".join(file.path[1:]).encode()) <= 4096
 
 
 @pytest.mark.parametrize(

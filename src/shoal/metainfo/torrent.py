@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import hashlib
+import itertools
 import os
 import stat
 import time
@@ -34,6 +35,9 @@ MiB = 1024 * KiB
 _HASH_SIZE = 20
 _MAX_PIECE_LENGTH = 64 * MiB
 _MAX_FILES = 100_000
+# Bounds on all file paths of a torrent together, so parsing one costs little memory.
+_MAX_ALL_PATH_PARTS = 1_000_000
+_MAX_ALL_PATH_BYTES = 16 * MiB
 _MAX_TORRENT_FILE = 50 * MiB
 _MIN_CREATED_PIECE_LENGTH = 16 * KiB
 _MAX_DEFAULT_PIECE_LENGTH = 16 * MiB
@@ -196,9 +200,7 @@ def _build(
     if b"files" in info:
         files = _file_list(name, info[b"files"])
     else:
-        length = info.get(b"length")
-        _check_length(length)
-        files = (FileEntry((name,), 0, length),)
+        files = (FileEntry((name,), 0, _check_length(info.get(b"length"))),)
     total_length = files[-1].offset + files[-1].length
 
     pieces = info.get(b"pieces")
@@ -237,34 +239,56 @@ def _file_list(name: str, raw_files: Any) -> tuple[FileEntry, ...]:
             f"the torrent lists {len(raw_files)} files, more than the {_MAX_FILES} shoal accepts"
         )
     entries: list[FileEntry] = []
-    file_paths: set[tuple[str, ...]] = set()
-    folder_paths: set[tuple[str, ...]] = set()
+    parts = 0
+    path_bytes = 0
     offset = 0
     for raw in raw_files:
         if not isinstance(raw, dict):
             raise MetainfoError("the torrent has a file entry that is not a dictionary")
-        length = raw.get(b"length")
-        _check_length(length)
+        length = _check_length(raw.get(b"length"))
         raw_path = _utf8_variant(raw, b"path", list)
         if not isinstance(raw_path, list) or not all(isinstance(p, bytes) for p in raw_path):
             raise MetainfoError("the torrent has a file entry without a valid path")
+        # Counted before the path is decoded, so a hostile list costs no more than its bytes.
+        parts += len(raw_path)
+        path_bytes += sum(map(len, raw_path))
+        if parts > _MAX_ALL_PATH_PARTS:
+            raise MetainfoError(
+                f"the torrent's file paths have more than the {_MAX_ALL_PATH_PARTS} parts in all"
+                " that shoal accepts"
+            )
+        if path_bytes > _MAX_ALL_PATH_BYTES:
+            raise MetainfoError(
+                "the torrent's file paths take more than the"
+                f" {_MAX_ALL_PATH_BYTES // MiB} MiB in all that shoal accepts"
+            )
         path = (name, *safe_components(raw_path))
         attributes = raw.get(b"attr")
         padding = isinstance(attributes, bytes) and b"p" in attributes
-        # Padding files may share a path (libtorrent names them by size); they are never stored.
-        if not padding:
-            folders = [path[:end] for end in range(2, len(path))]
-            if path in file_paths:
-                raise MetainfoError(f"the torrent lists the file {'/'.join(path)} twice")
-            if path in folder_paths or any(folder in file_paths for folder in folders):
-                raise MetainfoError(
-                    f"the torrent has a path that is both a file and a folder: {'/'.join(path)}"
-                )
-            file_paths.add(path)
-            folder_paths.update(folders)
         entries.append(FileEntry(path, offset, length, padding))
         offset += length
+    _check_unique_paths(entries)
     return tuple(entries)
+
+
+def _check_unique_paths(entries: list[FileEntry]) -> None:
+    """Raise MetainfoError if a file is listed twice or one file's path is another's folder."""
+    # Padding files may share a path (libtorrent names them by size); they are never stored.
+    numbered = sorted(
+        (entry.path, number) for number, entry in enumerate(entries) if not entry.padding
+    )
+    # Sorted, a path that is a folder of another comes right before it or before one of its
+    # siblings, so comparing neighbours costs one pass instead of a set of every folder.
+    for (first, first_number), (second, second_number) in itertools.pairwise(numbered):
+        if second[: len(first)] != first:
+            continue
+        if len(first) == len(second):
+            raise MetainfoError(f"the torrent lists the file {'/'.join(first)} twice")
+        # Name the path listed later, as a reader going down the list would meet the clash.
+        later = first if first_number > second_number else second
+        raise MetainfoError(
+            f"the torrent has a path that is both a file and a folder: {'/'.join(later)}"
+        )
 
 
 def _utf8_variant(mapping: dict[bytes, Any], key: bytes, kind: type) -> Any:
@@ -273,10 +297,11 @@ def _utf8_variant(mapping: dict[bytes, Any], key: bytes, kind: type) -> Any:
     return value if isinstance(value, kind) else mapping.get(key)
 
 
-def _check_length(length: Any) -> None:
-    """Raise MetainfoError unless length is a valid file length."""
+def _check_length(length: Any) -> int:
+    """Return length if it is a valid file length, else raise MetainfoError."""
     if not isinstance(length, int) or length < 0:
         raise MetainfoError(f"the torrent has a file with an invalid length: {_show(length)}")
+    return length
 
 
 def _show(value: Any) -> str:
