@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
 import errno
 import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from ..metainfo.paths import resolve_inside
 
 # Whole pieces kept in memory for uploads, so each block served is not its own read.
 READ_CACHE_PIECES = 16
+# Open files per torrent: far below the usual limit of 1,024 handles a process may hold.
+OPEN_FILES = 128
 
 
 class StorageError(ShoalError):
@@ -25,6 +30,14 @@ class StorageError(ShoalError):
 
 class DiskFullError(StorageError):
     """There is no space left to write a verified piece."""
+
+
+class RecheckStopped(ShoalError):
+    """The check of the data on disk was stopped; `have` holds the pieces verified until then."""
+
+    def __init__(self, have: bytearray, checked: int, total: int) -> None:
+        super().__init__(f"the check of the data on disk stopped after {checked} of {total} pieces")
+        self.have = have
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,49 +49,146 @@ class Span:
     length: int
 
 
-class PieceStorage:
-    """Reads and writes pieces of one torrent below a download folder."""
+@dataclass(eq=False, slots=True)
+class _Handle:
+    """One open file; `users` threads are reading or writing it right now."""
 
-    def __init__(self, torrent: Torrent, root: Path) -> None:
+    fd: int
+    writable: bool
+    users: int = 0
+    # Dropped from the pool while in use: the last user closes it.
+    retired: bool = False
+
+
+class FilePool:
+    """Open files shared by threads; the least recently used idle ones close past `capacity`."""
+
+    def __init__(self, capacity: int = OPEN_FILES) -> None:
+        if capacity < 1:
+            raise ValueError(f"a file pool needs room for at least one file, not {capacity}")
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._open: OrderedDict[Path, _Handle] = OrderedDict()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    @contextmanager
+    def use(self, path: Path, *, write: bool) -> Iterator[int]:
+        """Yield a descriptor of path (read-write if write) that stays open until the block ends."""
+        handle = self._acquire(path, write)
+        try:
+            yield handle.fd
+        finally:
+            self._release(handle)
+
+    def close(self) -> None:
+        """Close every file; one in use closes as soon as its last user is done."""
+        with self._lock:
+            handles = list(self._open.values())
+            self._open.clear()
+            for handle in handles:
+                self._retire(handle)
+
+    def _acquire(self, path: Path, write: bool) -> _Handle:
+        # Opening under the lock keeps one handle per path; an open is short next to the reads
+        # and writes it serves.
+        with self._lock:
+            handle = self._open.get(path)
+            if handle is None or (write and not handle.writable):
+                # Files are opened read-only until the first write, so seeding works from
+                # read-only data.
+                fd = self._open_fd(path, write)
+                if handle is not None:
+                    self._retire(handle)
+                handle = _Handle(fd, write)
+                self._open[path] = handle
+            self._open.move_to_end(path)
+            handle.users += 1
+            self._close_idle(len(self._open) - self.capacity)
+            return handle
+
+    def _release(self, handle: _Handle) -> None:
+        with self._lock:
+            handle.users -= 1
+            if handle.retired:
+                self._retire(handle)
+            else:
+                # Files in use when the pool overflowed are closed now that they may be idle.
+                self._close_idle(len(self._open) - self.capacity)
+
+    def _open_fd(self, path: Path, write: bool) -> int:
+        flags = os.O_RDWR | os.O_CREAT if write else os.O_RDONLY
+        try:
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        # The process is out of handles (others hold many): give back every idle one, once.
+        self._close_idle(len(self._open))
+        return os.open(path, flags, 0o644)
+
+    def _close_idle(self, count: int) -> None:
+        """Close up to count of the least recently used files that no thread is using."""
+        if count <= 0:
+            return
+        idle = []
+        for path, handle in self._open.items():
+            if handle.users == 0:
+                idle.append(path)
+                if len(idle) == count:
+                    break
+        for path in idle:
+            os.close(self._open.pop(path).fd)
+
+    @staticmethod
+    def _retire(handle: _Handle) -> None:
+        handle.retired = True
+        if handle.users == 0:
+            os.close(handle.fd)
+
+
+class PieceStorage:
+    """Reads and writes pieces of one torrent below a download folder; safe to share by threads."""
+
+    def __init__(self, torrent: Torrent, root: Path, *, open_files: int = OPEN_FILES) -> None:
         self.torrent = torrent
         self.root = root
         self.paths = [
             None if entry.padding else resolve_inside(root, entry.path) for entry in torrent.files
         ]
-        self._fds: dict[Path, tuple[int, bool]] = {}  # path -> (fd, writable)
-        self._lock = threading.Lock()
+        self._starts = [entry.offset for entry in torrent.files]
+        self._files = FilePool(open_files)
+        self._folders: set[Path] = set()  # folders already made, so each costs one mkdir
+        self._cache_lock = threading.Lock()
         self._cache: OrderedDict[int, bytes] = OrderedDict()
 
     def spans(self, offset: int, length: int) -> list[Span]:
         """The file pieces that the torrent byte range [offset, offset+length) covers."""
-        result = []
-        end = offset + length
-        for entry, path in zip(self.torrent.files, self.paths, strict=True):
-            file_end = entry.offset + entry.length
-            if file_end <= offset or entry.length == 0:
-                continue
-            if entry.offset >= end:
-                break
-            start = max(offset, entry.offset)
-            stop = min(end, file_end)
-            result.append(Span(path, start - entry.offset, stop - start))
-        return result
+        return [
+            Span(self.paths[index], file_offset, size)
+            for index, file_offset, size in self._covered(offset, length)
+        ]
 
-    def _fd(self, path: Path, create: bool) -> int:
-        # Files are opened read-only until the first write, so seeding works from read-only data.
-        with self._lock:
-            cached = self._fds.get(path)
-            if cached is not None and (cached[1] or not create):
-                return cached[0]
-            if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            else:
-                fd = os.open(path, os.O_RDONLY)
-            if cached is not None:
-                os.close(cached[0])
-            self._fds[path] = (fd, create)
-            return fd
+    def _covered(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+        """(file index, offset in that file, length) of each file part the byte range covers."""
+        files = self.torrent.files
+        end = offset + length
+        # The last file starting at or before offset is the first that can hold it.
+        index = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        while index < len(files) and files[index].offset < end:
+            entry = files[index]
+            start = max(offset, entry.offset)
+            stop = min(end, entry.offset + entry.length)
+            if stop > start:
+                yield index, start - entry.offset, stop - start
+            index += 1
+
+    def _make_folder(self, folder: Path) -> None:
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
 
     def allocate(self) -> None:
         """Create every file at its full size (sparse), so resume can check sizes cheaply."""
@@ -86,10 +196,10 @@ class PieceStorage:
             for entry, path in zip(self.torrent.files, self.paths, strict=True):
                 if path is None:
                     continue
-                path.parent.mkdir(parents=True, exist_ok=True)
+                self._make_folder(path.parent)
                 if not path.exists() or path.stat().st_size != entry.length:
-                    fd = self._fd(path, create=True)
-                    os.ftruncate(fd, entry.length)
+                    with self._files.use(path, write=True) as fd:
+                        os.ftruncate(fd, entry.length)
         except OSError as exc:
             raise self._error("prepare", exc) from None
 
@@ -98,18 +208,22 @@ class PieceStorage:
         view = memoryview(data)
         done = 0
         try:
-            for span in self.spans(index * self.torrent.piece_length, len(data)):
-                if span.path is None:
-                    done += span.length
-                    continue
-                fd = self._fd(span.path, create=True)
-                written = 0
-                while written < span.length:
-                    chunk = view[done + written : done + span.length]
-                    written += os.pwrite(fd, chunk, span.file_offset + written)
-                done += span.length
+            for file_index, file_offset, length in self._covered(
+                index * self.torrent.piece_length, len(data)
+            ):
+                path = self.paths[file_index]
+                if path is not None:
+                    self._make_folder(path.parent)
+                    with self._files.use(path, write=True) as fd:
+                        written = 0
+                        while written < length:
+                            chunk = view[done + written : done + length]
+                            written += os.pwrite(fd, chunk, file_offset + written)
+                done += length
         except OSError as exc:
             raise self._error("write", exc) from None
+        with self._cache_lock:
+            self._cache.pop(index, None)
 
     def read_piece(self, index: int) -> bytes:
         """Read a whole piece from its files."""
@@ -120,7 +234,8 @@ class PieceStorage:
                 if span.path is None:
                     parts.append(bytes(span.length))
                     continue
-                data = os.pread(self._fd(span.path, create=False), span.length, span.file_offset)
+                with self._files.use(span.path, write=False) as fd:
+                    data = os.pread(fd, span.length, span.file_offset)
                 if len(data) != span.length:
                     raise StorageError(f"{span.path} is shorter than the torrent says")
                 parts.append(data)
@@ -128,16 +243,28 @@ class PieceStorage:
             raise self._error("read", exc) from None
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def read_block(self, index: int, begin: int, length: int) -> memoryview:
-        """Read part of a verified piece, through a small cache of whole pieces."""
-        piece = self._cache.get(index)
-        if piece is None:
-            piece = self.read_piece(index)
-            self._cache[index] = piece
-            if len(self._cache) > READ_CACHE_PIECES:
-                self._cache.popitem(last=False)
-        else:
+    def cached_block(self, index: int, begin: int, length: int) -> memoryview | None:
+        """Part of a verified piece if the piece is in the read cache, else None; never blocks."""
+        with self._cache_lock:
+            piece = self._cache.get(index)
+            if piece is None:
+                return None
             self._cache.move_to_end(index)
+        return memoryview(piece)[begin : begin + length]
+
+    def read_block(self, index: int, begin: int, length: int) -> memoryview:
+        """Part of a verified piece, through a small cache of whole pieces; any thread may call."""
+        block = self.cached_block(index, begin, length)
+        if block is not None:
+            return block
+        # Read outside the lock: two threads may both read a missing piece, which is cheaper
+        # than making every cache hit wait for a disk read.
+        piece = self.read_piece(index)
+        with self._cache_lock:
+            self._cache[index] = piece
+            self._cache.move_to_end(index)
+            while len(self._cache) > READ_CACHE_PIECES:
+                self._cache.popitem(last=False)
         return memoryview(piece)[begin : begin + length]
 
     def check_piece(self, index: int, data: bytes | bytearray) -> bool:
@@ -151,26 +278,60 @@ class PieceStorage:
         self.write_piece(index, data)
         return True
 
-    def recheck(self, candidates: list[int] | None = None, workers: int = 2) -> bytearray:
-        """Hash the pieces already on disk, in parallel; returns which are good."""
+    def recheck(
+        self,
+        candidates: Sequence[int] | None = None,
+        workers: int = 2,
+        stop: threading.Event | None = None,
+    ) -> bytearray:
+        """Hash the pieces already on disk, in parallel; returns which are good.
+
+        Once stop is set, pieces being hashed finish and RecheckStopped is raised with the
+        pieces verified so far (unchecked ones count as missing there).
+        """
         num = self.torrent.num_pieces
         have = bytearray(num)
+        if stop is None:
+            stop = threading.Event()
+        present = []
+        for path in self.paths:
+            if stop.is_set():
+                raise RecheckStopped(have, 0, num)
+            present.append(path is None or path.is_file())
         indexes = range(num) if candidates is None else candidates
+        todo = iter([i for i in indexes if self._piece_files_present(i, present)])
+        lock = threading.Lock()
+        failed = threading.Event()  # one worker's unexpected error stops the others too
+        checked = 0
 
-        def check(index: int) -> None:
-            try:
-                have[index] = self.check_piece(index, self.read_piece(index))
-            except (StorageError, FileNotFoundError):
-                have[index] = 0
+        def check() -> None:
+            nonlocal checked
+            while not (stop.is_set() or failed.is_set()):
+                with lock:
+                    index = next(todo, None)
+                if index is None:
+                    return
+                try:
+                    have[index] = self.check_piece(index, self.read_piece(index))
+                except StorageError:
+                    have[index] = 0
+                except BaseException:
+                    failed.set()
+                    raise
+                with lock:
+                    checked += 1
 
-        present = [i for i in indexes if self._piece_files_present(i)]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(check, present))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shoal-check") as pool:
+            for future in [pool.submit(check) for _ in range(workers)]:
+                future.result()
+        if next(todo, None) is not None:
+            raise RecheckStopped(have, checked, num)
         return have
 
-    def _piece_files_present(self, index: int) -> bool:
-        spans = self.spans(index * self.torrent.piece_length, self.torrent.piece_size(index))
-        return all(span.path is None or span.path.is_file() for span in spans)
+    def _piece_files_present(self, index: int, present: list[bool]) -> bool:
+        offset = index * self.torrent.piece_length
+        covered = self._covered(offset, self.torrent.piece_size(index))
+        return all(present[file_index] for file_index, _, _ in covered)
 
     def file_sizes(self) -> list[int | None]:
         """Current size of each file (padding files count as present), None where missing."""
@@ -186,15 +347,17 @@ class PieceStorage:
         return sizes
 
     def close(self) -> None:
-        """Close every open file."""
-        with self._lock:
-            for fd, _writable in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+        """Close every open file (one being read or written closes when that ends)."""
+        self._files.close()
+        with self._cache_lock:
             self._cache.clear()
 
     def _error(self, action: str, exc: OSError) -> StorageError:
-        name = exc.filename or self.torrent.name
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return DiskFullError(f"the disk is full: cannot {action} {name}")
-        return StorageError(f"cannot {action} {name}: {exc.strerror or exc}")
+        return storage_error(action, exc.filename or self.torrent.name, exc)
+
+
+def storage_error(action: str, name: object, exc: OSError) -> StorageError:
+    """The error to show for an OSError raised while trying to `action` the file name."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"the disk is full: cannot {action} {name}")
+    return StorageError(f"cannot {action} {name}: {exc.strerror or exc}")
