@@ -17,7 +17,7 @@ def test_a_given_peer_is_dialled_again_with_growing_back_off_even_when_seeding()
         assert sources.due(now, room=10, seeding=True) == [GIVEN]
         sources.connected(GIVEN)
         # It connects, then closes at once without trading: useless, so the back-off grows.
-        sources.closed(GIVEN, now, useful=False)
+        sources.closed(GIVEN, now, useful=False, handshaken=True)
         wake = sources.next_wake(seeding=True)
         assert wake is not None
         assert sources.due(wake - 0.01, room=10, seeding=True) == []
@@ -28,19 +28,19 @@ def test_a_given_peer_is_dialled_again_with_growing_back_off_even_when_seeding()
 
 
 def test_a_useful_connection_resets_the_back_off():
-    sources = PeerSources()
+    sources = PeerSources(encryption="off")
     sources.add(GIVEN, given=True, now=0.0)
     for now in (0.0, 10.0, 100.0):
         sources.due(now, room=1, seeding=False)
         sources.failed(GIVEN, now)
     sources.due(1000.0, room=1, seeding=False)
     sources.connected(GIVEN)
-    sources.closed(GIVEN, 1000.0, useful=True)
+    sources.closed(GIVEN, 1000.0, useful=True, handshaken=True)
     assert sources.next_wake(seeding=False) == 1000.0 + FIRST_RETRY_DELAY
 
 
 def test_learned_peers_are_dropped_after_one_failure_and_not_dialled_by_a_seed():
-    sources = PeerSources()
+    sources = PeerSources(encryption="off")
     sources.add(LEARNED, given=False, now=0.0)
     assert sources.due(0.0, room=5, seeding=True) == []
     assert sources.due(0.0, room=5, seeding=False) == [LEARNED]
@@ -70,3 +70,24 @@ def test_dials_are_bounded_by_free_slots_and_in_flight_dials():
     first = sources.due(0.0, room=100, seeding=False)
     assert len(first) == MAX_DIALS - 3
     assert sources.due(0.0, room=100, seeding=False) == []
+
+
+def test_prefer_tries_plaintext_then_mse_at_once_then_plaintext_again():
+    sources = PeerSources(encryption="prefer")
+    sources.add(LEARNED, given=False, now=0.0)
+    assert sources.due(0.0, room=1, seeding=False) == [LEARNED]
+    assert not sources.encrypted(LEARNED)
+    # The peer hung up before any BitTorrent handshake: it may insist on encryption.
+    sources.failed(LEARNED, 0.0)
+    assert sources.due(0.0, room=1, seeding=False) == [LEARNED]
+    assert sources.encrypted(LEARNED)
+    sources.failed(LEARNED, 0.0)
+    assert LEARNED not in sources  # neither worked: a learned peer is let go
+
+
+def test_require_always_dials_with_mse():
+    sources = PeerSources(encryption="require")
+    sources.add(GIVEN, given=True, now=0.0)
+    sources.due(0.0, room=1, seeding=False)
+    sources.failed(GIVEN, 0.0)
+    assert sources.encrypted(GIVEN)

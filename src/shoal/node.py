@@ -22,7 +22,9 @@ from .swarm import core
 from .swarm.admission import HandshakeGate
 from .swarm.budget import PEER_REPLY_LIMIT, ReplyBudget
 from .swarm.ratelimit import Limits, TokenBucket
+from .swarm.sources import ENCRYPTION_POLICIES
 from .wire import messages as m
+from .wire import mse
 from .wire.connection import PeerWire
 
 if TYPE_CHECKING:
@@ -51,7 +53,14 @@ def new_peer_id() -> bytes:
 class PeerConnection(asyncio.Protocol):
     """A TCP connection to one peer; its bytes go to the swarm core of its torrent."""
 
-    def __init__(self, node: Node, task: TorrentTask | None = None, dialled: Address | None = None):
+    def __init__(
+        self,
+        node: Node,
+        task: TorrentTask | None = None,
+        dialled: Address | None = None,
+        *,
+        encrypted: bool = False,
+    ):
         self.node = node
         self.task = task
         self.outgoing = task is not None
@@ -63,6 +72,13 @@ class PeerConnection(asyncio.Protocol):
         self.key: int | None = None
         # Bytes of blocks being read from disk for this peer, not yet in the send buffer.
         self.reading = 0
+        # Protocol encryption: the handshake while it runs, then the stream cipher (if RC4).
+        self.encrypted = encrypted
+        self.mse: mse.MseInitiator | mse.MseReceiver | None = None
+        self.cipher: mse.Rc4Cipher | None = None
+        # An incoming connection's first bytes, until we know their kind (then None).
+        self._first: bytes | None = b""
+        self.attached = False  # handed to the core (which may have refused it)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start the handshake on outgoing connections; time-limit it on incoming ones."""
@@ -80,21 +96,81 @@ class PeerConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if local is not None:
             self.node.local_hosts.add(local[0])
-        if self.task is not None:
-            self.task.attach(self, [])
-        else:
+        if self.task is None:
             self.node.handshaking(self)
+        elif self.encrypted:
+            self.mse = mse.MseInitiator(self.task.info_hash, methods=self.node.mse_methods)
+            transport.write(self.mse.data_to_send())
+            self.node.handshaking(self)  # the MSE handshake is time-limited like any other
+        else:
+            self.task.attach(self, [])
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes to the core; an incoming connection first names its torrent."""
+        if self.cipher is not None:
+            data = self.cipher.decrypt(data)
+        elif self.mse is not None:
+            self._negotiate(data)
+            return
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        """Plaintext stream bytes: to the core, or for an incoming one, its first bytes."""
         task = self.task
         if task is not None and self.key is not None:
             assert task.swarm is not None
             task.swarm.receive(self.key, data, task.loop.time())
             task.pump()
+        elif task is None:
+            self._sniff(data)
+        # else: closed by the core; bytes still in flight are dropped
+
+    def _sniff(self, data: bytes) -> None:
+        """An incoming connection: a plaintext BitTorrent handshake, or MSE."""
+        if self.wire.remote is not None or self._first is None:
+            self._read_handshake(data)
             return
-        if task is not None:
-            return  # closed by the core; bytes still in flight are dropped
+        data = self._first + data
+        plaintext = mse.is_plaintext_handshake(data)
+        if plaintext is None:
+            self._first = data
+            return
+        self._first = None
+        if self.node.encryption == ("require" if plaintext else "off"):
+            log.info("dropped %s: its handshake is not allowed by --encryption", self.address)
+            self.close()
+        elif plaintext:
+            self._read_handshake(data)
+        else:
+            self.mse = mse.MseReceiver(self.node.torrent_by_skey, methods=self.node.mse_methods)
+            self._negotiate(data)
+
+    def _negotiate(self, data: bytes) -> None:
+        """Carry the MSE handshake on; once done, the BitTorrent stream starts."""
+        handshake = self.mse
+        assert handshake is not None and self.transport is not None
+        try:
+            handshake.receive(data)
+        except m.ProtocolError as exc:
+            log.info("dropped %s: %s", self.address, exc)
+            self.close()
+            return
+        self.transport.write(handshake.data_to_send())
+        result = handshake.result
+        if result is None:
+            return
+        self.mse = None
+        self.cipher = result.cipher
+        if self.task is None:
+            self.wire.info_hash = result.info_hash  # the plaintext handshake must agree
+            self._read_handshake(result.payload)
+            return
+        self.node.handshaken(self)
+        self.task.attach(self, [])
+        if result.payload:
+            self._deliver(result.payload)
+
+    def _read_handshake(self, data: bytes) -> None:
         try:
             events = self.wire.receive(data)
         except m.ProtocolError as exc:
@@ -105,11 +181,21 @@ class PeerConnection(asyncio.Protocol):
             return
         self.node.handshaken(self)
         task = self.node.torrents.get(self.wire.remote.info_hash)
+        assert self.address is not None
         if task is None or task.swarm is None or task.swarm.is_banned(self.address):
             self.close()
             return
         self.task = task
         task.attach(self, events)
+
+    def send(self, buffers: list[bytes]) -> None:
+        """Write buffers to the socket, through the stream cipher if there is one."""
+        if self.transport is None or not buffers:
+            return
+        if self.cipher is not None:
+            self.transport.write(self.cipher.encrypt_many(buffers))
+        else:
+            self.transport.writelines(buffers)
 
     def unsent(self) -> int:
         """Bytes queued for the peer that it has not read yet, reads in progress included."""
@@ -184,7 +270,11 @@ class TorrentTask:
         have = await self._open_storage() if self.torrent is not None else None
         private = bool(self.torrent and self.torrent.private)
         config = core.SwarmConfig(
-            client=CLIENT_NAME, listen_port=self.node.port, private=private, max_peers=60
+            client=CLIENT_NAME,
+            listen_port=self.node.port,
+            private=private,
+            max_peers=60,
+            encryption=self.node.encryption,
         )
         self.swarm = core.Swarm(
             self.info_hash,
@@ -310,11 +400,12 @@ class TorrentTask:
 
     # -- connections ------------------------------------------------------------------------------
 
-    async def _dial(self, address: Address) -> None:
+    async def _dial(self, address: Address, encrypted: bool) -> None:
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: PeerConnection(self.node, self, address), *address
+                    lambda: PeerConnection(self.node, self, address, encrypted=encrypted),
+                    *address,
                 ),
                 CONNECT_TIMEOUT,
             )
@@ -331,6 +422,7 @@ class TorrentTask:
             connection.close()
             return
         now = self.loop.time()
+        connection.attached = True
         key = self.swarm.add_peer(
             connection.wire,
             connection.address,
@@ -354,6 +446,10 @@ class TorrentTask:
             self.swarm.remove_peer(connection.key, self.loop.time())
             connection.key = None
             self.pump()
+        elif connection.dialled is not None and not connection.attached and self.swarm:
+            # It closed during the MSE handshake: a failed dial.
+            self.swarm.dial_failed(connection.dialled, self.loop.time())
+            self.pump()
 
     # -- running the core's actions ---------------------------------------------------------------
 
@@ -372,7 +468,7 @@ class TorrentTask:
                 if connection is None or connection.transport is None:
                     continue
                 try:
-                    connection.transport.writelines(connection.wire.data_to_send())
+                    connection.send(connection.wire.data_to_send())
                 except m.ProtocolError as exc:
                     log.info("dropped %s: %s", connection.address, exc)
                     connection.close()
@@ -397,13 +493,12 @@ class TorrentTask:
             if connection is not None:
                 log.info("dropped %s: %s", connection.address, action.reason)
                 connection.key = None  # the core has forgotten it already
-                if connection.transport is not None:
-                    # Last words (a handshake, rejects) go out before the socket closes.
-                    connection.transport.writelines(connection.wire.data_to_send())
+                # Last words (a handshake, rejects) go out before the socket closes.
+                connection.send(connection.wire.data_to_send())
                 connection.close()
         elif isinstance(action, core.ConnectTo):
             if not self._closing:
-                self._spawn(self._dial(action.address))
+                self._spawn(self._dial(action.address, action.encrypted))
         elif isinstance(action, core.MetadataReady):
             self._spawn(self._metadata_ready(action.info_bytes))
         elif isinstance(action, core.Completed):
@@ -534,7 +629,14 @@ class Node:
         host: str = "0.0.0.0",
         upload_limit: int | None = None,
         download_limit: int | None = None,
+        encryption: str = "prefer",
     ) -> None:
+        if encryption not in ENCRYPTION_POLICIES:
+            raise ShoalError(f"unknown encryption policy {encryption!r}")
+        self.encryption = encryption
+        # What our MSE handshakes offer and accept: RC4 only, when encryption is required.
+        self.mse_methods = mse.RC4 if encryption == "require" else mse.RC4 | mse.PLAINTEXT
+        self._skeys: dict[bytes, bytes] = {}  # HASH('req2', info-hash) -> info-hash
         self.requested_port = port
         self.host = host
         self.port = port or 0
@@ -598,9 +700,14 @@ class Node:
             trackers=trackers,
         )
         self.torrents[info_hash] = task
+        self._skeys[mse.skey_hash(info_hash)] = info_hash
         task.add_peers(list(peers))
         await task.start()
         return task
+
+    def torrent_by_skey(self, skey_hash: bytes) -> bytes | None:
+        """The info-hash an MSE handshake names by its hash, if this node runs it."""
+        return self._skeys.get(skey_hash)
 
     def is_self(self, address: Address) -> bool:
         """Whether an address (from a tracker, say) is this node's own listening socket."""

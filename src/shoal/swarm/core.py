@@ -90,6 +90,7 @@ class ConnectTo:
     """Dial this address; report back with add_peer(dialled=...) or dial_failed."""
 
     address: Address
+    encrypted: bool = False  # open with the MSE handshake
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,7 @@ class SwarmConfig:
     upload_slots: int = 4
     max_peers: int = 60
     private: bool = False
+    encryption: str = "prefer"  # see sources.ENCRYPTION_POLICIES
 
 
 @dataclass(slots=True)
@@ -197,7 +199,7 @@ class Swarm:
         self.upload_limits = upload_limits or Limits(TokenBucket(None), TokenBucket(None))
         self.download_limits = download_limits or Limits(TokenBucket(None), TokenBucket(None))
         self.reply_budget = reply_budget or ReplyBudget()
-        self.sources = PeerSources(own_addresses)
+        self.sources = PeerSources(own_addresses, self.config.encryption)
         self.peers: dict[int, Peer] = {}
         self.dirty: set[int] = set()
         self.actions: list[Action] = []
@@ -273,7 +275,7 @@ class Swarm:
         connected.update(p.dialled for p in self.peers.values())
         room = self.config.max_peers - len(self.peers)
         for address in self.sources.due(now, room=room, seeding=self.complete, skip=connected):
-            self.actions.append(ConnectTo(address))
+            self.actions.append(ConnectTo(address, self.sources.encrypted(address)))
 
     def add_peer(
         self,
@@ -347,7 +349,7 @@ class Swarm:
             useful = bool(peer.downloaded or peer.uploaded) or (
                 now - peer.connected_at >= USEFUL_CONNECTION
             )
-            self.sources.closed(peer.dialled, now, useful=useful)
+            self.sources.closed(peer.dialled, now, useful=useful, handshaken=peer.handshaken)
         if self.torrent is None:
             self.metadata.forget(key)
         address = peer.listen_address or peer.address

@@ -14,6 +14,9 @@ MAX_LEARNED = 500
 # Back-off after a failure: 1, 2, 4 ... seconds, capped.
 FIRST_RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 60.0
+# How connections are opened (--encryption): plaintext first and MSE if that fails, MSE only,
+# or plaintext only.
+ENCRYPTION_POLICIES = ("prefer", "require", "off")
 
 
 @dataclass(slots=True)
@@ -22,6 +25,7 @@ class Source:
 
     given: bool  # named by the user (--peer, x.pe): dialled again for as long as we run
     failures: int = 0
+    encrypt: bool = False  # dial with the MSE handshake
     dialling: bool = False
     connected: bool = False
     retry_at: float = 0.0
@@ -30,7 +34,10 @@ class Source:
 class PeerSources:
     """Addresses of one torrent with their back-off; decides which to dial now."""
 
-    def __init__(self, own: set[Address] | None = None) -> None:
+    def __init__(self, own: set[Address] | None = None, encryption: str = "prefer") -> None:
+        if encryption not in ENCRYPTION_POLICIES:
+            raise ValueError(f"unknown encryption policy {encryption!r}")
+        self.encryption = encryption
         self.sources: dict[Address, Source] = {}
         # Addresses that turned out to be this node itself, never dialled again; the node
         # shares one set among its torrents.
@@ -46,7 +53,9 @@ class PeerSources:
             return
         if not given and self.learned_count() >= MAX_LEARNED:
             return
-        self.sources[address] = Source(given=given, retry_at=now)
+        self.sources[address] = Source(
+            given=given, retry_at=now, encrypt=self.encryption == "require"
+        )
 
     def learned_count(self) -> int:
         """How many learned (not given) addresses are kept."""
@@ -87,22 +96,34 @@ class PeerSources:
             source.dialling = False
             source.connected = True
 
-    def failed(self, address: Address, now: float) -> None:
+    def encrypted(self, address: Address) -> bool:
+        """Whether to dial address with the MSE handshake."""
+        source = self.sources.get(address)
+        return source is not None and source.encrypt
+
+    def failed(self, address: Address, now: float, *, handshaken: bool = False) -> None:
         """The dial failed, or the connection ended without being of use: back off."""
         source = self.sources.get(address)
         if source is None:
             return
         source.dialling = source.connected = False
+        if self.encryption == "prefer" and not handshaken:
+            # No BitTorrent handshake came back: the peer may insist on the other kind of
+            # handshake, so the next try uses it, and a first switch to MSE goes at once.
+            source.encrypt = not source.encrypt
+            if source.encrypt:
+                source.retry_at = now
+                return
         if not source.given:
             del self.sources[address]  # plenty more where it came from
             return
         source.failures += 1
         source.retry_at = now + min(MAX_RETRY_DELAY, FIRST_RETRY_DELAY * 2 ** (source.failures - 1))
 
-    def closed(self, address: Address, now: float, *, useful: bool) -> None:
+    def closed(self, address: Address, now: float, *, useful: bool, handshaken: bool) -> None:
         """A connection we dialled ended; one that traded resets the back-off."""
         if not useful:
-            self.failed(address, now)
+            self.failed(address, now, handshaken=handshaken)
             return
         source = self.sources.get(address)
         if source is not None:

@@ -1,0 +1,106 @@
+"""Protocol encryption (MSE/PE) with libtorrent forcing it, both directions, through shoal nodes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import libtorrent as lt
+import ltclient
+import pytest
+from conftest import LOOPBACK, until
+from mse_peer import encrypted_session
+
+from shoal.metainfo import load_torrent
+from shoal.node import Node
+
+
+@pytest.fixture
+def payload(random_file, tmp_path) -> tuple[Path, Path]:
+    """A 3 MiB file and a libtorrent-made torrent of it."""
+    source = random_file(3 * 1024 * 1024 + 17, "data/secret.bin", seed=9)
+    torrent = tmp_path / "secret.torrent"
+    torrent.write_bytes(ltclient.make_torrent(source, piece_size=64 * 1024))
+    return source, torrent
+
+
+async def shoal_get(torrent: Path, out: Path, port: int, encryption: str) -> Node:
+    """A shoal node that downloads torrent from 127.0.0.1:port; returns it once complete."""
+    node = Node(port=0, host=LOOPBACK, encryption=encryption)
+    await node.start()
+    parsed = load_torrent(torrent)
+    task = await node.add(parsed.info_hash, parsed, out, [(LOOPBACK, port)])
+    try:
+        await asyncio.wait_for(task.completed.wait(), 60)
+    finally:
+        await node.stop()
+    return node
+
+
+@pytest.mark.parametrize("encryption", ["prefer", "require"])
+def test_shoal_leeches_from_libtorrent_that_forces_rc4(payload, tmp_path, encryption):
+    source, torrent = payload
+    session = encrypted_session(lt.enc_level.rc4)
+    ltclient.seed(session, torrent, source.parent)
+    port = ltclient.listen_port(session)
+    asyncio.run(shoal_get(torrent, tmp_path / "out", port, encryption))
+    assert (tmp_path / "out" / source.name).read_bytes() == source.read_bytes()
+
+
+def test_shoal_set_to_off_cannot_trade_with_a_peer_that_forces_rc4(payload, tmp_path):
+    source, torrent = payload
+    session = encrypted_session(lt.enc_level.rc4)
+    ltclient.seed(session, torrent, source.parent)
+    port = ltclient.listen_port(session)
+    with pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(shoal_get(torrent, tmp_path / "out", port, "off"), 8))
+
+
+@pytest.mark.parametrize("encryption", ["prefer", "require"])
+def test_libtorrent_forcing_rc4_leeches_from_shoal(payload, tmp_path, encryption):
+    source, torrent = payload
+    parsed = load_torrent(torrent)
+    session = encrypted_session(lt.enc_level.rc4)
+
+    async def scenario() -> None:
+        node = Node(port=0, host=LOOPBACK, encryption=encryption)
+        await node.start()
+        try:
+            await node.add(parsed.info_hash, parsed, source.parent)
+            handle = ltclient.leech(session, torrent, tmp_path / "out")
+            ltclient.connect(handle, node.port)
+            rc4_seen = []
+
+            def finished() -> bool:
+                rc4_seen.extend(p.flags & p.rc4_encrypted for p in handle.get_peer_info())
+                return handle.status().is_seeding
+
+            await until(finished, "libtorrent to finish", 60)
+            assert any(rc4_seen), "libtorrent saw no RC4-encrypted peer"
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
+    ltclient.flush(session, session.get_torrents()[0])
+    assert (tmp_path / "out" / source.name).read_bytes() == source.read_bytes()
+
+
+def test_shoal_requiring_encryption_refuses_a_plaintext_peer(payload, tmp_path):
+    source, torrent = payload
+    parsed = load_torrent(torrent)
+    session = ltclient.make_session()  # plaintext only when it dials
+
+    async def scenario() -> None:
+        node = Node(port=0, host=LOOPBACK, encryption="require")
+        await node.start()
+        try:
+            await node.add(parsed.info_hash, parsed, source.parent)
+            handle = ltclient.leech(session, torrent, tmp_path / "out")
+            ltclient.connect(handle, node.port)
+            # libtorrent's attempt is refused: the seeder never gets a peer.
+            with pytest.raises(AssertionError):
+                await until(lambda: node.torrents[parsed.info_hash].connections, "a peer", 3)
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
