@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import socket
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from . import __version__
 from .errors import ShoalError
 from .metainfo import Torrent, parse_info
-from .storage.files import PieceStorage
+from .storage.files import PieceStorage, RecheckStopped
 from .storage.resume import ResumeFile
 from .swarm import core
 from .swarm.admission import HandshakeGate
@@ -40,7 +41,8 @@ HANDSHAKE_TIMEOUT = 20.0
 # When the send buffer drains below this, the core is told, so it serves the peer again.
 WRITE_BUFFER_HIGH = PEER_REPLY_LIMIT // 2
 WRITE_BUFFER_LOW = PEER_REPLY_LIMIT // 8
-RESUME_SAVE_INTERVAL = 5.0
+# Each verified piece goes to the resume journal at once; the record absorbs it this often.
+RESUME_SAVE_INTERVAL = 60.0
 CLIENT_NAME = f"shoal {__version__}"
 
 
@@ -259,6 +261,7 @@ class TorrentTask:
         self._closing = False
         self._verifying: set[Future[bool]] = set()
         self._reads: dict[int, list[tuple[PeerConnection, core.ReadBlock]]] = {}
+        self._saving: Future[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._resume_dirty = False
         self._last_resume_save = 0.0
@@ -344,14 +347,22 @@ class TorrentTask:
     async def _open_storage(self) -> bytearray:
         assert self.torrent is not None
         storage = PieceStorage(self.torrent, self.root)
-        have = self.resume.load(storage)
+        have = await self.loop.run_in_executor(self.node.io_pool, self.resume.load, storage)
         if have is None:
             # No usable resume record: hash whatever is already there (seeding, or a re-run
-            # into a folder that holds the data), in worker threads.
-            have = await self.loop.run_in_executor(None, storage.recheck)
-        await self.loop.run_in_executor(None, storage.allocate)
+            # into a folder that holds the data), in worker threads; a signal stops it.
+            try:
+                have = await self.loop.run_in_executor(
+                    None, lambda: storage.recheck(stop=self.node.halt)
+                )
+            except RecheckStopped:
+                # No record of a partial check: the next start checks again rather than
+                # fetching pieces that are on disk already.
+                storage.close()
+                raise
+        await self.loop.run_in_executor(self.node.io_pool, storage.allocate)
         self.storage = storage
-        self.resume.save(have)
+        await self.loop.run_in_executor(self.node.io_pool, self.resume.save, have)
         self._last_resume_save = self.loop.time()
         return have
 
@@ -388,7 +399,12 @@ class TorrentTask:
             waits = [asyncio.wrap_future(future) for future in self._verifying]
             await asyncio.gather(*waits, return_exceptions=True)
             await asyncio.sleep(0)
+        if self._saving is not None:
+            await asyncio.gather(asyncio.wrap_future(self._saving), return_exceptions=True)
         self._save_resume()
+        if self._saving is not None:
+            await asyncio.gather(asyncio.wrap_future(self._saving), return_exceptions=True)
+        self.resume.close()
         if self.storage is not None:
             self.storage.close()
         self.stopped.set()
@@ -483,9 +499,7 @@ class TorrentTask:
             self._read_block(action)
         elif isinstance(action, core.VerifyPiece):
             assert self.storage is not None
-            future = self.node.hash_pool.submit(
-                self.storage.verify_and_write, action.index, action.data
-            )
+            future = self.node.hash_pool.submit(self._verify, action.index, action.data)
             self._verifying.add(future)
             self._on_done(future, self._checked, action.index)
         elif isinstance(action, core.ClosePeer):
@@ -506,6 +520,14 @@ class TorrentTask:
             self.completed.set()
             if self.tracker is not None:
                 self.tracker.completed()
+
+    def _verify(self, index: int, data: bytearray) -> bool:
+        """In a worker thread: hash, write, and journal the piece, so kill -9 loses nothing."""
+        assert self.storage is not None
+        ok = self.storage.verify_and_write(index, data)
+        if ok:
+            self.resume.record_piece(index)
+        return ok
 
     def _read_block(self, action: core.ReadBlock) -> None:
         connection = self.connections.get(action.peer)
@@ -589,10 +611,16 @@ class TorrentTask:
         self.pump()
 
     def _save_resume(self) -> None:
-        if self.swarm is not None and self.swarm.picker is not None and self.storage is not None:
-            self.resume.save(self.swarm.picker.have)
-            self._resume_dirty = False
-            self._last_resume_save = self.loop.time()
+        """Fold the journal into the record, in a thread; one save at a time, in order."""
+        swarm = self.swarm
+        if swarm is None or swarm.picker is None or self.storage is None:
+            return
+        if self._saving is not None and not self._saving.done():
+            return  # the next tick or stop() saves again
+        self._saving = self.node.io_pool.submit(self.resume.save, bytearray(swarm.picker.have))
+        self._saving.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._outcome, f))
+        self._resume_dirty = False
+        self._last_resume_save = self.loop.time()
 
     def _schedule_tick(self, when: float) -> None:
         self._timer = self.loop.call_at(when, self._tick)
@@ -654,6 +682,8 @@ class Node:
         self.hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-hash")
         # Disk reads for uploads and resume saves, apart so they never wait behind hashing.
         self.io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-io")
+        # Set from a signal handler: long start-up work (checking data on disk) stops at once.
+        self.halt = threading.Event()
         self._server: asyncio.AbstractServer | None = None
 
     @property
@@ -734,6 +764,7 @@ class Node:
 
     async def stop(self) -> None:
         """Close everything, saving resume data."""
+        self.halt.set()
         if self._server is not None:
             self._server.close()
         for connection, _timer in list(self._handshaking.values()):
