@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := aria2 mktorrent opentracker wrk
+APT_PACKAGES := aria2 mktorrent opentracker wrk transmission-daemon
 
 .PHONY: demo test lint bench apt
 
