@@ -9,10 +9,11 @@ import subprocess
 import tracemalloc
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import quote
 
 import libtorrent as lt
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shoal.bencode import encode
@@ -697,3 +698,58 @@ def test_is_magnet():
 def test_random_magnet_text_raises_only_metainfo_error(text):
     with contextlib.suppress(MetainfoError):
         parse_magnet("magnet:?" + text)
+
+
+# Port numbers as strangers write them: too long for int(), padded, signed, spaced, other scripts.
+BAD_PORTS = ["9" * 5000, "0" * 4400 + "80", "68816881", "000080", "-1", "+80", " 80", "80 ", "8_0"]
+BAD_PORTS += ["\u0668\u0660", "\u00b2", "", "0x50", "\uff18\uff10"]
+
+
+@pytest.mark.parametrize("port", BAD_PORTS)
+def test_ports_from_outside_are_refused_in_a_short_sentence(port):
+    magnet = f"magnet:?xt=urn:btih:{'a' * 40}&x.pe=seed.example:{quote(port)}"
+    for parse in (lambda: parse_peer(f"seed.example:{port}"), lambda: parse_magnet(magnet)):
+        with pytest.raises(MetainfoError, match="is not host:port") as caught:
+            parse()
+        assert len(str(caught.value)) < 200
+
+
+def test_a_host_longer_than_any_dns_name_is_refused():
+    assert parse_peer("h" * 253 + ":80") == ("h" * 253, 80)
+    with pytest.raises(MetainfoError, match="is not host:port"):
+        parse_peer("h" * 254 + ":80")
+
+
+digit_runs = st.builds(
+    lambda digit, length: digit * length,
+    st.sampled_from(["0", "9", "1", "\u0663", "\u00b2"]),
+    st.integers(0, 6000),
+)
+peer_texts = st.builds(
+    lambda host, separator, port: host + separator + port,
+    texts,
+    st.sampled_from([":", "]:", "", "::"]),
+    digit_runs | texts,
+)
+
+
+@given(peer_texts | texts)
+@example("h:" + "9" * 5000)
+def test_parse_peer_raises_only_metainfo_error(text):
+    try:
+        host, port = parse_peer(text)
+    except MetainfoError:
+        return
+    assert host and 0 < port < 65536
+
+
+magnet_keys = st.sampled_from(["xt", "dn", "tr", "tr.1", "x.pe", "xl", "ws"]) | texts
+
+
+@given(st.lists(st.tuples(magnet_keys, peer_texts), max_size=6))
+@example([("x.pe", "h:" + "9" * 5000)])
+@example([("xl", "9" * 5000)])
+def test_magnet_fields_from_outside_raise_only_metainfo_error(fields):
+    query = "&".join(f"{quote(key)}={quote(value)}" for key, value in fields)
+    with contextlib.suppress(MetainfoError):
+        parse_magnet(f"magnet:?xt=urn:btih:{'a' * 40}&{query}")

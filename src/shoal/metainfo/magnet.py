@@ -13,6 +13,9 @@ from shoal.metainfo.paths import MetainfoError
 __all__ = ["Magnet", "is_magnet", "make_magnet", "parse_magnet", "parse_peer"]
 
 _BTIH = "urn:btih:"
+# A DNS name is at most 253 characters; an error quotes at most this much of a stranger's text.
+MAX_HOST = 253
+MAX_SHOWN = 80
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,9 @@ def parse_magnet(uri: str) -> Magnet:
     try:
         parts = urlsplit(uri.strip())
     except ValueError:
-        raise MetainfoError(f"the text is not a magnet link: {uri}") from None
+        raise MetainfoError(f"the text is not a magnet link: {shown(uri)}") from None
     if parts.scheme.lower() != "magnet":
-        raise MetainfoError(f"the text is not a magnet link: {uri}")
+        raise MetainfoError(f"the text is not a magnet link: {shown(uri)}")
     info_hash: bytes | None = None
     display_name: str | None = None
     trackers: list[str] = []
@@ -73,7 +76,7 @@ def _parse_info_hash(text: str) -> bytes:
         return info_hash
     raise MetainfoError(
         f"the magnet link has an info-hash that is neither 40 hex digits"
-        f" nor 32 base32 characters: {text}"
+        f" nor 32 base32 characters: {shown(text)}"
     )
 
 
@@ -84,10 +87,25 @@ def parse_peer(text: str) -> tuple[str, int]:
         host = host[1:-1]
     elif ":" in host:
         host = ""  # an IPv6 address without brackets cannot be told from its port
-    valid_port = port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536
-    if not sep or not host or not valid_port:
-        raise MetainfoError(f"the peer address {text} is not host:port or [IPv6]:port")
-    return host, int(port_text)
+    port = parse_number(port_text, 1, 65535)
+    if not sep or not host or len(host) > MAX_HOST or port is None:
+        raise MetainfoError(f"the peer address {shown(text)} is not host:port or [IPv6]:port")
+    return host, port
+
+
+def parse_number(text: str, low: int, high: int) -> int | None:
+    """The integer written in ASCII digits in text if low <= it <= high, else None."""
+    # Checked before int(): it takes other digits ("²", "٣"), signs, spaces and underscores,
+    # and thousands of digits cost time (or raise ValueError past Python's limit).
+    if not text or len(text) > len(str(high)) or not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if low <= number <= high else None
+
+
+def shown(text: str) -> str:
+    """text cut to a length that fits in a one-sentence error."""
+    return text if len(text) <= MAX_SHOWN else f"{text[: MAX_SHOWN - 3]}..."
 
 
 def make_magnet(
