@@ -157,3 +157,67 @@ def test_full_disk_is_one_sentence_and_keeps_verified_pieces(
             written.seek(index * torrent.piece_length)
             data = written.read(torrent.piece_length)
             assert hashlib.sha1(data).digest() == torrent.piece_hash(index)
+
+
+# A stranger's torrent name: rich markup, a terminal escape that turns text red, a newline.
+# ("/" cannot be in a torrent's name, but can be in a magnet's: see the magnet below.)
+HOSTILE_NAME = "[bold]evil\x1b[31mred\nline.bin"
+SHOWN_NAME = "[bold]evil\\x1b[31mred\\nline.bin"
+
+
+def control_characters(text: str) -> set[str]:
+    """The characters in text, other than line ends, that a terminal would act upon."""
+    return {char for char in text if not char.isprintable() and char != "\n"}
+
+
+def test_hostile_names_are_shown_as_inert_text(shoal_cli, random_file, tmp_path, monkeypatch):
+    source = random_file(300_000, f"share/{HOSTILE_NAME}")
+    torrent = tmp_path / "hostile.torrent"
+    assert shoal_cli.run("create", source, "-o", torrent).returncode == 0
+
+    info = shoal_cli.run("info", torrent)
+    assert info.returncode == 0, info.stderr
+    assert f"name:       {SHOWN_NAME}\n" in info.stdout
+    assert not control_characters(info.stdout)
+
+    port = shoal_cli.start_seeder(torrent, source.parent)
+    seeder_stderr = shoal_cli.output()[1]
+    assert f"seeding {SHOWN_NAME} on port" in seeder_stderr
+    assert not control_characters(seeder_stderr)
+    # Rich draws its live bar only on a terminal; this makes it take the log file for one.
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("NO_COLOR", "1")
+    got = shoal_cli.run("get", torrent, "-o", tmp_path / "out", "--peer", f"{LOOPBACK}:{port}")
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out" / HOSTILE_NAME).read_bytes() == source.read_bytes()
+    assert got.stdout.startswith(f"done: {SHOWN_NAME} (293.0 KiB) in ")
+    assert not control_characters(got.stdout)
+    # The bar moves the cursor with escapes of its own, but none of the name's gets through.
+    assert SHOWN_NAME in got.stderr and "\x1b[31m" not in got.stderr
+    assert "Traceback" not in got.stderr
+
+    # The bar shows a magnet's own name until the metadata comes: a closing tag crashed it.
+    info_hash = load_torrent(torrent).info_hash_hex
+    magnet = f"magnet:?xt=urn:btih:{info_hash}&dn=%5B%2Fx%5D%1B%5B32m&x.pe={LOOPBACK}:{port}"
+    by_magnet = shoal_cli.run("get", magnet, "-o", tmp_path / "by-magnet")
+    assert by_magnet.returncode == 0, by_magnet.stderr
+    assert "[/x]\\x1b[32m" in by_magnet.stderr
+    assert "\x1b[32m" not in by_magnet.stderr and "Traceback" not in by_magnet.stderr
+    assert (tmp_path / "by-magnet" / HOSTILE_NAME).read_bytes() == source.read_bytes()
+
+
+def test_numbers_from_outside_are_bounded(shoal_cli, tmp_path):
+    digits = "9" * 5000
+    peer = shoal_cli.run("get", "x.torrent", "--peer", f"{LOOPBACK}:{digits}")
+    assert peer.returncode == 2
+    assert "Traceback" not in peer.stderr and "HOST:PORT" in peer.stderr
+    port = shoal_cli.run("get", "x.torrent", "--peer", f"{LOOPBACK}:1", "--port", digits)
+    assert port.returncode == 2 and "Traceback" not in port.stderr
+
+    magnet = f"magnet:?xt=urn:btih:{'a' * 40}&x.pe={LOOPBACK}:{digits}"
+    got = shoal_cli.run("get", magnet, "-o", tmp_path / "out")
+    assert got.returncode == 1
+    assert "Traceback" not in got.stderr
+    (sentence,) = got.stderr.strip().splitlines()
+    assert sentence.startswith(f"shoal: the peer address {LOOPBACK}:999")
+    assert sentence.endswith("is not host:port or [IPv6]:port") and len(sentence) < 200

@@ -22,7 +22,7 @@ from .hub.urls import announce_url, base_url
 from .metainfo import MetainfoError, Torrent, create_torrent, is_magnet, load_torrent, parse_magnet
 from .metainfo.magnet import parse_peer
 from .node import Node
-from .progress import Progress, results_table, wide_console
+from .progress import Progress, human_size, inert, results_table, wide_console
 from .storage.resume import state_dir
 
 T = TypeVar("T")
@@ -37,7 +37,8 @@ PORT_HELP = "TCP port to listen on (default: 6881, or any free port if that is t
 
 def fail(message: str, code: int = 1) -> None:
     """Print one plain sentence and exit."""
-    click.echo(f"shoal: {message}", err=True)
+    # Messages quote names and paths from torrents and peers: never let them drive the terminal.
+    click.echo(f"shoal: {inert(message)}", err=True)
     sys.exit(code)
 
 
@@ -50,7 +51,8 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
     except ImportError:
         runner = asyncio.run
     try:
-        return runner(main())
+        result: T = runner(main())
+        return result
     except ShoalError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -136,7 +138,7 @@ def create(
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror}")
-    click.echo(f"{output}  {torrent.info_hash_hex}")
+    click.echo(f"{inert(str(output))}  {torrent.info_hash_hex}")
 
 
 @main.command()
@@ -147,27 +149,18 @@ def info(torrent_file: Path) -> None:
         torrent = load_torrent(torrent_file)
     except ShoalError as exc:
         fail(str(exc))
-    click.echo(f"name:       {torrent.name}")
+    click.echo(f"name:       {inert(torrent.name)}")
     click.echo(f"size:       {human_size(torrent.total_length)} ({torrent.total_length} bytes)")
     click.echo(f"pieces:     {torrent.num_pieces} x {human_size(torrent.piece_length)}")
     click.echo(f"info-hash:  {torrent.info_hash_hex}")
     click.echo(f"private:    {'yes' if torrent.private else 'no'}")
     for tier in torrent.trackers:
-        click.echo(f"tracker:    {' '.join(tier)}")
+        click.echo(f"tracker:    {inert(' '.join(tier))}")
     click.echo(f"magnet:     {torrent.magnet()}")
     click.echo("files:")
     for entry in torrent.files:
         if not entry.padding:
-            click.echo(f"  {human_size(entry.length):>10}  {'/'.join(entry.path)}")
-
-
-def human_size(size: float) -> str:
-    """Bytes in a unit a person reads easily."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+            click.echo(f"  {human_size(entry.length):>10}  {inert('/'.join(entry.path))}")
 
 
 @dataclass
@@ -250,7 +243,7 @@ async def serve(
             listing.add_done_callback(report_listing_failure)
         if announce is not None:
             announce(node)
-        click.echo(f"seeding {torrent.name} on port {node.port}", err=True)
+        click.echo(f"seeding {inert(torrent.name)} on port {node.port}", err=True)
         await first_of(stop, task.stopped)
         if task.failed is not None:
             raise task.failed
@@ -272,11 +265,11 @@ async def keep_published(hub: str, torrent: Torrent) -> None:
     while True:
         try:
             await hub_client.publish(hub, identity, torrent, ttl=LISTING_TTL)
-            click.echo(f"listed {torrent.name} on {hub}", err=True)
+            click.echo(f"listed {inert(torrent.name)} on {hub}", err=True)
             failures = 0
         except ShoalError as exc:
             # The swarm goes on without the hub; try again soon, then less and less often.
-            click.echo(f"shoal: {exc}", err=True)
+            click.echo(f"shoal: {inert(str(exc))}", err=True)
             failures += 1
         delay = LISTING_REFRESH if not failures else min(LISTING_REFRESH, 15 * 2**failures)
         await asyncio.sleep(delay)
@@ -285,7 +278,7 @@ async def keep_published(hub: str, torrent: Torrent) -> None:
 def report_listing_failure(listing: asyncio.Task[None]) -> None:
     """Say why publishing stopped for good (a broken identity file, say)."""
     if not listing.cancelled() and listing.exception() is not None:
-        click.echo(f"shoal: not listed on the hub: {listing.exception()}", err=True)
+        click.echo(f"shoal: not listed on the hub: {inert(str(listing.exception()))}", err=True)
 
 
 async def withdraw_quietly(hub: str | None, torrent: Torrent) -> None:
@@ -442,11 +435,12 @@ async def download(
         assert task.torrent is not None
         fetched = task.swarm.downloaded if task.swarm else 0
         click.echo(
-            f"done: {task.torrent.name} ({human_size(task.torrent.total_length)}) in {output};"
+            f"done: {inert(task.torrent.name)} ({human_size(task.torrent.total_length)})"
+            f" in {inert(str(output))};"
             f" fetched {fetched} bytes from peers this run"
         )
         if keep_seeding:
-            click.echo(f"seeding {task.torrent.name} on port {node.port}", err=True)
+            click.echo(f"seeding {inert(task.torrent.name)} on port {node.port}", err=True)
             await first_of(stop, task.stopped)
             if task.failed is not None:
                 raise task.failed

@@ -14,12 +14,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    ProgressColumn,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.progress import Progress as RichProgress
+from rich.progress import Task as RichTask
 from rich.table import Table
 from rich.text import Text
 
@@ -32,13 +33,42 @@ LINE_INTERVAL = 5.0
 BAR_INTERVAL = 0.25
 
 
+def inert(text: str) -> str:
+    """text from outside, safe to print: unprintable characters shown as escapes, e.g. \\x1b."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
+def human_size(size: float) -> str:
+    """Bytes in a binary unit a person reads easily."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def count(number: int, noun: str) -> str:
+    """'1 peer', '2 peers'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+class SpeedColumn(ProgressColumn):
+    """The transfer rate in binary units, as every other size shoal shows."""
+
+    def render(self, task: RichTask) -> Text:
+        """KiB/s, MiB/s, or ? before the first sample."""
+        speed = task.finished_speed or task.speed
+        shown = "?" if speed is None else f"{human_size(speed)}/s"
+        return Text(shown, style="progress.data.speed")
+
+
 class Progress:
     """Reports one torrent task's progress until finished."""
 
-    def __init__(self, task: TorrentTask, name: str) -> None:
+    def __init__(self, task: TorrentTask, name: str, console: Console | None = None) -> None:
         self.task = task
-        self.name = name
-        self.console = Console(stderr=True)
+        self.name = inert(name)
+        self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal
         self._runner: asyncio.Task[None] | None = None
         self._bar: RichProgress | None = None
@@ -47,13 +77,14 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.live:
+            # No markup in the text columns: names and tracker errors are strangers' words.
             self._bar = RichProgress(
-                TextColumn("[bold]{task.description}"),
+                TextColumn("{task.description}", style="bold", markup=False),
                 BarColumn(),
                 TaskProgressColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TextColumn("{task.fields[peers]} peers{task.fields[note]}"),
+                DownloadColumn(binary_units=True),
+                SpeedColumn(),
+                TextColumn("{task.fields[peers]}{task.fields[note]}", markup=False),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
@@ -90,11 +121,12 @@ class Progress:
     def _note(self, peers: int) -> str:
         """Why there are no peers, when every tracker failed: the user's only clue."""
         problem = self.task.tracker_problem() if not peers else None
-        return f" (trackers: {problem})" if problem else ""
+        return f" (trackers: {inert(problem)})" if problem else ""
 
     def _update(self) -> None:
-        done, total, peers = self._counts()
-        note = self._note(peers)
+        done, total, connected = self._counts()
+        note = self._note(connected)
+        peers = count(connected, "peer")
         now = time.monotonic()
         then, before = self._last
         if now > then:
@@ -108,9 +140,10 @@ class Progress:
             return
         percent = 100.0 * done / total if total else 0.0
         eta = f", ETA {int((total - done) / self._rate)}s" if self._rate > 0 and total else ""
+        size = human_size(total) if total else "a size not known yet"
         print(
-            f"{self.name}: {percent:.1f}% of {total} bytes, {self._rate / 1e6:.1f} MB/s,"
-            f" {peers} peers{eta}{note}",
+            f"{self.name}: {percent:.1f}% of {size}, {human_size(self._rate)}/s,"
+            f" {peers}{eta}{note}",
             file=sys.stderr,
             flush=True,
         )
@@ -132,8 +165,8 @@ def results_table(results: list[SearchResult], title: str | None = None) -> Tabl
     for result in results:
         table.add_row(
             # Text, not markup: a name is a stranger's words and may contain "[/]" or escapes.
-            Text("".join(c for c in result.name if c.isprintable())),
-            f"{result.size / 2**20:.1f} MiB",
+            Text(inert(result.name)),
+            human_size(result.size),
             str(result.seeders),
             str(result.leechers),
             result.info_hash.hex(),
