@@ -7,7 +7,9 @@ from round to round so that drift in machine load hits all of them alike:
   libtorrent -> shoal        `shoal get`, process start to exit 0 (every piece verified)
   shoal -> libtorrent        `shoal seed` (started once) feeding a fresh libtorrent leecher
 
-libtorrent leechers are timed from add_torrent to seeding.
+libtorrent leechers are timed from add_torrent to seeding. With --encryption rc4 every
+connection is RC4-encrypted MSE: libtorrent forces it both ways and shoal runs with
+`--encryption require`.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class Bench:
     root: Path
     size: int
     timeout: float
+    rc4: bool = False
     seed_dir: Path = field(init=False)
     content: Path = field(init=False)
     torrent: Path = field(init=False)
@@ -134,11 +137,15 @@ class Bench:
         self.torrent.write_bytes(ltclient.make_torrent(self.content, PIECE_LENGTH))
         settle()
         log(f"wrote and hashed {self.size // MiB} MiB in {time.perf_counter() - start:.1f}s")
-        session = ltclient.make_session()
+        session = ltclient.make_session(rc4=self.rc4)
         # Trusted data (seed_mode): the file was hashed a moment ago.
         ltclient.wait_seeding(ltclient.seed(session, self.torrent, self.seed_dir), timeout=30)
         self.lt_seeder_session = session
         self.lt_seed_port = ltclient.listen_port(session)
+
+    def shoal_encryption(self) -> list[str]:
+        """shoal's options for the bench's encryption (none: its default)."""
+        return ["--encryption", "require"] if self.rc4 else []
 
     def start_shoal_seeder(self) -> None:
         """Start `shoal seed` and wait until it accepts connections."""
@@ -153,6 +160,7 @@ class Bench:
                     str(self.seed_dir),
                     "--port",
                     str(self.shoal_seed_port),
+                    *self.shoal_encryption(),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -184,7 +192,7 @@ class Bench:
     def lt_leech(self, seed_port: int, label: str) -> float:
         """Seconds for a fresh libtorrent session to download everything from seed_port."""
         down = self.root / "down-lt"
-        session = ltclient.make_session()
+        session = ltclient.make_session(rc4=self.rc4)
         try:
             start = time.perf_counter()
             handle = ltclient.leech(session, self.torrent, down)
@@ -215,6 +223,7 @@ class Bench:
             f"{ltclient.LOOPBACK}:{self.lt_seed_port}",
             "--port",
             str(free_port()),
+            *self.shoal_encryption(),
         ]
         with log_path.open("wb") as out:
             start = time.perf_counter()
@@ -256,7 +265,7 @@ def bench_dir(parent: str | None) -> Iterator[Path]:
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Samples]:
     """Prepare, warm up and time every round; returns the samples per configuration."""
-    bench = Bench(root, args.size_mib * MiB, args.timeout)
+    bench = Bench(root, args.size_mib * MiB, args.timeout, rc4=args.encryption == "rc4")
     try:
         bench.prepare()
         transfers: dict[str, Callable[[], float]] = {
@@ -307,6 +316,7 @@ def report(args: argparse.Namespace, samples: dict[str, Samples]) -> None:
             "size_bytes": args.size_mib * MiB,
             "piece_length": PIECE_LENGTH,
             "rounds": args.rounds,
+            "encryption": args.encryption,
             "configurations": {
                 name: {
                     "seconds": sample.seconds,
@@ -321,7 +331,10 @@ def report(args: argparse.Namespace, samples: dict[str, Samples]) -> None:
         }
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.size_mib} MiB, {PIECE_LENGTH // MiB} MiB pieces, {args.rounds} rounds, loopback")
+    print(
+        f"{args.size_mib} MiB, {PIECE_LENGTH // MiB} MiB pieces, {args.rounds} rounds, loopback,"
+        f" encryption {args.encryption}"
+    )
     for name, sample in samples.items():
         print(f"{name:<24}  median {sample.median():7.1f} MB/s  best {sample.best():7.1f} MB/s")
     if leech_ratio is not None:
@@ -342,6 +355,12 @@ def main() -> int:
         "--only", choices=["lt"], help="lt: libtorrent to libtorrent only (no shoal needed)"
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per transfer")
+    parser.add_argument(
+        "--encryption",
+        choices=["off", "rc4"],
+        default="off",
+        help="rc4: every connection RC4-encrypted (MSE), libtorrent's and shoal's alike",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--tmpdir", help="where to make the temp dir (default: system temp)")
     args = parser.parse_args()

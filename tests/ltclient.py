@@ -12,8 +12,11 @@ LOOPBACK = "127.0.0.1"
 TorrentSource = str | Path | bytes
 
 
-def session_settings(port: int | None = None) -> dict[str, object]:
-    """Settings for a session that talks only to 127.0.0.1 and moves bytes as fast as it can."""
+def session_settings(port: int | None = None, *, rc4: bool = False) -> dict[str, object]:
+    """Settings for a session that talks only to 127.0.0.1 and moves bytes as fast as it can.
+
+    With rc4 it speaks only RC4-encrypted MSE, both ways.
+    """
     settings: dict[str, object] = {
         # Loopback only: tests and benches must never reach another address.
         "listen_interfaces": f"{LOOPBACK}:{port or 0}",
@@ -63,15 +66,19 @@ def session_settings(port: int | None = None) -> dict[str, object]:
             lt.alert.category_t.error_notification | lt.alert.category_t.storage_notification
         ),
     }
+    if rc4:
+        settings["out_enc_policy"] = int(lt.enc_policy.forced)
+        settings["in_enc_policy"] = int(lt.enc_policy.forced)
+        settings["allowed_enc_level"] = int(lt.enc_level.rc4)
     # Windows-only (skips zero-filling new files); a no-op elsewhere, set only where known.
     if "enable_set_file_valid_data" in lt.default_settings():
         settings["enable_set_file_valid_data"] = True
     return settings
 
 
-def make_session(port: int | None = None) -> lt.session:
+def make_session(port: int | None = None, *, rc4: bool = False) -> lt.session:
     """A session listening on 127.0.0.1 (port, or any free one) with discovery off."""
-    session = lt.session(session_settings(port))
+    session = lt.session(session_settings(port, rc4=rc4))
     actual = listen_port(session)
     if actual == 0 or (port is not None and actual != port):
         raise AssertionError(f"libtorrent failed to listen on 127.0.0.1:{port}: got {actual}")
