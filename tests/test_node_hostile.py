@@ -107,10 +107,8 @@ def test_idle_connections_from_one_host_cannot_keep_a_download_at_zero(tmp_path)
             await seeder.add(torrent.info_hash, torrent, folder)
             # Another host (127.0.0.2) holds as many handshaken, silent connections as it can.
             for _ in range(60):
-                try:
+                with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
                     hogs.append(await hostile_peer(seeder.port, torrent.info_hash, "127.0.0.2"))
-                except (ConnectionError, asyncio.IncompleteReadError):
-                    pass
             task = await leecher.add(
                 torrent.info_hash, torrent, tmp_path / "out", [(LOOPBACK, seeder.port)]
             )
