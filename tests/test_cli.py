@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 import signal
+import struct
 import subprocess
 
 import pytest
-from conftest import LOOPBACK, free_port, wait_for
+from conftest import LOOPBACK, free_port, port_open, wait_for
 
 from shoal import bencode
 from shoal.metainfo import load_torrent
@@ -76,14 +77,21 @@ def test_kill_9_then_resume_fetches_only_what_was_left(shoal_cli, random_file, t
     port = shoal_cli.start_seeder(torrent, source.parent, "--up-limit", "2048")
     out = tmp_path / "out"
     first = shoal_cli.start("get", torrent, "-o", out, "--peer", f"{LOOPBACK}:{port}")
-    record = ResumeFile(load_torrent(torrent).info_hash, out).path
+    resume = ResumeFile(load_torrent(torrent).info_hash, out)
 
     def saved_pieces() -> int:
+        """Pieces in the resume record and its journal, as a restart will read them."""
         try:
-            return sum(bencode.decode(record.read_bytes())[b"pieces"])
+            have = bytearray(bencode.decode(resume.path.read_bytes())[b"pieces"])
+            journal = resume.journal_path.read_bytes() if resume.journal_path.exists() else b""
         except (OSError, bencode.BencodeError):
             return 0
+        for (index,) in struct.iter_unpack(">I", journal[: len(journal) // 4 * 4]):
+            have[index] = 1
+        return sum(have)
 
+    # Killed at an arbitrary moment, long before the record's periodic save: every piece
+    # verified so far is in the journal already.
     wait_for(lambda: saved_pieces() >= num_pieces // 3, timeout=60, message="no progress saved")
     first.kill()
     first.wait()
@@ -221,3 +229,28 @@ def test_numbers_from_outside_are_bounded(shoal_cli, tmp_path):
     (sentence,) = got.stderr.strip().splitlines()
     assert sentence.startswith(f"shoal: the peer address {LOOPBACK}:999")
     assert sentence.endswith("is not host:port or [IPv6]:port") and len(sentence) < 200
+
+
+def test_a_signal_stops_the_start_up_check_at_once(shoal_cli, tmp_path):
+    # 16 GiB of sparse zeros against made-up hashes: checking it all would take many seconds.
+    piece_length = 4 * 1024 * 1024
+    size = 16 * 1024 * 1024 * 1024
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "huge.bin", "wb") as file:
+        file.truncate(size)
+    info = {
+        b"length": size,
+        b"name": b"huge.bin",
+        b"piece length": piece_length,
+        b"pieces": bytes(20 * (size // piece_length)),
+    }
+    torrent = tmp_path / "huge.torrent"
+    torrent.write_bytes(bencode.encode({b"info": info}))
+    port = free_port()
+    seeder = shoal_cli.start("seed", torrent, data, "--port", port)
+    wait_for(lambda: port_open(port), timeout=30, message="shoal seed is not listening")
+    seeder.send_signal(signal.SIGTERM)
+    # Before, the check ran to its end first; now pieces being hashed finish and it stops.
+    assert seeder.wait(timeout=5) == 130
+    assert "run the same command again" in shoal_cli.output()[1]

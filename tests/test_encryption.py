@@ -104,3 +104,29 @@ def test_shoal_requiring_encryption_refuses_a_plaintext_peer(payload, tmp_path):
             await node.stop()
 
     asyncio.run(scenario())
+
+
+def test_shoal_get_requiring_encryption_trades_with_libtorrent_that_forces_it(
+    payload, shoal_cli, tmp_path
+):
+    source, torrent = payload
+    session = encrypted_session(lt.enc_level.rc4)
+    ltclient.seed(session, torrent, source.parent)
+    port = ltclient.listen_port(session)
+    out = tmp_path / "out"
+    got = shoal_cli.run(
+        "get", torrent, "-o", out, "--peer", f"{LOOPBACK}:{port}", "--encryption", "require"
+    )
+    assert got.returncode == 0, got.stderr
+    assert (out / source.name).read_bytes() == source.read_bytes()
+
+
+def test_libtorrent_forcing_encryption_leeches_from_shoal_seed(payload, shoal_cli, tmp_path):
+    source, torrent = payload
+    port = shoal_cli.start_seeder(torrent, source.parent, "--encryption", "require")
+    session = encrypted_session(lt.enc_level.rc4)
+    handle = ltclient.leech(session, torrent, tmp_path / "out")
+    ltclient.connect(handle, port)
+    ltclient.wait_finished(handle, timeout=60)
+    ltclient.flush(session, handle)
+    assert (tmp_path / "out" / source.name).read_bytes() == source.read_bytes()

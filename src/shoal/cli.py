@@ -23,7 +23,9 @@ from .metainfo import MetainfoError, Torrent, create_torrent, is_magnet, load_to
 from .metainfo.magnet import parse_peer
 from .node import Node
 from .progress import Progress, human_size, inert, results_table, wide_console
+from .storage.files import RecheckStopped
 from .storage.resume import state_dir
+from .swarm.sources import ENCRYPTION_POLICIES
 
 T = TypeVar("T")
 INTERRUPTED = 130
@@ -68,13 +70,22 @@ def peer_addresses(values: tuple[str, ...]) -> list[tuple[str, int]]:
         raise click.BadParameter("expected HOST:PORT", param_hint="--peer") from None
 
 
-def until_signal() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM."""
+def until_signal(node: Node | None = None) -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, which also halts the node's start-up work."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def halt() -> None:
+        stop.set()
+        if node is not None:
+            node.halt.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, halt)
     return stop
+
+
+STOPPED = "stopped; run the same command again to resume"
 
 
 async def first_of(*events: asyncio.Event) -> None:
@@ -209,6 +220,18 @@ def tracker_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def encryption_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--encryption prefer|require|off."""
+    return click.option(
+        "--encryption",
+        type=click.Choice(ENCRYPTION_POLICIES),
+        default="prefer",
+        show_default=True,
+        help="Protocol encryption (MSE/PE): prefer accepts both and dials plaintext first, then"
+        " encrypted; require speaks only RC4; off only plaintext.",
+    )(command)
+
+
 def hub_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """--hub URL."""
     return click.option("--hub", metavar="URL", help="A shoal hub, e.g. http://host:6969.")(command)
@@ -220,18 +243,23 @@ async def serve(
     port: int | None,
     sources: Sources,
     upload_limit: int | None,
+    encryption: str,
     announce: Callable[[Node], None] | None = None,
-) -> None:
+) -> int:
     """Seed a torrent until SIGINT or SIGTERM; with a hub, keep its listing published."""
-    stop = until_signal()
-    node = Node(port=port, upload_limit=upload_limit)
+    node = Node(port=port, upload_limit=upload_limit, encryption=encryption)
+    stop = until_signal(node)
     await node.start()
     sources.add_tiers(torrent.trackers)
     listing: asyncio.Task[None] | None = None
     try:
-        task = await node.add(
-            torrent.info_hash, torrent, data_dir, sources.peers, trackers=sources.tiers
-        )
+        try:
+            task = await node.add(
+                torrent.info_hash, torrent, data_dir, sources.peers, trackers=sources.tiers
+            )
+        except RecheckStopped:
+            click.echo(f"shoal: {STOPPED}", err=True)
+            return INTERRUPTED
         if not task.swarm or not task.swarm.complete:
             missing = torrent.num_pieces - (task.swarm.have_count if task.swarm else 0)
             raise ShoalError(
@@ -247,6 +275,7 @@ async def serve(
         await first_of(stop, task.stopped)
         if task.failed is not None:
             raise task.failed
+        return 0
     finally:
         if listing is not None:
             listing.cancel()
@@ -302,6 +331,7 @@ async def withdraw_quietly(hub: str | None, torrent: Torrent) -> None:
 @tracker_option
 @hub_option
 @rate_option("up")
+@encryption_option
 def seed(
     torrent_file: Path,
     data_dir: Path,
@@ -310,6 +340,7 @@ def seed(
     trackers: tuple[str, ...],
     hub: str | None,
     up_limit: int | None,
+    encryption: str,
 ) -> None:
     """Seed TORRENT_FILE from DATA_DIR until interrupted."""
     try:
@@ -317,7 +348,7 @@ def seed(
     except ShoalError as exc:
         fail(str(exc))
     sources = Sources.from_options(peers, trackers, hub)
-    run(lambda: serve(torrent, data_dir, port, sources, kib(up_limit)))
+    sys.exit(run(lambda: serve(torrent, data_dir, port, sources, kib(up_limit), encryption)))
 
 
 @main.command()
@@ -326,8 +357,14 @@ def seed(
 @tracker_option
 @hub_option
 @rate_option("up")
+@encryption_option
 def share(
-    path: Path, port: int | None, trackers: tuple[str, ...], hub: str | None, up_limit: int | None
+    path: Path,
+    port: int | None,
+    trackers: tuple[str, ...],
+    hub: str | None,
+    up_limit: int | None,
+    encryption: str,
 ) -> None:
     """Make a torrent of PATH, print its magnet link and seed it (and list it on a hub)."""
     sources = Sources.from_options((), trackers, hub)
@@ -340,7 +377,10 @@ def share(
         click.echo(torrent.magnet(peers=[("127.0.0.1", node.port)]))
         sys.stdout.flush()
 
-    run(lambda: serve(torrent, path.resolve().parent, port, sources, kib(up_limit), announce))
+    folder = path.resolve().parent
+    sys.exit(
+        run(lambda: serve(torrent, folder, port, sources, kib(up_limit), encryption, announce))
+    )
 
 
 @main.command()
@@ -359,6 +399,7 @@ def share(
 @click.option("--seed", "keep_seeding", is_flag=True, help="Keep seeding after the download.")
 @rate_option("up")
 @rate_option("down")
+@encryption_option
 def get(
     source: str,
     output: Path,
@@ -369,6 +410,7 @@ def get(
     keep_seeding: bool,
     up_limit: int | None,
     down_limit: int | None,
+    encryption: str,
 ) -> None:
     """Download SOURCE (a .torrent file, a magnet link or an info-hash) into the output folder."""
     sources = Sources.from_options(peers, trackers, hub)
@@ -402,6 +444,7 @@ def get(
             keep_seeding,
             kib(up_limit),
             kib(down_limit),
+            encryption,
         )
     )
     sys.exit(code)
@@ -417,20 +460,27 @@ async def download(
     keep_seeding: bool,
     upload_limit: int | None,
     download_limit: int | None,
+    encryption: str,
 ) -> int:
     """Download until every piece is verified; returns the exit status."""
-    stop = until_signal()
-    node = Node(port=port, upload_limit=upload_limit, download_limit=download_limit)
+    node = Node(
+        port=port, upload_limit=upload_limit, download_limit=download_limit, encryption=encryption
+    )
+    stop = until_signal(node)
     await node.start()
     try:
-        task = await node.add(info_hash, torrent, output, sources.peers, trackers=sources.tiers)
+        try:
+            task = await node.add(info_hash, torrent, output, sources.peers, trackers=sources.tiers)
+        except RecheckStopped:
+            click.echo(f"shoal: {STOPPED}", err=True)
+            return INTERRUPTED
         with Progress(task, name or info_hash.hex()) as progress:
             await first_of(stop, task.completed, task.stopped)
             progress.finish()
         if task.failed is not None:
             raise task.failed
         if not task.completed.is_set():
-            click.echo("shoal: stopped; run the same command again to resume", err=True)
+            click.echo(f"shoal: {STOPPED}", err=True)
             return INTERRUPTED
         assert task.torrent is not None
         fetched = task.swarm.downloaded if task.swarm else 0
