@@ -14,7 +14,7 @@ from typing import Any
 
 from shoal.bencode import encode
 from shoal.errors import ShoalError
-from shoal.identity import Identity, verify
+from shoal.identity import Identity, public_key_problem, verify
 
 __all__ = [
     "DEFAULT_TTL",
@@ -181,7 +181,11 @@ def _info_hash(value: Any) -> str:
 
 
 def _public_key(value: Any) -> str:
-    return _pattern(value, "the public_key", _PUBLIC_KEY, "64 lowercase hex digits")
+    key = _pattern(value, "the public_key", _PUBLIC_KEY, "64 lowercase hex digits")
+    problem = public_key_problem(bytes.fromhex(key))
+    if problem is not None:
+        raise ListingForbidden(f"the public_key is {problem}")
+    return key
 
 
 def _signature(value: Any) -> bytes:
