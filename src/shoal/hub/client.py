@@ -15,6 +15,7 @@ from shoal.hub.listing import (
     DEFAULT_TTL,
     MAX_FILES,
     MAX_PATH,
+    MAX_SIZE,
     Listing,
     ListingFile,
     sign_listing,
@@ -150,7 +151,8 @@ def _result(entry: Any) -> SearchResult:
     counts = []
     for key in ("size", "files", "seeders", "leechers", "publishers"):
         value = entry.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        # Bounded, as numbers of hundreds of digits would break whatever formats them.
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SIZE:
             raise ValueError(value)
         counts.append(value)
     return SearchResult(bytes.fromhex(info_hash), name, *counts)

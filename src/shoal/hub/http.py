@@ -12,8 +12,8 @@ from shoal.hub.registry import (
     AnnounceRequest,
     AnnounceResult,
     Event,
+    MalformedRequest,
     SwarmStats,
-    TrackerRefusal,
     split_compact,
 )
 
@@ -22,6 +22,7 @@ __all__ = [
     "MAX_SCRAPE_HASHES",
     "HttpAnnounce",
     "announce_reply",
+    "decimal",
     "failure_reply",
     "parse_announce",
     "parse_scrape",
@@ -34,8 +35,9 @@ MAX_SCRAPE_HASHES = 100
 _HASH_LENGTH = 20
 _COMPACT_V4 = IPV4_LENGTH + 2
 _PEER_ID_LENGTH = 20
-# 2**64 has 20 digits: longer numbers are not counters any client keeps.
-_MAX_DIGITS = 20
+# Counters (uploaded, downloaded, left) are 64-bit in every client, as in BEP 15.
+_MAX_COUNTER = 2**64 - 1
+_MAX_DIGITS = len(str(_MAX_COUNTER))
 _EVENTS = {
     b"": Event.NONE,
     b"started": Event.STARTED,
@@ -49,7 +51,7 @@ _EVENTS = {
 def _split_query(query: str) -> list[tuple[bytes, bytes]]:
     """The query's key=value pairs, percent-decoded to bytes (info_hash and peer_id are binary)."""
     if len(query) > MAX_QUERY_LENGTH:
-        raise TrackerRefusal("the request is too long")
+        raise MalformedRequest("the request is too long")
     try:
         # aiohttp hands over a non-ASCII request target decoded with surrogateescape.
         raw = query.encode("utf-8", "surrogateescape")
@@ -76,23 +78,33 @@ def _first(pairs: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     return values
 
 
+def decimal(raw: bytes | str, low: int = 0, high: int = _MAX_COUNTER) -> int | None:
+    """raw as a number from low to high if it is plain ASCII digits, else None."""
+    # The length is checked first, so that thousands of digits cost nothing to refuse.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS:
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
+
+
 def _number(values: dict[bytes, bytes], name: str, default: int | None) -> int | None:
-    """A non-negative decimal field, or default when absent or empty."""
+    """A decimal field from 0 to 2**64 - 1, or default when absent or empty."""
     raw = values.get(name.encode())
     if not raw:
         return default
-    if not (raw.isdigit() and len(raw) <= _MAX_DIGITS):
-        raise TrackerRefusal(f"the {name} field is not a whole number")
-    return int(raw)
+    value = decimal(raw)
+    if value is None:
+        raise MalformedRequest(f"the {name} field is not a whole number below 2^64")
+    return value
 
 
 def _binary(values: dict[bytes, bytes], name: str, length: int) -> bytes:
     """A required field of exactly length bytes."""
     raw = values.get(name.encode())
     if raw is None:
-        raise TrackerRefusal(f"the request has no {name}")
+        raise MalformedRequest(f"the request has no {name}")
     if len(raw) != length:
-        raise TrackerRefusal(f"the {name} is {len(raw)} bytes long instead of {length}")
+        raise MalformedRequest(f"the {name} is {len(raw)} bytes long instead of {length}")
     return raw
 
 
@@ -115,12 +127,12 @@ def parse_announce(query: str, sender_ip: bytes) -> HttpAnnounce:
     peer_id = _binary(values, "peer_id", _PEER_ID_LENGTH)
     port = _number(values, "port", None)
     if port is None:
-        raise TrackerRefusal("the request has no port")
+        raise MalformedRequest("the request has no port")
     if not 0 < port < 65536:
-        raise TrackerRefusal(f"the port {port} is not between 1 and 65535")
+        raise MalformedRequest(f"the port {port} is not between 1 and 65535")
     event = _EVENTS.get(values.get(b"event", b""))
     if event is None:
-        raise TrackerRefusal("the event is not started, completed or stopped")
+        raise MalformedRequest("the event is not started, completed or stopped")
     numwant_raw = values.get(b"numwant")
     # Some clients send numwant=-1 for "the default", as in UDP announces.
     numwant = None if numwant_raw in (None, b"", b"-1") else _number(values, "numwant", None)
@@ -142,12 +154,12 @@ def parse_scrape(query: str) -> list[bytes]:
     """The info-hashes a scrape asks about (at least one, at most MAX_SCRAPE_HASHES)."""
     hashes = [value for key, value in _split_query(query) if key == b"info_hash"]
     if not hashes:
-        raise TrackerRefusal("the scrape names no info_hash")
+        raise MalformedRequest("the scrape names no info_hash")
     if len(hashes) > MAX_SCRAPE_HASHES:
-        raise TrackerRefusal(f"a scrape may name at most {MAX_SCRAPE_HASHES} torrents")
+        raise MalformedRequest(f"a scrape may name at most {MAX_SCRAPE_HASHES} torrents")
     for info_hash in hashes:
         if len(info_hash) != _HASH_LENGTH:
-            raise TrackerRefusal(
+            raise MalformedRequest(
                 f"the info_hash is {len(info_hash)} bytes long instead of {_HASH_LENGTH}"
             )
     # A dict drops repeats and keeps the order.

@@ -14,6 +14,7 @@ __all__ = [
     "AnnounceRequest",
     "AnnounceResult",
     "Event",
+    "MalformedRequest",
     "Peer",
     "RateLimiter",
     "Registry",
@@ -29,6 +30,10 @@ IPV4_LENGTH = 4
 
 class TrackerRefusal(ShoalError):
     """The tracker will not serve this request; the message is the failure reason."""
+
+
+class MalformedRequest(TrackerRefusal):
+    """The request cannot be parsed; it costs its sender the same rate as a served one."""
 
 
 # Tuples rather than dataclasses: one is made per announce, and tuples are made fastest.
@@ -274,6 +279,15 @@ class Registry:
         """Raise TrackerRefusal if ip has made too many requests lately."""
         if not self._limiter.allow(ip, now):
             raise TrackerRefusal("too many requests from this address; slow down")
+
+    def refuse_malformed(self, problem: MalformedRequest, ip: bytes, now: float) -> str:
+        """The failure reason for a malformed request from ip (a proven sender), rate counted."""
+        # Else requests that fail to parse would cost work and replies without limit.
+        try:
+            self.check_rate(ip, now)
+        except TrackerRefusal as limited:
+            return str(limited)
+        return str(problem)
 
     def announce(
         self,

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import struct
 
-from shoal.hub.registry import AnnounceRequest, Event, Registry, TrackerRefusal
+from shoal.hub.registry import AnnounceRequest, Event, MalformedRequest, Registry, TrackerRefusal
 
 __all__ = ["PROTOCOL_ID", "UdpTracker"]
 
@@ -65,27 +65,30 @@ class UdpTracker:
             return _HEADER.pack(CONNECT, transaction_id) + self.connection_id(ip, now)
         if not self._connection_ok(data[:8], ip, now):
             return _unverified_error(data, transaction_id, "connect again")
-        if action not in (ANNOUNCE, SCRAPE):
-            return _error(transaction_id, "unknown action")
         try:
             if action == ANNOUNCE:
                 return self._announce(data, ip, transaction_id, now)
-            return self._scrape(data, ip, transaction_id, now)
+            if action == SCRAPE:
+                return self._scrape(data, ip, transaction_id, now)
+            raise MalformedRequest("unknown action")
+        except MalformedRequest as problem:
+            # The sender is proven by its connection id, so its rate may be charged.
+            return _error(transaction_id, self.registry.refuse_malformed(problem, ip, now))
         except TrackerRefusal as refusal:
             return _error(transaction_id, str(refusal))
 
     def _announce(self, data: bytes, ip: bytes, transaction_id: int, now: float) -> bytes:
         """Record an announce; reply with peers of the sender's own address family."""
         if len(data) < _ANNOUNCE.size:
-            raise TrackerRefusal("the announce is too short")
+            raise MalformedRequest("the announce is too short")
         # Bytes past the fixed part are BEP 41 options, which the tracker does not need.
         (_, _, _, info_hash, peer_id, downloaded, left, uploaded, event, _, _, numwant, port) = (
             _ANNOUNCE.unpack_from(data)
         )
         if event >= len(_EVENTS):
-            raise TrackerRefusal("the event is not one BEP 15 defines")
+            raise MalformedRequest("the event is not one BEP 15 defines")
         if port == 0:
-            raise TrackerRefusal("the port is 0")
+            raise MalformedRequest("the port is 0")
         # Positional, as this is the hot path. The ip field is ignored: a peer's address is
         # the one its datagram came from.
         request = AnnounceRequest(
@@ -101,7 +104,7 @@ class UdpTracker:
         body = data[_REQUEST_HEADER_SIZE:]
         count = min(len(body) // _HASH_LENGTH, MAX_SCRAPE_HASHES)
         if count == 0:
-            raise TrackerRefusal("the scrape names no info-hash")
+            raise MalformedRequest("the scrape names no info-hash")
         info_hashes = [body[i * _HASH_LENGTH : (i + 1) * _HASH_LENGTH] for i in range(count)]
         stats = self.registry.scrape(info_hashes, ip, now)
         entries = b"".join(

@@ -15,6 +15,12 @@ def base_url(hub_url: str) -> str:
     if "://" not in url:
         url = f"http://{url}"
     parts = urlsplit(url)
+    try:
+        port = parts.port  # checked as it is read: digits, at most 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise HubError("the port in the hub URL is not a number from 1 to 65535")
     if parts.scheme == "udp":
         # The hub prints its UDP tracker URL too; the index only speaks HTTP, on the same port.
         url = f"http://{parts.netloc}"
