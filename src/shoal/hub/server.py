@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,10 @@ from aiohttp import web
 
 from shoal import __version__
 from shoal.hub import HubError
-from shoal.hub.front import ConnectionFront
+from shoal.hub.front import KEEP_ALIVE, MAX_BODY, ConnectionFront, FrontStats
 from shoal.hub.http import (
     announce_reply,
+    decimal,
     failure_reply,
     parse_announce,
     parse_scrape,
@@ -30,7 +32,13 @@ from shoal.hub.http import (
 )
 from shoal.hub.index import IndexFull, IndexUnavailable, KeywordIndex, SearchError
 from shoal.hub.listing import ListingError, ListingForbidden, parse_publish, parse_withdraw
-from shoal.hub.registry import RateLimiter, Registry, TrackerConfig, TrackerRefusal
+from shoal.hub.registry import (
+    MalformedRequest,
+    RateLimiter,
+    Registry,
+    TrackerConfig,
+    TrackerRefusal,
+)
 from shoal.hub.udp import UdpTracker
 from shoal.storage.resume import state_dir
 
@@ -39,7 +47,6 @@ __all__ = ["Hub", "HubThread", "default_db_path", "load_allow_list", "run_hub"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_BODY = 256 * 1024
 MAX_QUERY = 256
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -119,11 +126,32 @@ async def _json_errors(
     except sqlite3.Error as exc:
         log.error("index database error: %s", exc)
         return _json_error(500, "the hub's index could not be read or written")
+    except ConnectionError:
+        # The client left (or was cut off) before its body ended: nobody reads this answer.
+        return _json_error(400, "the request ended before its body")
     except Exception as exc:
         for kind, status in _ERROR_STATUS:
             if isinstance(exc, kind):
                 return _json_error(status, str(exc))
-        raise
+        log.exception("the hub failed on a request for %s", request.path)
+        return _json_error(500, "the hub failed on this request")
+
+
+# The errors aiohttp's server logs are requests that clients got wrong (the middleware
+# catches the hub's own): no traceback for those, nor a warning.
+class _ClientErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, each record one line at debug level."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.pop("exc_info", None)
+        if error is True:
+            error = sys.exc_info()[1]
+        elif isinstance(error, tuple):
+            error = error[1]
+        if isinstance(error, BaseException):
+            text = " ".join(str(error).split()).replace("%", "%%")
+            msg = f"{msg}: {type(error).__name__}: {text}"
+        super().log(logging.DEBUG, msg, *args, **kwargs)
 
 
 class _UdpEndpoint(asyncio.DatagramProtocol):
@@ -177,6 +205,7 @@ class Hub:
         # SQLite calls run here, one at a time, so the tracker never waits on the disk.
         self._db_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hub-db")
         self._runner: web.AppRunner | None = None
+        self.front: ConnectionFront | None = None
         self._tcp_server: asyncio.AbstractServer | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -223,12 +252,17 @@ class Hub:
         tcp, udp = self._bind()
         self.port = tcp.getsockname()[1]
         loop = asyncio.get_running_loop()
-        self._runner = web.AppRunner(self._app(), access_log=None)
+        self._runner = web.AppRunner(
+            self._app(),
+            access_log=None,
+            keepalive_timeout=KEEP_ALIVE,
+            logger=_ClientErrorLog(logging.getLogger("aiohttp.server")),
+        )
         await self._runner.setup()
         server = self._runner.server
         assert server is not None
-        front = ConnectionFront(server, self.tracker_reply)
-        self._tcp_server = await loop.create_server(front.protocol, sock=tcp)
+        self.front = ConnectionFront(server, self.tracker_reply)
+        self._tcp_server = await loop.create_server(self.front.protocol, sock=tcp)
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpEndpoint(self.udp, loop), sock=udp
         )
@@ -314,15 +348,18 @@ class Hub:
     def tracker_reply(self, path: str, query: str, sender: str) -> bytes:
         """The bencoded reply to an HTTP announce or scrape (the front answers most of them)."""
         now = asyncio.get_running_loop().time()
+        ip = _packed(sender)
         try:
             if path == "/announce":
-                parsed = parse_announce(query, _packed(sender))
+                parsed = parse_announce(query, ip)
                 with_ids = not parsed.compact and not parsed.no_peer_id
                 result = self.registry.announce(parsed.request, now, peer_ids=with_ids)
                 return announce_reply(result, compact=parsed.compact)
             info_hashes = parse_scrape(query)
-            stats = self.registry.scrape(info_hashes, _packed(sender), now)
+            stats = self.registry.scrape(info_hashes, ip, now)
             return scrape_reply(info_hashes, stats)
+        except MalformedRequest as problem:
+            return failure_reply(self.registry.refuse_malformed(problem, ip, now))
         except TrackerRefusal as refusal:
             return failure_reply(str(refusal))
 
@@ -367,10 +404,10 @@ class Hub:
         words = request.query.get("q", "")
         if len(words) > MAX_QUERY:
             raise SearchError(f"the search is longer than {MAX_QUERY} characters")
-        raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
-        if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT):
+        limit = decimal(request.query.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
+        if limit is None:
             raise SearchError(f"the limit is not a whole number from 1 to {MAX_LIMIT}")
-        hits = await self._in_db(self._open_index().search, words, int(raw_limit), time.time())
+        hits = await self._in_db(self._open_index().search, words, limit, time.time())
         results = []
         for hit in hits:
             swarm = self.registry.stats(bytes.fromhex(hit.info_hash))
@@ -497,6 +534,16 @@ class HubThread:
         if self._error is not None:
             raise self._error
         return self
+
+    def front_stats(self, timeout: float = 10.0) -> FrontStats:
+        """What the hub's TCP connections hold right now, read in the hub's own thread."""
+
+        async def read() -> FrontStats:
+            assert self.hub.front is not None
+            return self.hub.front.stats()
+
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(read(), self._loop).result(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop serving and wait for the thread to end."""
