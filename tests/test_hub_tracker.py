@@ -365,7 +365,7 @@ def test_udp_connection_ids_are_per_address_and_expire():
 
 
 def test_udp_errors():
-    core = udp_core(TrackerConfig(announce_rate=1.0, announce_burst=1))
+    core = udp_core(TrackerConfig(announce_rate=1.0, announce_burst=5))
     connection_id = connect(core, now=0)
     assert core.handle(b"short", V4, 0) is None
     # A connect without the protocol id is not BEP 15.
@@ -378,8 +378,10 @@ def test_udp_errors():
     assert "no info-hash" in error_message(
         core.handle(connection_id + struct.pack(">II", 2, 1), V4, 0)
     )
-    core.handle(udp_announce(connection_id, 1), V4, 0.5)
-    assert "too many" in error_message(core.handle(udp_announce(connection_id, 1), V4, 0.6))
+    core.handle(udp_announce(connection_id, 1), V4, 0)
+    assert "too many" in error_message(core.handle(udp_announce(connection_id, 1), V4, 0.1))
+    # Malformed requests spend the same budget as announces.
+    assert "too many" in error_message(core.handle(udp_announce(connection_id, 1)[:60], V4, 0.2))
     # A short datagram from an unproven source gets nothing larger back: no amplification.
     assert core.handle(bytes(8) + struct.pack(">II", 1, 5), V4, 0) is None
 
@@ -536,7 +538,7 @@ def test_port_taken_is_one_sentence(tmp_path, hub):
 
 
 def test_a_request_head_that_never_ends_is_cut_off(tmp_path, monkeypatch):
-    monkeypatch.setattr("shoal.hub.front.HEAD_TIMEOUT", 0.3)
+    monkeypatch.setattr("shoal.hub.front.REQUEST_TIMEOUT", 0.3)
     with HubThread(tmp_path / "hub.db", config=UNLIMITED) as running:
         with socket.create_connection((LOOPBACK, running.port), timeout=10) as slow:
             slow.sendall(b"GET /announce?info_hash=")  # and then nothing more
