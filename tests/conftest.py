@@ -139,10 +139,17 @@ class ShoalCli:
         return process
 
     def start_seeder(self, torrent: Path, data_dir: Path, *extra: str | int) -> int:
-        """Start `shoal seed` on a free port and wait until it accepts peers; returns the port."""
+        """Start `shoal seed` on a free port and wait until it seeds; returns the port."""
         port = free_port()
-        self.start("seed", torrent, data_dir, "--port", port, *extra)
-        wait_for(lambda: port_open(port), timeout=30, message="the shoal seeder never listened")
+        process = self.start("seed", torrent, data_dir, "--port", port, *extra)
+
+        def seeding() -> bool:
+            # It listens at once, then checks its data, then says so.
+            if process.poll() is not None:
+                raise AssertionError(f"shoal seed exited with {process.returncode}")
+            return "seeding " in self.output()[1]
+
+        wait_for(seeding, timeout=30, message="the shoal seeder never started seeding")
         return port
 
     def output(self, index: int = -1) -> tuple[str, str]:

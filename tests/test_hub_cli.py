@@ -102,7 +102,8 @@ def test_result_names_are_shown_as_text_not_markup():
     console = Console(record=True, width=200)
     console.print(results_table([strange]))
     shown = console.export_text()
-    assert "Ubuntu ISO [/] [link=http://x]y[/link][31m" in shown
+    # Markup stays text, and the escape is shown as the four characters \x1b.
+    assert "Ubuntu ISO [/] [link=http://x]y[/link]\\x1b[31m" in shown
     assert "\x1b" not in shown
 
 

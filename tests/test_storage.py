@@ -275,8 +275,20 @@ def test_threads_share_a_small_pool_and_cache_without_errors(tmp_path):
         assert bytes(storage.read_block(index, 0, torrent.piece_length)) == piece_of(
             torrent, data, index
         )
-    assert storage.cached_block(0, 0, 4) is None  # pushed out of the 16-piece cache
-    storage.read_block(0, 0, 4)
+    # Pushed out of the 16-piece cache, piece 0 is still in the kernel's page cache.
+    cached = storage.cached_block(0, 2, 3)
+    assert cached is not None and bytes(cached) == data[2:5]
+
+
+def test_blocks_not_in_memory_are_left_to_a_thread(tmp_path):
+    torrent, data = make_torrent([50] * 40, 64)
+    storage = PieceStorage(torrent, tmp_path)
+    storage.allocate()
+    for index in range(torrent.num_pieces):
+        storage.write_piece(index, piece_of(torrent, data, index))
+    storage._nowait = False  # as on a file system that cannot tell what is in memory
+    assert storage.cached_block(0, 0, 4) is None
+    storage.read_block(0, 0, 4)  # what the thread does
     cached = storage.cached_block(0, 2, 3)
     assert cached is not None and bytes(cached) == data[2:5]
 

@@ -162,7 +162,9 @@ class PieceStorage:
         self._files = FilePool(open_files)
         self._folders: set[Path] = set()  # folders already made, so each costs one mkdir
         self._cache_lock = threading.Lock()
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache: OrderedDict[int, bytearray] = OrderedDict()
+        # Whether reads may ask for the page cache only (RWF_NOWAIT); off where unsupported.
+        self._nowait = hasattr(os, "RWF_NOWAIT")
 
     def spans(self, offset: int, length: int) -> list[Span]:
         """The file pieces that the torrent byte range [offset, offset+length) covers."""
@@ -225,32 +227,59 @@ class PieceStorage:
         with self._cache_lock:
             self._cache.pop(index, None)
 
-    def read_piece(self, index: int) -> bytes:
+    def read_piece(self, index: int) -> bytearray:
         """Read a whole piece from its files."""
+        piece = self._read_piece(index, wait=True)
+        assert piece is not None
+        return piece
+
+    def _read_piece(self, index: int, *, wait: bool) -> bytearray | None:
+        """Read a piece; without wait, only from the page cache (None if not all there)."""
         size = self.torrent.piece_size(index)
-        parts = []
+        piece = bytearray(size)  # zeros: padding files are right as they are
+        view = memoryview(piece)
+        flags = 0 if wait else os.RWF_NOWAIT
+        done = 0
         try:
             for span in self.spans(index * self.torrent.piece_length, size):
-                if span.path is None:
-                    parts.append(bytes(span.length))
-                    continue
-                with self._files.use(span.path, write=False) as fd:
-                    data = os.pread(fd, span.length, span.file_offset)
-                if len(data) != span.length:
-                    raise StorageError(f"{span.path} is shorter than the torrent says")
-                parts.append(data)
+                if span.path is not None:
+                    with self._files.use(span.path, write=False) as fd:
+                        got = os.preadv(
+                            fd, [view[done : done + span.length]], span.file_offset, flags
+                        )
+                    if got != span.length:
+                        if not wait:
+                            return None  # partly in memory: a thread reads it all
+                        raise StorageError(f"{span.path} is shorter than the torrent says")
+                done += span.length
+        except BlockingIOError:
+            return None
         except OSError as exc:
+            if not wait and exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self._nowait = False  # this file system cannot tell: threads read everything
+                return None
             raise self._error("read", exc) from None
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return piece
 
     def cached_block(self, index: int, begin: int, length: int) -> memoryview | None:
-        """Part of a verified piece if the piece is in the read cache, else None; never blocks."""
+        """Part of a verified piece if it is in memory (our read cache, or the kernel's page
+        cache, read with RWF_NOWAIT), else None: never waits for the disk."""
         with self._cache_lock:
             piece = self._cache.get(index)
-            if piece is None:
-                return None
+            if piece is not None:
+                self._cache.move_to_end(index)
+        if piece is None and self._nowait:
+            piece = self._read_piece(index, wait=False)
+            if piece is not None:
+                self._remember(index, piece)
+        return None if piece is None else memoryview(piece)[begin : begin + length]
+
+    def _remember(self, index: int, piece: bytearray) -> None:
+        with self._cache_lock:
+            self._cache[index] = piece
             self._cache.move_to_end(index)
-        return memoryview(piece)[begin : begin + length]
+            while len(self._cache) > READ_CACHE_PIECES:
+                self._cache.popitem(last=False)
 
     def read_block(self, index: int, begin: int, length: int) -> memoryview:
         """Part of a verified piece, through a small cache of whole pieces; any thread may call."""
@@ -260,11 +289,7 @@ class PieceStorage:
         # Read outside the lock: two threads may both read a missing piece, which is cheaper
         # than making every cache hit wait for a disk read.
         piece = self.read_piece(index)
-        with self._cache_lock:
-            self._cache[index] = piece
-            self._cache.move_to_end(index)
-            while len(self._cache) > READ_CACHE_PIECES:
-                self._cache.popitem(last=False)
+        self._remember(index, piece)
         return memoryview(piece)[begin : begin + length]
 
     def check_piece(self, index: int, data: bytes | bytearray) -> bool:
