@@ -39,5 +39,7 @@ test: $(BIN)/shoal apt lint
 
 bench: $(BIN)/shoal apt
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/throughput.py --encryption rc4
+	$(BIN)/python bench/rc4.py
 	$(BIN)/python bench/create.py
 	$(BIN)/python bench/tracker_load.py
