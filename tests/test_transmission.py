@@ -14,10 +14,11 @@ from pathlib import Path
 
 import ltclient
 import pytest
-from conftest import ShoalCli
+from conftest import ShoalCli, wait_for
 from test_interop import same_tree
 from transmission import TRANSMISSION, TransmissionDaemon
 
+from shoal.hub.server import HubThread
 from shoal.metainfo import load_torrent
 
 if shutil.which(TRANSMISSION) is None:
@@ -171,3 +172,44 @@ def test_harness_libtorrent_leeches_from_transmission(
 
     assert (tmp_path / "out" / content.name).read_bytes() == content.read_bytes()
     assert transmission.status(seeder).uploaded >= content.stat().st_size
+
+
+def test_shoal_gets_by_info_hash_from_transmission_through_the_hub(
+    single: Path,
+    hub: HubThread,
+    transmission: TransmissionDaemon,
+    shoal_cli: ShoalCli,
+    tmp_path: Path,
+) -> None:
+    torrent = tmp_path / "t.torrent"
+    made = shoal_cli.run(
+        "create", single, "-o", torrent, "--piece-size", PIECE, "--tracker", f"{hub.url}/announce"
+    )
+    assert made.returncode == 0, made.stderr
+    transmission_seeds(transmission, torrent, single.parent)
+    info_hash = load_torrent(torrent).info_hash
+    wait_for(
+        lambda: hub.hub.registry.stats(info_hash).seeders == 1,
+        timeout=DEADLINE,
+        message="Transmission never announced to the hub",
+    )
+
+    got = shoal_get(shoal_cli, info_hash.hex(), "--hub", hub.url, "-o", tmp_path / "out")
+
+    assert got.returncode == 0, got.stderr
+    assert same_tree(single, tmp_path / "out" / single.name)
+
+
+def test_shoal_leeches_from_transmission_that_requires_encryption(
+    single: Path, shoal_cli: ShoalCli, tmp_path: Path
+) -> None:
+    daemon = TransmissionDaemon(tmp_path / "transmission", encryption="required").start()
+    try:
+        torrent = create(shoal_cli, single, tmp_path / "t.torrent")
+        transmission_seeds(daemon, torrent, single.parent)
+        # shoal's default dials plaintext first; refused, it dials again encrypted.
+        got = shoal_get(shoal_cli, torrent, "-o", tmp_path / "out", "--peer", daemon.peer_address)
+        assert got.returncode == 0, got.stderr
+        assert same_tree(single, tmp_path / "out" / single.name)
+    finally:
+        daemon.stop()
