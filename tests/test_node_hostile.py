@@ -164,3 +164,55 @@ def test_silent_connections_reopened_fast_cannot_lock_out_a_peer(tmp_path):
 
     asyncio.run(scenario())
     assert (tmp_path / "out" / "content.bin").read_bytes() == content
+
+
+def test_a_dropped_peer_that_never_reads_takes_its_unsent_bytes_with_it(tmp_path):
+    torrent, _content, folder = make_content(tmp_path, 400 * 16 * 1024, 16 * 1024)
+
+    async def scenario() -> None:
+        seeder = await start_node()
+        try:
+            task = await seeder.add(torrent.info_hash, torrent, folder)
+            _reader, writer = await hostile_peer(seeder.port, torrent.info_hash)
+            writer.write(m.frame(m.INTERESTED))
+            writer.write(
+                b"".join(m.frame_block_ref(m.REQUEST, i, 0, 16 * 1024) for i in range(400))
+            )
+            await until(
+                lambda: any(c.unsent() > 1024 * 1024 for c in task.connections.values()),
+                "replies to pile up unread",
+                10,
+            )
+            [connection] = task.connections.values()
+            assert task.swarm is not None and connection.key is not None
+            task.swarm._close(task.swarm.peers[connection.key], "the test drops it", now=0.0)
+            task.pump()
+            # A plain close would wait for the peer to read all of it: for ever.
+            await until(lambda: connection.transport is None, "the socket to be let go", 5)
+            writer.close()
+        finally:
+            await seeder.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_file_gone_while_seeding_is_one_sentence(tmp_path):
+    torrent, _content, folder = make_content(tmp_path, 64 * 16 * 1024, 16 * 1024)
+
+    async def scenario() -> None:
+        seeder = await start_node()
+        try:
+            task = await seeder.add(torrent.info_hash, torrent, folder)
+            (folder / "content.bin").unlink()
+            assert task.storage is not None
+            task.storage.close()  # so the next read opens the file anew and finds it gone
+            _reader, writer = await hostile_peer(seeder.port, torrent.info_hash)
+            writer.write(m.frame(m.INTERESTED) + m.frame_block_ref(m.REQUEST, 5, 0, 16 * 1024))
+            await asyncio.wait_for(task.stopped.wait(), 10)
+            assert task.failed is not None
+            assert "content.bin" in str(task.failed)
+            writer.close()
+        finally:
+            await seeder.stop()
+
+    asyncio.run(scenario())

@@ -78,10 +78,11 @@ def test_prefer_tries_plaintext_then_mse_at_once_then_plaintext_again():
     assert sources.due(0.0, room=1, seeding=False) == [LEARNED]
     assert not sources.encrypted(LEARNED)
     # The peer hung up before any BitTorrent handshake: it may insist on encryption.
-    sources.failed(LEARNED, 0.0)
+    sources.connected(LEARNED)
+    sources.closed(LEARNED, 0.0, useful=False, handshaken=False)
     assert sources.due(0.0, room=1, seeding=False) == [LEARNED]
     assert sources.encrypted(LEARNED)
-    sources.failed(LEARNED, 0.0)
+    sources.closed(LEARNED, 0.0, useful=False, handshaken=False)
     assert LEARNED not in sources  # neither worked: a learned peer is let go
 
 
@@ -91,3 +92,12 @@ def test_require_always_dials_with_mse():
     sources.due(0.0, room=1, seeding=False)
     sources.failed(GIVEN, 0.0)
     assert sources.encrypted(GIVEN)
+
+
+def test_a_dial_that_never_connected_does_not_switch_to_mse():
+    sources = PeerSources(encryption="prefer")
+    sources.add(GIVEN, given=True, now=0.0)
+    sources.due(0.0, room=1, seeding=False)
+    sources.failed(GIVEN, 0.0)  # refused or timed out: nothing said about encryption
+    assert not sources.encrypted(GIVEN)
+    assert sources.due(0.0, room=1, seeding=False) == []

@@ -275,9 +275,23 @@ def test_threads_share_a_small_pool_and_cache_without_errors(tmp_path):
         assert bytes(storage.read_block(index, 0, torrent.piece_length)) == piece_of(
             torrent, data, index
         )
-    # Pushed out of the 16-piece cache, piece 0 is still in the kernel's page cache.
+    storage.read_block(0, 0, 4)
     cached = storage.cached_block(0, 2, 3)
     assert cached is not None and bytes(cached) == data[2:5]
+
+
+def test_the_page_cache_serves_blocks_of_open_files_only(tmp_path):
+    torrent, data = make_torrent([50] * 40, 64)
+    storage = PieceStorage(torrent, tmp_path, open_files=4)
+    storage.allocate()
+    for index in range(torrent.num_pieces):
+        storage.write_piece(index, piece_of(torrent, data, index))
+    # The last pieces' files are open and in the page cache: read without waiting.
+    last = torrent.num_pieces - 1
+    cached = storage.cached_block(last, 0, 4)
+    assert cached is not None and bytes(cached) == data[last * 64 : last * 64 + 4]
+    # The first file was closed long ago: opening it is left to a thread.
+    assert storage.cached_block(0, 0, 4) is None
 
 
 def test_blocks_not_in_memory_are_left_to_a_thread(tmp_path):

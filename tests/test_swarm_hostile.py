@@ -8,7 +8,7 @@ import pytest
 
 from shoal.metainfo import Torrent, create_torrent
 from shoal.swarm import core
-from shoal.swarm.admission import MAX_PER_LOOPBACK_ADDRESS, HandshakeGate
+from shoal.swarm.admission import MAX_PER_ADDRESS, MAX_PER_LOOPBACK_ADDRESS, HandshakeGate
 from shoal.swarm.budget import PEER_REPLY_LIMIT, ReplyBudget
 from shoal.swarm.sources import MAX_DIALS
 from shoal.wire import extensions as ext
@@ -145,12 +145,19 @@ def request_flood(count: int, pieces: int) -> bytes:
     )
 
 
+def asking_peer(swarm: core.Swarm, count: int) -> Remote:
+    """A peer, unchoked at once as it is the first interested, that asks for count blocks."""
+    peer = Remote(swarm, 1)
+    peer.send(m.frame(m.INTERESTED))
+    assert swarm.torrent is not None
+    peer.send(request_flood(count, swarm.torrent.num_pieces))
+    return peer
+
+
 def test_requests_are_served_only_as_the_peer_reads(torrent_and_content):
     torrent, _content = torrent_and_content
     swarm = seeder(torrent)
-    peer = Remote(swarm, 1)
-    peer.send(m.frame(m.INTERESTED))
-    peer.send(request_flood(1999, torrent.num_pieces))
+    peer = asking_peer(swarm, 1999)
     first = reads(swarm)
     assert 0 < len(first) * 16384 <= PEER_REPLY_LIMIT
     swarm.flushed(peer.key, PEER_REPLY_LIMIT, 0.0)  # the peer has read nothing
@@ -171,17 +178,30 @@ def test_replies_queued_for_all_peers_share_one_bound(torrent_and_content):
     assert 0 < served * 16384 <= budget.limit + 16384 + 13
 
 
-def test_a_choked_peer_that_asks_and_never_reads_is_dropped(torrent_and_content):
+def test_a_choked_peer_that_asks_and_never_reads_is_dropped(torrent_and_content, monkeypatch):
+    monkeypatch.setattr(core, "PEER_OUTPUT_HARD_LIMIT", 1024 * 1024)  # a quicker test
     torrent, _content = torrent_and_content
     swarm = seeder(torrent)
     peer = Remote(swarm, 1)  # not interested, so choked: every request is rejected
     flood = request_flood(1000, torrent.num_pieces)
-    for _ in range(400):
+    for _ in range(100):
         peer.send(flood)
         if not peer.connected:
             break
     assert not peer.connected
     assert swarm.reply_budget.used == 0
+
+
+def test_a_slow_peer_choked_with_requests_in_flight_is_not_dropped(torrent_and_content):
+    torrent, _content = torrent_and_content
+    swarm = seeder(torrent)
+    peer = asking_peer(swarm, 1000)
+    swarm.flushed(peer.key, PEER_REPLY_LIMIT + 1000, 0.0)  # slower than our disk
+    swarm._choke(swarm.peers[peer.key], 0.0)
+    peer.send(request_flood(50, torrent.num_pieces))  # already on their way when choked
+    assert peer.connected
+    rejects = [e for e in peer.received() if isinstance(e, m.RejectRequest)]
+    assert len(rejects) >= 50
 
 
 def metadata_request(piece: int) -> bytes:
@@ -190,43 +210,85 @@ def metadata_request(piece: int) -> bytes:
     return m.frame(m.EXTENDED, bytes((ext.LOCAL_IDS[ext.UT_METADATA],)) + message)
 
 
-def test_a_peer_asking_twice_for_the_same_metadata_is_dropped(torrent_and_content):
+def test_a_peer_asking_for_the_metadata_over_and_over_is_dropped(torrent_and_content):
     torrent, _content = torrent_and_content
     swarm = seeder(torrent)
     peer = Remote(swarm, 1)
     peer.send(extension_handshake())
-    peer.send(metadata_request(0))
+    # Once more after a slow reply is fair: Transmission asks again after 3 s.
+    peer.send(metadata_request(0) * 2)
     assert peer.connected
     replies = [e for e in peer.received() if isinstance(e, m.Extended) and e.extension_id == 2]
-    assert ext.parse_metadata(replies[-1].payload).kind == ext.METADATA_DATA
+    assert [ext.parse_metadata(r.payload).kind for r in replies] == [ext.METADATA_DATA] * 2
     peer.send(metadata_request(0) * 1000)
+    assert not peer.connected
+    sent = len(b"".join(peer.wire.data_to_send()))
+    assert sent < (core.METADATA_REPEATS + 1) * (len(torrent.info_bytes) + 64)
+
+
+def test_a_peer_with_pieces_asking_for_metadata_is_dropped(torrent_and_content):
+    torrent, _content = torrent_and_content
+    swarm = seeder(torrent)
+    peer = Remote(swarm, 1)
+    peer.send(extension_handshake() + m.frame_index(m.HAVE, 0))
+    peer.send(metadata_request(0))
     assert not peer.connected
 
 
-def test_one_address_cannot_take_every_slot(torrent_and_content):
-    torrent, _content = torrent_and_content
-    swarm = leecher(torrent, torrent.info_hash)
-    keys = [
-        swarm.add_peer(PeerWire(torrent.info_hash, swarm.peer_id), ("127.0.0.2", port), True, 0)
-        for port in range(1000, 1000 + swarm.config.max_peers)
-    ]
-    taken = [key for key in keys if key is not None]
-    assert len(taken) == MAX_PER_LOOPBACK_ADDRESS
-    other = PeerWire(torrent.info_hash, swarm.peer_id)
-    assert swarm.add_peer(other, ("127.0.0.1", 999), True, 0) is not None
-
-
 def test_idle_peers_make_way_for_new_ones_but_traders_do_not(torrent_and_content):
-    torrent, _content = torrent_and_content
+    torrent, content = torrent_and_content
     swarm = leecher(torrent, torrent.info_hash)
     swarm.config.max_peers = 3
-    idle = [Remote(swarm, number) for number in (1, 2, 3)]
-    idle[0].send(m.frame(m.HAVE_ALL) + m.frame(m.UNCHOKE))  # we download from this one
+    remotes = [Remote(swarm, number) for number in (1, 2, 3)]
+    trader, pretender, idle = remotes
+    trader.send(m.frame(m.HAVE_ALL) + m.frame(m.UNCHOKE), 25.0)
+    first = requests(trader.received())[0]
+    block = content[first.index * PIECE + first.begin :][: first.length]
+    trader.send(m.piece_header(first.index, first.begin, first.length) + block, 25.0)
+    # Unchoking us and never sending a block is no trade.
+    pretender.send(m.frame(m.HAVE_ALL) + m.frame(m.UNCHOKE), 25.0)
     newcomer = PeerWire(torrent.info_hash, swarm.peer_id)
-    assert swarm.add_peer(newcomer, ("10.1.1.1", 1), True, 1.0) is None  # within the grace
-    assert swarm.add_peer(newcomer, ("10.1.1.1", 1), True, 30.0) is not None
-    assert idle[0].connected
-    assert sum(remote.connected for remote in idle) == 2
+    assert swarm.add_peer(newcomer, ("10.1.1.1", 1), True, 5.0) is None  # within the grace
+    for number, now in ((1, 30.0), (2, 31.0)):
+        wire = PeerWire(torrent.info_hash, swarm.peer_id)
+        assert swarm.add_peer(wire, (f"10.1.1.{number}", 1), True, now) is not None
+    assert trader.connected
+    assert not pretender.connected and not idle.connected
+    # Everyone left trades or is new: the next newcomer waits.
+    assert swarm.add_peer(newcomer, ("10.1.1.9", 1), True, 32.0) is None
+
+
+@pytest.mark.parametrize(
+    ("hosts", "limit", "other"),
+    [
+        # Local nodes share one loopback address: more slots, but not every one.
+        (["127.0.0.2"] * 60, MAX_PER_LOOPBACK_ADDRESS, "127.0.0.1"),
+        # One subscriber's IPv6 /64 counts as one address, however many it uses.
+        ([f"2001:db8::{n}" for n in range(1, 61)], MAX_PER_ADDRESS, "2001:db8:0:1::1"),
+    ],
+)
+def test_one_address_cannot_take_every_slot(torrent_and_content, hosts, limit, other):
+    torrent, _content = torrent_and_content
+    swarm = leecher(torrent, torrent.info_hash)
+    taken = [
+        swarm.add_peer(PeerWire(torrent.info_hash, swarm.peer_id), (host, port), True, 0)
+        for port, host in enumerate(hosts, start=1000)
+    ]
+    assert sum(key is not None for key in taken) == limit
+    newcomer = PeerWire(torrent.info_hash, swarm.peer_id)
+    assert swarm.add_peer(newcomer, (other, 999), True, 0) is not None
+
+
+def test_a_banned_peer_cannot_push_out_an_idle_one(torrent_and_content):
+    torrent, _content = torrent_and_content
+    swarm = leecher(torrent, torrent.info_hash)
+    swarm.config.max_peers = 2
+    idle = [Remote(swarm, number) for number in (1, 2)]
+    swarm.banned_ids.add(b"-XX0000-000000000001")
+    wire = PeerWire(None, swarm.peer_id)
+    wire.receive(m.handshake_bytes(torrent.info_hash, b"-XX0000-000000000001"))
+    assert swarm.add_peer(wire, ("10.7.7.7", 1), False, 100.0) is None
+    assert all(remote.connected for remote in idle)
 
 
 def test_silent_connections_from_one_host_cannot_lock_others_out():

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from . import __version__
 from .errors import ShoalError
 from .metainfo import Torrent, parse_info
-from .storage.files import PieceStorage, RecheckStopped
+from .storage.files import PieceStorage, RecheckStopped, StorageError
 from .storage.resume import ResumeFile
 from .swarm import core
 from .swarm.admission import HandshakeGate
@@ -43,6 +43,8 @@ WRITE_BUFFER_HIGH = PEER_REPLY_LIMIT // 2
 WRITE_BUFFER_LOW = PEER_REPLY_LIMIT // 8
 # Each verified piece goes to the resume journal at once; the record absorbs it this often.
 RESUME_SAVE_INTERVAL = 60.0
+# A closing connection sends what it has queued only up to this much; more is dropped.
+CLOSE_FLUSH_LIMIT = 64 * 1024
 CLIENT_NAME = f"shoal {__version__}"
 
 
@@ -219,9 +221,15 @@ class PeerConnection(asyncio.Protocol):
         self.transport = None
 
     def close(self) -> None:
-        """Close the socket now."""
-        if self.transport is not None:
-            self.transport.close()
+        """Close the socket; with much unsent, drop it: a peer that never reads would keep a
+        closing socket, and what it holds, open for ever."""
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size() > CLOSE_FLUSH_LIMIT:
+            transport.abort()
+        else:
+            transport.close()
 
 
 class TorrentTask:
@@ -425,7 +433,8 @@ class TorrentTask:
                 ),
                 CONNECT_TIMEOUT,
             )
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, ValueError) as exc:
+            # ValueError: a host name no resolver takes (a label over 63 characters, say).
             log.info("cannot connect to %s:%s: %s", *address, exc)
             if self.swarm is not None and not self._closing:
                 self.swarm.dial_failed(address, self.loop.time())
@@ -463,8 +472,8 @@ class TorrentTask:
             connection.key = None
             self.pump()
         elif connection.dialled is not None and not connection.attached and self.swarm:
-            # It closed during the MSE handshake: a failed dial.
-            self.swarm.dial_failed(connection.dialled, self.loop.time())
+            # It closed during the MSE handshake: the peer may speak only plaintext.
+            self.swarm.dial_failed(connection.dialled, self.loop.time(), connected=True)
             self.pump()
 
     # -- running the core's actions ---------------------------------------------------------------
@@ -533,7 +542,11 @@ class TorrentTask:
         connection = self.connections.get(action.peer)
         if connection is None or self.storage is None:
             return
-        block = self.storage.cached_block(action.index, action.begin, action.length)
+        try:
+            block = self.storage.cached_block(action.index, action.begin, action.length)
+        except StorageError as exc:
+            self.fail(exc)
+            return
         if block is not None:
             self._send_block(action, block)
             return
@@ -636,6 +649,10 @@ class TorrentTask:
         if self.swarm is None or self._closing:
             return
         now = self.loop.time()
+        # Send buffers drain without telling us (only a full one reports when it empties):
+        # fresh figures keep the node's reply budget from holding bytes long gone.
+        for key, connection in list(self.connections.items()):
+            self.swarm.flushed(key, connection.unsent(), now)
         wake = self.swarm.tick(now)
         if self.tracker is not None and self._starving():
             # Ask the trackers again now rather than at their next interval (the schedule
@@ -643,8 +660,10 @@ class TorrentTask:
             self.tracker.reannounce()
         if self._resume_dirty and now - self._last_resume_save >= RESUME_SAVE_INTERVAL:
             self._save_resume()
-        self.pump()
-        self._schedule_tick(wake)
+        try:
+            self.pump()
+        finally:
+            self._schedule_tick(wake)  # one failed action must not stop the torrent's clock
 
 
 class Node:

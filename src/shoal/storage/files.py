@@ -83,6 +83,26 @@ class FilePool:
         finally:
             self._release(handle)
 
+    @contextmanager
+    def use_if_open(self, path: Path) -> Iterator[int | None]:
+        """Like use(), but never opens a file nor waits for the lock: None if that would be."""
+        handle = None
+        if self._lock.acquire(blocking=False):
+            try:
+                handle = self._open.get(path)
+                if handle is not None:
+                    self._open.move_to_end(path)
+                    handle.users += 1
+            finally:
+                self._lock.release()
+        if handle is None:
+            yield None
+            return
+        try:
+            yield handle.fd
+        finally:
+            self._release(handle)
+
     def close(self) -> None:
         """Close every file; one in use closes as soon as its last user is done."""
         with self._lock:
@@ -243,7 +263,16 @@ class PieceStorage:
         try:
             for span in self.spans(index * self.torrent.piece_length, size):
                 if span.path is not None:
-                    with self._files.use(span.path, write=False) as fd:
+                    # Without wait, opening a file (a path lookup, maybe closing another) is
+                    # left to a thread too.
+                    opened = (
+                        self._files.use(span.path, write=False)
+                        if wait
+                        else self._files.use_if_open(span.path)
+                    )
+                    with opened as fd:
+                        if fd is None:
+                            return None
                         got = os.preadv(
                             fd, [view[done : done + span.length]], span.file_offset, flags
                         )

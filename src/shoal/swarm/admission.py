@@ -24,8 +24,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def address_group(host: str) -> str:
+    """What per-address limits count: an IPv4 address, or an IPv6 /64 (one subscriber's)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not ip.is_loopback:
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def per_address_limit(host: str) -> int:
-    """How many connections one IP address may hold in a torrent."""
+    """How many connections one IP address (or IPv6 /64) may hold in a torrent."""
     return MAX_PER_LOOPBACK_ADDRESS if is_loopback(host) else MAX_PER_ADDRESS
 
 
@@ -35,18 +49,28 @@ class Standing:
 
     key: int
     connected_at: float
-    trading: bool  # payload flows, or one side wants what the other offers
-    last_payload: float  # when a block last went either way (connected_at if never)
+    last_payload: float  # when a block last went either way (-inf if never)
+    interested: bool  # either side wants what the other has
 
 
 def eviction_candidate(peers: Iterable[Standing], now: float) -> int | None:
-    """The peer to drop for a newcomer: idle the longest among those not trading, if any."""
+    """The peer to drop for a newcomer, if any may go.
+
+    Peers that moved a block within the trading window, or are still in their grace period,
+    stay. Of the rest, one with no interest either way goes first (idle longest); else the
+    interested peer that joined last, so those who have waited longest keep their turn.
+    """
     idle = [
-        peer for peer in peers if not peer.trading and now - peer.connected_at >= EVICTION_GRACE
+        peer
+        for peer in peers
+        if now - peer.last_payload >= TRADING_WINDOW and now - peer.connected_at >= EVICTION_GRACE
     ]
     if not idle:
         return None
-    return min(idle, key=lambda peer: peer.last_payload).key
+    indifferent = [peer for peer in idle if not peer.interested]
+    if indifferent:
+        return min(indifferent, key=lambda peer: max(peer.last_payload, peer.connected_at)).key
+    return max(idle, key=lambda peer: peer.connected_at).key
 
 
 # Incoming connections that have not yet named their torrent, in all and per IP address.
@@ -65,23 +89,25 @@ class HandshakeGate:
 
     def __init__(self, limit: int = MAX_HANDSHAKING) -> None:
         self.limit = limit
-        self.waiting: dict[int, str] = {}  # connection id -> host, oldest first
+        self.waiting: dict[int, str] = {}  # connection id -> address group, oldest first
 
     def admit(self, connection: int, host: str) -> list[int]:
         """Register a new connection; returns the connections to close to make room."""
-        loopback = is_loopback(host)
+        group = address_group(host)
         per_address = (
-            MAX_HANDSHAKING_PER_LOOPBACK_ADDRESS if loopback else MAX_HANDSHAKING_PER_ADDRESS
+            MAX_HANDSHAKING_PER_LOOPBACK_ADDRESS
+            if is_loopback(host)
+            else MAX_HANDSHAKING_PER_ADDRESS
         )
-        same_host = [key for key, other in self.waiting.items() if other == host]
+        same_group = [key for key, other in self.waiting.items() if other == group]
         evicted: list[int] = []
-        if len(same_host) >= per_address:
-            evicted.append(same_host[0])
+        if len(same_group) >= per_address:
+            evicted.append(same_group[0])
         elif len(self.waiting) >= self.limit:
             evicted.append(next(iter(self.waiting)))
         for key in evicted:
             del self.waiting[key]
-        self.waiting[connection] = host
+        self.waiting[connection] = group
         return evicted
 
     def done(self, connection: int) -> None:

@@ -48,6 +48,8 @@ RATE_INTERVAL = 1.0
 HASH_FAILURES_BEFORE_BAN = 2
 MAX_WASTED_BYTES = 8 * 1024 * 1024
 MAX_REMEMBERED_PEERS = 1000
+# How many times over a peer may have the whole metadata sent to it.
+METADATA_REPEATS = 3
 # Haves a peer may send before we know how many pieces there are.
 MAX_PENDING_HAVES = 1 << 16
 
@@ -148,7 +150,7 @@ class Peer:
     upload_queue: deque[tuple[int, int, int]] = field(default_factory=deque)
     # Bytes queued for the peer that it has not read yet (as the adapter last reported).
     unsent: int = 0
-    metadata_sent: set[int] = field(default_factory=set)
+    metadata_sent: int = 0  # bytes of metadata pieces sent
     downloaded: int = 0
     uploaded: int = 0
     download_rate: float = 0.0
@@ -266,9 +268,12 @@ class Swarm:
                 self.sources.add(address, given=given, now=now)
         self._dial(now)
 
-    def dial_failed(self, address: Address, now: float) -> None:
-        """A ConnectTo did not reach the peer."""
-        self.sources.failed(address, now)
+    def dial_failed(self, address: Address, now: float, *, connected: bool = False) -> None:
+        """A ConnectTo did not reach the peer, or (connected) it hung up during MSE."""
+        if connected:
+            self.sources.closed(address, now, useful=False, handshaken=False)
+        else:
+            self.sources.failed(address, now)
 
     def _dial(self, now: float) -> None:
         connected = {p.listen_address for p in self.peers.values()}
@@ -293,7 +298,12 @@ class Swarm:
         """
         if dialled is not None:
             self.sources.connected(dialled)
-        if not self._admit(address, now):
+        remote = wire.remote
+        # A banned peer, or this node itself, must not push out a peer to make room.
+        unwelcome = remote is not None and (
+            remote.peer_id in self.banned_ids or remote.peer_id == self.peer_id
+        )
+        if not self._admit(address, now, may_evict=not unwelcome):
             if dialled is not None:
                 self.sources.failed(dialled, now)
             return None
@@ -312,16 +322,20 @@ class Swarm:
             self._on_handshake(peer, wire.remote, now)
         return key
 
-    def _admit(self, address: Address, now: float) -> bool:
+    def _admit(self, address: Address, now: float, *, may_evict: bool) -> bool:
         """Whether a new connection from address gets a slot, evicting an idle peer if need be."""
-        host = address[0]
-        same_host = sum(1 for peer in self.peers.values() if peer.address[0] == host)
-        if same_host >= admission.per_address_limit(host):
+        group = admission.address_group(address[0])
+        same_group = sum(
+            1 for peer in self.peers.values() if admission.address_group(peer.address[0]) == group
+        )
+        if same_group >= admission.per_address_limit(address[0]):
             return False
         if len(self.peers) < self.config.max_peers:
             return True
+        if not may_evict:
+            return False
         victim = admission.eviction_candidate(
-            (self._standing(peer, now) for peer in self.peers.values()), now
+            (self._standing(peer) for peer in self.peers.values()), now
         )
         if victim is None:
             return False
@@ -329,14 +343,9 @@ class Swarm:
         return True
 
     @staticmethod
-    def _standing(peer: Peer, now: float) -> admission.Standing:
-        trading = (
-            now - peer.last_payload < admission.TRADING_WINDOW
-            or (peer.am_interested and not peer.peer_choking)
-            or (peer.peer_interested and not peer.am_choking)
-        )
-        last = max(peer.last_payload, peer.connected_at)
-        return admission.Standing(peer.key, peer.connected_at, trading, last)
+    def _standing(peer: Peer) -> admission.Standing:
+        interested = peer.am_interested or peer.peer_interested
+        return admission.Standing(peer.key, peer.connected_at, peer.last_payload, interested)
 
     def remove_peer(self, key: int, now: float) -> None:
         """Forget a closed connection and return its requests to the pool."""
@@ -733,9 +742,9 @@ class Swarm:
         peer.upload_queue.append((request.index, request.begin, request.length))
 
     def _reject(self, peer: Peer, request: m.Request, now: float) -> None:
-        # Rejects are output too: a peer that asks while choked and never reads is not
-        # allowed to pile them up.
-        if peer.unsent >= PEER_REPLY_LIMIT:
+        # Rejects are output too. A slow peer choked with requests in flight is owed them;
+        # one that keeps asking while choked and never reads cannot pile them up for ever.
+        if peer.unsent >= PEER_OUTPUT_HARD_LIMIT:
             raise m.ProtocolError("the peer keeps asking and does not read the replies")
         if peer.wire.send_reject(request.index, request.begin, request.length):
             self._queued(peer, m.BLOCK_REF_MESSAGE_LENGTH)
@@ -902,17 +911,21 @@ class Swarm:
             self._request_metadata(other, now)
 
     def _serve_metadata(self, peer: Peer, remote_id: int, piece: int, now: float) -> None:
-        if piece in peer.metadata_sent or (peer.has is not None and any(peer.has)):
-            raise m.ProtocolError("the peer asks for metadata it already has")
         info = self.torrent.info_bytes if self.torrent is not None else b""
+        # Asking again for a piece that was slow to come is fair (Transmission does after
+        # 3 s); asking for the whole metadata over and over, or while holding pieces, is not.
+        if peer.metadata_sent >= METADATA_REPEATS * max(1, len(info)) or (
+            peer.has is not None and any(peer.has)
+        ):
+            raise m.ProtocolError("the peer asks for metadata it already has")
+        if peer.unsent >= PEER_OUTPUT_HARD_LIMIT:
+            raise m.ProtocolError("the peer keeps asking and does not read the replies")
         start = piece * ext.METADATA_PIECE_SIZE
         busy = peer.unsent >= PEER_REPLY_LIMIT or not self.reply_budget.room()
         if start < len(info) and not busy:
             chunk = info[start : start + ext.METADATA_PIECE_SIZE]
             reply = ext.MetadataMessage(ext.METADATA_DATA, piece, len(info), chunk)
-            peer.metadata_sent.add(piece)
-        elif peer.unsent >= PEER_REPLY_LIMIT:
-            raise m.ProtocolError("the peer keeps asking and does not read the replies")
+            peer.metadata_sent += len(chunk)
         else:
             reply = ext.MetadataMessage(ext.METADATA_REJECT, piece)
         payload = ext.encode_metadata(reply)

@@ -101,19 +101,12 @@ class PeerSources:
         source = self.sources.get(address)
         return source is not None and source.encrypt
 
-    def failed(self, address: Address, now: float, *, handshaken: bool = False) -> None:
+    def failed(self, address: Address, now: float) -> None:
         """The dial failed, or the connection ended without being of use: back off."""
         source = self.sources.get(address)
         if source is None:
             return
         source.dialling = source.connected = False
-        if self.encryption == "prefer" and not handshaken:
-            # No BitTorrent handshake came back: the peer may insist on the other kind of
-            # handshake, so the next try uses it, and a first switch to MSE goes at once.
-            source.encrypt = not source.encrypt
-            if source.encrypt:
-                source.retry_at = now
-                return
         if not source.given:
             del self.sources[address]  # plenty more where it came from
             return
@@ -122,8 +115,17 @@ class PeerSources:
 
     def closed(self, address: Address, now: float, *, useful: bool, handshaken: bool) -> None:
         """A connection we dialled ended; one that traded resets the back-off."""
+        source = self.sources.get(address)
+        if source is not None and self.encryption == "prefer" and not handshaken:
+            # The peer hung up before any BitTorrent handshake: it may insist on the other
+            # kind of handshake, so the next try uses it, and a first switch to MSE goes at once.
+            source.encrypt = not source.encrypt
+            if source.encrypt:
+                source.dialling = source.connected = False
+                source.retry_at = now
+                return
         if not useful:
-            self.failed(address, now, handshaken=handshaken)
+            self.failed(address, now)
             return
         source = self.sources.get(address)
         if source is not None:
