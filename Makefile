@@ -33,6 +33,7 @@ demo: $(BIN)/shoal
 lint: $(BIN)/shoal
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict src/shoal
 
 test: $(BIN)/shoal apt lint
 	$(BIN)/pytest -q

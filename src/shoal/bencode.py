@@ -79,6 +79,7 @@ def _decode_at(data: bytes, pos: int, max_depth: int) -> tuple[Any, int]:
     open_dict: _DictFrame | None = None
     open_list: list[Any] | None = None
     size = len(data)
+    value: Any
     while True:
         if pos >= size:
             raise BencodeError(f"bencoded data ends early at byte {pos}")

@@ -722,8 +722,9 @@ class Node:
             except OSError as exc:
                 if port == ports[-1]:
                     raise ShoalError(f"cannot listen on port {port}: {exc.strerror}") from None
-        assert self._server is not None
-        self.port = self._server.sockets[0].getsockname()[1]
+        # uvloop's servers are not asyncio.Server subclasses, but have the same attributes.
+        server = cast(asyncio.Server, self._server)
+        self.port = server.sockets[0].getsockname()[1]
 
     async def add(
         self,

@@ -177,7 +177,9 @@ class PiecePicker:
         size = self.piece_sizes[index]
         return min(BLOCK_SIZE, size - begin) if begin < size else None
 
-    def receive(self, index: int, begin: int, data: bytes, peer: int) -> PartialPiece | None:
+    def receive(
+        self, index: int, begin: int, data: bytes | memoryview, peer: int
+    ) -> PartialPiece | None:
         """Store a block; returns its piece (check `complete`), or None if it was not wanted."""
         partial = self.partials.get(index)
         if partial is None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -172,6 +173,12 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                 self.finished.set_exception(error)
 
 
+def _udp_scrape(
+    batch: list[bytes], cache: ConnectionCache, now: float, tracker: str, _ipv6: bool
+) -> UdpTrackerExchange[dict[bytes, ScrapeResult]]:
+    return UdpScrape(batch, now, cache=cache, tracker=tracker)
+
+
 async def _udp_request(
     url: str, make_exchange: Callable[[float, str, bool], UdpTrackerExchange[T]]
 ) -> T:
@@ -191,7 +198,9 @@ async def _udp_request(
     exchange = make_exchange(loop.time(), f"{host}:{port}", family == socket.AF_INET6)
     try:
         _transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(exchange, loop), remote_addr=address, family=family
+            lambda: _UdpProtocol(exchange, loop),
+            remote_addr=cast(tuple[str, int], address[:2]),
+            family=family,
         )
     except OSError as error:
         raise _unreachable(error) from None
@@ -416,19 +425,16 @@ async def scrape(
         async with asyncio.timeout(timeout):
             if kind == "udp":
                 for batch in batches:
-                    results |= await _udp_request(
-                        url,
-                        lambda now, tracker, _ipv6, batch=batch: UdpScrape(
-                            batch, now, cache=cache, tracker=tracker
-                        ),
-                    )
+                    scrape = functools.partial(_udp_scrape, batch, cache)
+                    found: dict[bytes, ScrapeResult] = await _udp_request(url, scrape)
+                    results |= found
             else:
                 async with _new_session(timeout) as session:
                     for batch in batches:
                         results |= await _http_get(
                             session,
                             http.scrape_url(url, batch),
-                            lambda body, batch=batch: http.parse_scrape_response(body, batch),
+                            functools.partial(http.parse_scrape_response, info_hashes=batch),
                             timeout,
                         )
     except TimeoutError:

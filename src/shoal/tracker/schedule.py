@@ -24,7 +24,7 @@ MAX_TRACKERS = 200
 
 def backoff(failures: int) -> float:
     """Seconds to wait after `failures` rounds in a row in which no tracker of a tier answered."""
-    return min(BACKOFF_FIRST * 2 ** min(failures - 1, 16), BACKOFF_MAX)
+    return min(BACKOFF_FIRST * 2.0 ** min(failures - 1, 16), BACKOFF_MAX)
 
 
 @dataclass(frozen=True)

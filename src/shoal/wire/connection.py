@@ -114,7 +114,7 @@ class PeerWire:
             if message_id in m.FAST_ONLY and not self._fast:
                 raise m.ProtocolError(f"fast-extension message {message_id} without support")
             events.append(m.parse_message(message_id, payload))
-        if end - pos == 4 and view[pos : pos + 4] == b"\x00\x00\x00\x00":
+        if end - pos == 4 and bytes(view[pos : pos + 4]) == b"\x00\x00\x00\x00":
             events.append(m.KEEP_ALIVE)
             pos += 4
         return pos

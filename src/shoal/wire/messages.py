@@ -186,7 +186,7 @@ Message = (
 Event = Handshake | Message
 
 KEEP_ALIVE = KeepAlive()
-_NO_PAYLOAD = {
+_NO_PAYLOAD: dict[int, Message] = {
     CHOKE: Choke(),
     UNCHOKE: Unchoke(),
     INTERESTED: Interested(),
@@ -194,8 +194,16 @@ _NO_PAYLOAD = {
     HAVE_ALL: HaveAll(),
     HAVE_NONE: HaveNone(),
 }
-_ONE_INDEX = {HAVE: Have, SUGGEST_PIECE: SuggestPiece, ALLOWED_FAST: AllowedFast}
-_BLOCK_REF = {REQUEST: Request, CANCEL: Cancel, REJECT_REQUEST: RejectRequest}
+_ONE_INDEX: dict[int, type[Have | SuggestPiece | AllowedFast]] = {
+    HAVE: Have,
+    SUGGEST_PIECE: SuggestPiece,
+    ALLOWED_FAST: AllowedFast,
+}
+_BLOCK_REF: dict[int, type[Request | Cancel | RejectRequest]] = {
+    REQUEST: Request,
+    CANCEL: Cancel,
+    REJECT_REQUEST: RejectRequest,
+}
 FAST_ONLY = frozenset({SUGGEST_PIECE, HAVE_ALL, HAVE_NONE, REJECT_REQUEST, ALLOWED_FAST})
 
 
