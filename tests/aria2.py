@@ -9,8 +9,6 @@ the torrent itself names no tracker).
 from __future__ import annotations
 
 import os
-import socket
-import struct
 import subprocess
 import threading
 from collections.abc import Iterable
@@ -20,6 +18,8 @@ from types import TracebackType
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from conftest import free_port
+
+from shoal import addresses
 
 LOOPBACK = "127.0.0.1"
 ARIA2C = "aria2c"
@@ -39,11 +39,6 @@ def _bencode(value: int | bytes | str | list | dict) -> bytes:
         (key.encode() if isinstance(key, str) else key, item) for key, item in value.items()
     )
     return b"d" + b"".join(_bencode(key) + _bencode(item) for key, item in items) + b"e"
-
-
-def compact_peers(peers: Iterable[tuple[str, int]]) -> bytes:
-    """The BEP 23 compact form: 4 bytes of IPv4 address and 2 of port per peer."""
-    return b"".join(socket.inet_aton(host) + struct.pack(">H", port) for host, port in peers)
 
 
 def parse_announce(query: str) -> dict[str, bytes]:
@@ -74,7 +69,7 @@ class Tracker:
                     return
                 tracker.announces.append(parse_announce(url.query))
                 body = _bencode(
-                    {"interval": tracker.interval, "peers": compact_peers(tracker.peers)}
+                    {"interval": tracker.interval, "peers": addresses.pack_all(tracker.peers)[0]}
                 )
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")

@@ -17,6 +17,7 @@ from conftest import LOOPBACK, free_port, port_open, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shoal import addresses
 from shoal.bencode import decode
 from shoal.hub import HubError
 from shoal.hub.http import (
@@ -32,7 +33,6 @@ from shoal.hub.registry import (
     Registry,
     TrackerConfig,
     TrackerRefusal,
-    split_compact,
 )
 from shoal.hub.server import HubThread, load_allow_list, run_hub
 from shoal.hub.udp import PROTOCOL_ID, UdpTracker
@@ -58,7 +58,7 @@ def request(
 
 
 def ports(peers: list[bytes]) -> set[int]:
-    return {split_compact(peer)[1] for peer in peers}
+    return {addresses.split(peer)[1] for peer in peers}
 
 
 # --- the registry, on a fake clock ---

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import __version__
+from .addresses import Address
 from .errors import ShoalError
 from .metainfo import Torrent, parse_info
 from .storage.files import PieceStorage, RecheckStopped, StorageError
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-Address = tuple[str, int]
 DEFAULT_PORT = 6881
 CONNECT_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 20.0

@@ -6,6 +6,7 @@ import socket
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
+from shoal import addresses
 from shoal.bencode import encode
 from shoal.hub.registry import (
     IPV4_LENGTH,
@@ -14,7 +15,6 @@ from shoal.hub.registry import (
     Event,
     MalformedRequest,
     SwarmStats,
-    split_compact,
 )
 
 __all__ = [
@@ -185,7 +185,7 @@ def announce_reply(result: AnnounceResult, *, compact: bool = True) -> bytes:
     else:
         entries = []
         for index, peer in enumerate(result.peers):
-            ip, port = split_compact(peer)
+            ip, port = addresses.split(peer)
             family = socket.AF_INET if len(ip) == IPV4_LENGTH else socket.AF_INET6
             entry: dict[str, Any] = {"ip": socket.inet_ntop(family, ip), "port": port}
             if result.peer_ids is not None:

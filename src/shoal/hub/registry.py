@@ -7,6 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from shoal import addresses
 from shoal.errors import ShoalError
 from shoal.tracker.messages import Event
 
@@ -21,8 +22,6 @@ __all__ = [
     "SwarmStats",
     "TrackerConfig",
     "TrackerRefusal",
-    "compact_address",
-    "split_compact",
 ]
 
 IPV4_LENGTH = 4
@@ -50,16 +49,6 @@ class AnnounceRequest(NamedTuple):
     left: int | None = None
     event: Event = Event.NONE
     numwant: int | None = None
-
-
-def compact_address(ip: bytes, port: int) -> bytes:
-    """A peer's BEP 23 form: its packed address, then its port in two bytes."""
-    return ip + port.to_bytes(2, "big")
-
-
-def split_compact(compact: bytes) -> tuple[bytes, int]:
-    """The packed address and the port of a compact peer entry."""
-    return compact[:-2], int.from_bytes(compact[-2:], "big")
 
 
 class Peer:
@@ -318,7 +307,7 @@ class Registry:
             self._swarms.move_to_end(info_hash)
             self._expire_swarm(swarm, now)
 
-        compact = compact_address(request.ip, request.port)
+        compact = addresses.join(request.ip, request.port)
         peer = swarm.by_address.get(compact)
         if request.event == Event.STOPPED:
             if peer is not None:

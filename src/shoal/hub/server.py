@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from shoal import __version__
+from shoal import __version__, addresses
 from shoal.hub import HubError
 from shoal.hub.front import KEEP_ALIVE, MAX_BODY, ConnectionFront, FrontStats
 from shoal.hub.http import (
@@ -81,17 +81,6 @@ def load_allow_list(path: Path) -> frozenset[bytes]:
         except ValueError:
             raise HubError(f"line {number} of {path} is not a 40-hex-digit info-hash") from None
     return frozenset(hashes)
-
-
-def _packed(host: str) -> bytes:
-    """A socket address's host as 4 or 16 bytes; IPv4-mapped IPv6 becomes plain IPv4."""
-    try:
-        return socket.inet_pton(socket.AF_INET, host)
-    except OSError:
-        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-        if packed.startswith(b"\0" * 10 + b"\xff\xff"):
-            return packed[12:]
-        return packed
 
 
 def _json_error(status: int, message: str) -> web.Response:
@@ -167,7 +156,7 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         try:
-            reply = self.core.handle(data, _packed(addr[0]), self.loop.time())
+            reply = self.core.handle(data, addresses.pack_ip(addr[0]), self.loop.time())
         except Exception:
             # The core answers every datagram with a reply or silence; this is a bug, not input.
             log.exception("the UDP tracker failed on a datagram from %s", addr[0])
@@ -343,12 +332,12 @@ class Hub:
 
     @staticmethod
     def _sender(request: web.Request) -> bytes:
-        return _packed(request.transport.get_extra_info("peername")[0])  # type: ignore[union-attr]
+        return addresses.pack_ip(request.transport.get_extra_info("peername")[0])  # type: ignore[union-attr]
 
     def tracker_reply(self, path: str, query: str, sender: str) -> bytes:
         """The bencoded reply to an HTTP announce or scrape (the front answers most of them)."""
         now = asyncio.get_running_loop().time()
-        ip = _packed(sender)
+        ip = addresses.pack_ip(sender)
         try:
             if path == "/announce":
                 parsed = parse_announce(query, ip)

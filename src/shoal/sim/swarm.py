@@ -7,12 +7,11 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
+from ..addresses import Address
 from ..metainfo import Torrent, parse_info
 from ..swarm import core
 from ..swarm.ratelimit import Limits, TokenBucket
 from ..wire.connection import PeerWire
-
-Address = tuple[str, int]
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..addresses import Address
 from ..wire import extensions as ext
 from ..wire import messages as m
 from ..wire.connection import PeerWire
@@ -18,7 +19,7 @@ from .choker import CHOKE_INTERVAL, Candidate, Choker
 from .metadata import MetadataAssembler, MetadataOutcome
 from .picker import PiecePicker
 from .ratelimit import Limits, TokenBucket
-from .sources import Address, PeerSources
+from .sources import PeerSources
 
 if TYPE_CHECKING:
     from ..metainfo import Torrent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass
 
-Address = tuple[str, int]
+from ..addresses import Address
 
 # Dials in progress at once per torrent: each costs a socket and a timer.
 MAX_DIALS = 20

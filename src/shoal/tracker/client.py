@@ -15,13 +15,13 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from shoal import __version__
+from shoal.addresses import Address
 
 from . import http
 from .messages import (
     AnnounceParams,
     AnnounceResponse,
     Event,
-    Peer,
     ScrapeResult,
     TrackerError,
     TrackerRefused,
@@ -224,7 +224,7 @@ class TrackerClient:
         port: int,
         tiers: Sequence[Sequence[str]],
         stats: Callable[[], AnnounceStats],
-        on_peers: Callable[[list[Peer]], None],
+        on_peers: Callable[[list[Address]], None],
         *,
         numwant: int = 50,
         connections: ConnectionCache | None = None,
@@ -364,7 +364,7 @@ class TrackerClient:
                 self._deliver(response.peers)
         self._arm()
 
-    def _deliver(self, peers: list[Peer]) -> None:
+    def _deliver(self, peers: list[Address]) -> None:
         try:
             self._on_peers(peers)
         except Exception:

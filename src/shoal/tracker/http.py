@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote_from_bytes, urlsplit, urlunsplit
 
-from shoal import bencode
+from shoal import addresses, bencode
+from shoal.addresses import Address
 
 from .messages import (
+    MAX_PEERS,
     AnnounceParams,
     AnnounceResponse,
-    Peer,
     ScrapeResult,
     TrackerError,
     TrackerRefused,
     bounded_peers,
-    compact_peers,
     tracker_text,
 )
 
@@ -106,17 +106,17 @@ def _dict_peers(peers: list[Any]) -> Iterator[tuple[object, object]]:
             yield entry[b"ip"].decode("ascii", errors="replace"), entry.get(b"port")
 
 
-def _peers(reply: dict[bytes, Any]) -> list[Peer]:
+def _peers(reply: dict[bytes, Any]) -> list[Address]:
     """Peers of an announce reply: compact or dictionary model, and IPv6 peers."""
     peers = reply.get(b"peers")
-    sources: list[Iterator[tuple[object, object]]] = []
+    sources: list[Iterable[tuple[object, object]]] = []
     if isinstance(peers, bytes):
-        sources.append(compact_peers(peers, ipv6=False))
+        sources.append(addresses.unpack(peers, ipv6=False, limit=MAX_PEERS))
     elif isinstance(peers, list):
         sources.append(_dict_peers(peers))
     peers6 = reply.get(b"peers6")
     if isinstance(peers6, bytes):
-        sources.append(compact_peers(peers6, ipv6=True))
+        sources.append(addresses.unpack(peers6, ipv6=True, limit=MAX_PEERS))
     return bounded_peers(peer for source in sources for peer in source)
 
 

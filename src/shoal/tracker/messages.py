@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from urllib.parse import urlsplit
 
+from shoal.addresses import Address
 from shoal.errors import ShoalError
 
 __all__ = [
@@ -15,17 +16,13 @@ __all__ = [
     "AnnounceParams",
     "AnnounceResponse",
     "Event",
-    "Peer",
     "ScrapeResult",
     "TrackerError",
     "TrackerRefused",
     "bounded_peers",
-    "compact_peers",
     "tracker_kind",
     "tracker_text",
 ]
-
-Peer = tuple[str, int]
 
 # Peers kept from one reply: more than a torrent can use, few enough to cost nothing.
 MAX_PEERS = 1000
@@ -77,7 +74,7 @@ class AnnounceResponse:
 
     interval: int | None
     min_interval: int | None
-    peers: list[Peer]
+    peers: list[Address]
     seeders: int | None = None
     leechers: int | None = None
     tracker_id: bytes | None = None
@@ -113,17 +110,9 @@ def tracker_text(raw: bytes) -> str:
     return " ".join(text.split())[:MAX_TEXT]
 
 
-def compact_peers(data: bytes, *, ipv6: bool) -> Iterator[Peer]:
-    """Peers from a compact list: 4 (or 16) address bytes and 2 port bytes each."""
-    stride = 18 if ipv6 else 6
-    for start in range(0, len(data) - stride + 1, stride):
-        host = ipaddress.ip_address(data[start : start + stride - 2])
-        yield str(host), int.from_bytes(data[start + stride - 2 : start + stride], "big")
-
-
-def bounded_peers(peers: Iterable[tuple[object, object]]) -> list[Peer]:
+def bounded_peers(peers: Iterable[tuple[object, object]]) -> list[Address]:
     """The first MAX_PEERS distinct usable peers: an IP literal and a port from 1 to 65535."""
-    kept: dict[Peer, None] = {}
+    kept: dict[Address, None] = {}
     for host, port in peers:
         if not isinstance(port, int) or not 0 < port < 65536 or not isinstance(host, str):
             continue

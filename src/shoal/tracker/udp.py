@@ -7,6 +7,8 @@ import struct
 from collections.abc import Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
+from shoal import addresses
+
 from .messages import (
     AnnounceParams,
     AnnounceResponse,
@@ -14,7 +16,6 @@ from .messages import (
     TrackerError,
     TrackerRefused,
     bounded_peers,
-    compact_peers,
     tracker_text,
 )
 
@@ -224,7 +225,7 @@ class UdpAnnounce(UdpTrackerExchange[AnnounceResponse]):
         if len(datagram) < _ANNOUNCE_REPLY.size:
             return None
         _action, _transaction, interval, leechers, seeders = _ANNOUNCE_REPLY.unpack_from(datagram)
-        peers = compact_peers(datagram[_ANNOUNCE_REPLY.size :], ipv6=self.ipv6)
+        peers = addresses.unpack(datagram[_ANNOUNCE_REPLY.size :], ipv6=self.ipv6)
         return AnnounceResponse(
             interval=interval,
             min_interval=None,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import bencode
+from .. import addresses, bencode
+from ..addresses import Address
 from .messages import ProtocolError
 
 UT_METADATA = b"ut_metadata"
@@ -18,8 +18,6 @@ METADATA_PIECE_SIZE = 16 * 1024
 MAX_METADATA_SIZE = 8 * 1024 * 1024
 # BEP 11 asks for at most 50 added peers per message; tolerate a little more, ignore the rest.
 MAX_PEX_PEERS = 100
-
-Address = tuple[str, int]
 
 
 @dataclass(slots=True)
@@ -131,35 +129,18 @@ def parse_metadata(payload: bytes) -> MetadataMessage:
 # -- ut_pex ------------------------------------------------------------------------------------
 
 
-def pack_peers(addresses: list[Address]) -> tuple[bytes, bytes]:
-    """Compact IPv4 and IPv6 peer strings for addresses."""
-    v4 = bytearray()
-    v6 = bytearray()
-    for host, port in addresses:
-        ip = ipaddress.ip_address(host)
-        target = v4 if ip.version == 4 else v6
-        target += ip.packed + port.to_bytes(2, "big")
-    return bytes(v4), bytes(v6)
-
-
-def unpack_peers(blob: Any, ip_size: int) -> list[Address]:
-    """Read a compact peer string; anything malformed yields nothing."""
-    if not isinstance(blob, bytes) or len(blob) % (ip_size + 2):
+def _pex_peers(blob: Any, ipv6: bool) -> list[Address]:
+    """A compact peer list of a PEX message; anything malformed yields nothing."""
+    step = addresses.IPV6_ENTRY if ipv6 else addresses.IPV4_ENTRY
+    if not isinstance(blob, bytes) or len(blob) % step:
         return []
-    step = ip_size + 2
-    peers = []
-    for offset in range(0, min(len(blob), MAX_PEX_PEERS * step), step):
-        host = str(ipaddress.ip_address(blob[offset : offset + ip_size]))
-        port = int.from_bytes(blob[offset + ip_size : offset + step], "big")
-        if port:
-            peers.append((host, port))
-    return peers
+    return addresses.unpack(blob, ipv6=ipv6, limit=MAX_PEX_PEERS)
 
 
 def encode_pex(added: list[Address], dropped: list[Address]) -> bytes:
     """A ut_pex message."""
-    added4, added6 = pack_peers(added[:50])
-    dropped4, dropped6 = pack_peers(dropped[:50])
+    added4, added6 = addresses.pack_all(added[:50])
+    dropped4, dropped6 = addresses.pack_all(dropped[:50])
     return bencode.encode(
         {b"added": added4, b"added6": added6, b"dropped": dropped4, b"dropped6": dropped6}
     )
@@ -168,6 +149,6 @@ def encode_pex(added: list[Address], dropped: list[Address]) -> bytes:
 def parse_pex(payload: bytes) -> tuple[list[Address], list[Address]]:
     """The peers a ut_pex message adds and drops."""
     value = _decode_dict(payload, "peer exchange message")
-    added = unpack_peers(value.get(b"added"), 4) + unpack_peers(value.get(b"added6"), 16)
-    dropped = unpack_peers(value.get(b"dropped"), 4) + unpack_peers(value.get(b"dropped6"), 16)
+    added = _pex_peers(value.get(b"added"), False) + _pex_peers(value.get(b"added6"), True)
+    dropped = _pex_peers(value.get(b"dropped"), False) + _pex_peers(value.get(b"dropped6"), True)
     return added[:MAX_PEX_PEERS], dropped[:MAX_PEX_PEERS]
