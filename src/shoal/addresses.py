@@ -6,7 +6,7 @@ then its port in 2 bytes; a compact list is such entries back to back, one famil
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections.abc import Iterable
 
 Address = tuple[str, int]
@@ -14,6 +14,7 @@ Address = tuple[str, int]
 
 IPV4_ENTRY = 6
 IPV6_ENTRY = 18
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
 def pack_ip(host: str) -> bytes:
@@ -21,10 +22,16 @@ def pack_ip(host: str) -> bytes:
 
     Raises ValueError if host is not an IP address.
     """
-    ip = ipaddress.ip_address(host.partition("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.packed
+    # socket's parsers: several times faster than ipaddress, and PEX packs every minute.
+    try:
+        return socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except OSError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    return packed[12:] if packed.startswith(_MAPPED_PREFIX) else packed
 
 
 def join(packed_ip: bytes, port: int) -> bytes:
@@ -56,7 +63,7 @@ def pack_all(addresses: Iterable[Address]) -> tuple[bytes, bytes]:
 def unpack(data: bytes, *, ipv6: bool, limit: int | None = None) -> list[Address]:
     """The addresses of a compact list, at most limit of them; entries with port 0 are skipped
     and a trailing partial entry is ignored."""
-    step = IPV6_ENTRY if ipv6 else IPV4_ENTRY
+    step, family = (IPV6_ENTRY, socket.AF_INET6) if ipv6 else (IPV4_ENTRY, socket.AF_INET)
     end = len(data) - len(data) % step
     if limit is not None:
         end = min(end, limit * step)
@@ -64,5 +71,5 @@ def unpack(data: bytes, *, ipv6: bool, limit: int | None = None) -> list[Address
     for start in range(0, end, step):
         port = int.from_bytes(data[start + step - 2 : start + step], "big")
         if port:
-            found.append((str(ipaddress.ip_address(data[start : start + step - 2])), port))
+            found.append((socket.inet_ntop(family, data[start : start + step - 2]), port))
     return found

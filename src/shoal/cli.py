@@ -557,3 +557,49 @@ def demo(leechers: int, size_mib: int) -> None:
     from .demo import run_demo
 
     run(lambda: run_demo(leechers=leechers, size=size_mib * 1024 * 1024))
+
+
+@main.group()
+def sim() -> None:
+    """Run the real cores by the thousand on a simulated network and clock."""
+
+
+@sim.command("swarm")
+@click.option(
+    "--nodes", type=click.IntRange(2, 100_000), default=100, help="Nodes, the seeder too."
+)
+@click.option("--size-mib", type=click.IntRange(1, 1024), default=4, help="Size of the torrent.")
+@click.option(
+    "--churn",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    help="Departures per leecher per simulated second (0: nobody leaves).",
+)
+@click.option("--seed", type=int, default=1, help="Seed of every random choice.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sim_swarm(nodes: int, size_mib: int, churn: float, seed: int, as_json: bool) -> None:
+    """One seeder and NODES - 1 leechers joining within 10 s, until every live leecher is done."""
+    from .sim.scenario import run_swarm
+
+    report = run_swarm(nodes, size_mib * 1024 * 1024, churn=churn, seed=seed)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    spread = report.completion_seconds
+    click.echo(
+        f"{report.nodes} nodes, {human_size(report.size_bytes)}, churn {report.churn:g}/s,"
+        f" seed {report.seed}"
+    )
+    click.echo(
+        f"simulated {report.simulated_seconds:.1f} s in {report.wall_seconds:.1f} s of wall time;"
+        f" {report.events} events, {human_size(report.bytes_moved)} moved"
+    )
+    click.echo(
+        f"completed {report.completed}, left early {report.departed},"
+        f" unfinished {report.unfinished}"
+    )
+    if spread:
+        click.echo(
+            "completion times (s): "
+            + ", ".join(f"{name} {value:.1f}" for name, value in spread.items())
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every peer at every admission
 def address_group(host: str) -> str:
     """What per-address limits count: an IPv4 address, or an IPv6 /64 (one subscriber's)."""
     try:

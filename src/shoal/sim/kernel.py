@@ -1,0 +1,57 @@
+"""The simulator's clock: one queue of events at virtual times, and links that carry bytes."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class EventQueue:
+    """Runs callbacks in order of their virtual time; ties run in the order they were queued."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.processed = 0
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._sequence = 0
+
+    def at(self, when: float, callback: Callable[[], None]) -> None:
+        """Run callback at virtual time when (at once, in order, if when has passed)."""
+        self._sequence += 1
+        heapq.heappush(self._heap, (max(when, self.now), self._sequence, callback))
+
+    def run(self, until: float, done: Callable[[], bool]) -> None:
+        """Run events up to time until, or until done() says so (asked after each event)."""
+        heap = self._heap
+        while heap and heap[0][0] <= until:
+            when, _sequence, callback = heapq.heappop(heap)
+            self.now = when
+            callback()
+            self.processed += 1
+            if done():
+                return
+        self.now = max(self.now, until)
+
+
+@dataclass(slots=True)
+class Link:
+    """A node's way out: bytes leave in order at a bandwidth, then travel for a latency."""
+
+    latency: float
+    bandwidth: float | None  # bytes per second; None is as fast as can be
+    free_at: float = 0.0  # when the last queued byte has left
+    carried: int = field(default=0)
+
+    def send(self, size: int, now: float) -> float:
+        """Queue size bytes; returns when they arrive."""
+        start = max(now, self.free_at)
+        self.free_at = start + (size / self.bandwidth if self.bandwidth else 0.0)
+        self.carried += size
+        return self.free_at + self.latency
+
+    def backlog(self, now: float) -> int:
+        """Bytes queued that have not left yet."""
+        if self.bandwidth is None or self.free_at <= now:
+            return 0
+        return int((self.free_at - now) * self.bandwidth)
