@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from shoal.swarm.sources import FIRST_RETRY_DELAY, MAX_DIALS, MAX_RETRY_DELAY, PeerSources
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.swarm.sources import (
+    DIALS_PER_SECOND,
+    FIRST_RETRY_DELAY,
+    MAX_DIALS,
+    MAX_RETRY_DELAY,
+    PeerSources,
+)
 
 GIVEN = ("192.0.2.1", 6881)
 LEARNED = ("192.0.2.2", 6881)
@@ -62,14 +71,14 @@ def test_our_own_address_is_never_dialled_again():
     assert other.due(0.0, room=5, seeding=False) == []
 
 
-def test_dials_are_bounded_by_free_slots_and_in_flight_dials():
+def test_dials_are_bounded_by_free_slots_dials_in_flight_and_a_rate():
     sources = PeerSources()
     for number in range(100):
         sources.add((f"198.51.100.{number}", 1), given=False, now=0.0)
     assert len(sources.due(0.0, room=3, seeding=False)) == 3
-    first = sources.due(0.0, room=100, seeding=False)
-    assert len(first) == MAX_DIALS - 3
-    assert sources.due(0.0, room=100, seeding=False) == []
+    assert len(sources.due(0.0, room=100, seeding=False)) == DIALS_PER_SECOND - 3
+    assert len(sources.due(1.0, room=100, seeding=False)) == MAX_DIALS - DIALS_PER_SECOND
+    assert sources.due(2.0, room=100, seeding=False) == []  # MAX_DIALS are in progress
 
 
 def test_prefer_tries_plaintext_then_mse_at_once_then_plaintext_again():
@@ -101,3 +110,36 @@ def test_a_dial_that_never_connected_does_not_switch_to_mse():
     sources.failed(GIVEN, 0.0)  # refused or timed out: nothing said about encryption
     assert not sources.encrypted(GIVEN)
     assert sources.due(0.0, room=1, seeding=False) == []
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "give", "due", "connected", "failed", "closed", "self"]),
+            st.integers(0, 7),
+            st.booleans(),
+        ),
+        max_size=80,
+    )
+)
+def test_the_counts_kept_match_the_sources(operations):
+    sources = PeerSources()
+    now = 0.0
+    for operation, number, flag in operations:
+        address = (f"192.0.2.{number}", 1)
+        now += 0.5
+        if operation in ("add", "give"):
+            sources.add(address, given=operation == "give", now=now)
+        elif operation == "due":
+            sources.due(now, room=number, seeding=flag)
+        elif operation == "connected":
+            sources.connected(address)
+        elif operation == "failed":
+            sources.failed(address, now)
+        elif operation == "closed":
+            sources.closed(address, now, useful=flag, handshaken=not flag)
+        else:
+            sources.mark_self(address)
+        kept = sources.sources.values()
+        assert sources.dialling() == sum(source.dialling for source in kept)
+        assert sources.learned_count() == sum(not source.given for source in kept)

@@ -10,7 +10,7 @@ from shoal.metainfo import Torrent, create_torrent
 from shoal.swarm import core
 from shoal.swarm.admission import MAX_PER_ADDRESS, MAX_PER_LOOPBACK_ADDRESS, HandshakeGate
 from shoal.swarm.budget import PEER_REPLY_LIMIT, ReplyBudget
-from shoal.swarm.sources import MAX_DIALS
+from shoal.swarm.sources import DIALS_PER_SECOND
 from shoal.wire import extensions as ext
 from shoal.wire import messages as m
 from shoal.wire.connection import PeerWire
@@ -365,7 +365,7 @@ def test_pex_floods_are_rate_limited(torrent_and_content):
     # One message per half minute is heeded; dials go out a bounded number at a time.
     assert swarm.sources.learned_count() == 50
     dials = [a for a in swarm.take_actions() if isinstance(a, core.ConnectTo)]
-    assert len(dials) == MAX_DIALS
+    assert len(dials) == DIALS_PER_SECOND
 
 
 def test_haves_before_metadata_are_bounded(torrent_and_content):

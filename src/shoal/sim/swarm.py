@@ -136,10 +136,10 @@ class SimNetwork:
             return
         a.links[key_a] = (b, key_b)
         b.links[key_b] = (a, key_a)
-        self.peak_connections = max(self.peak_connections, len(a.links), len(b.links))
         b.swarm.handle_events(key_b, events, self.now)
         self.settle(a)
         self.settle(b)
+        self.peak_connections = max(self.peak_connections, len(a.links), len(b.links))
 
     def leave(self, peer: SimPeer) -> None:
         """The node goes away: every connection of it closes."""

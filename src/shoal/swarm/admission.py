@@ -17,6 +17,7 @@ EVICTION_GRACE = 10.0
 TRADING_WINDOW = 60.0
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(host: str) -> bool:
     """Whether host is a loopback address (127.0.0.0/8, ::1)."""
     try:

@@ -277,9 +277,11 @@ class Swarm:
             self.sources.failed(address, now)
 
     def _dial(self, now: float) -> None:
+        room = self.config.max_peers - len(self.peers)
+        if room <= 0 or not self.sources.sources:
+            return  # the common case in a big swarm: nothing to work out
         connected = {p.listen_address for p in self.peers.values()}
         connected.update(p.dialled for p in self.peers.values())
-        room = self.config.max_peers - len(self.peers)
         for address in self.sources.due(now, room=room, seeding=self.complete, skip=connected):
             self.actions.append(ConnectTo(address, self.sources.encrypted(address)))
 

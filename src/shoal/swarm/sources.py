@@ -9,6 +9,9 @@ from ..addresses import Address
 
 # Dials in progress at once per torrent: each costs a socket and a timer.
 MAX_DIALS = 20
+# New dials per torrent per second (libtorrent's connection_speed is alike): a swarm full of
+# busy nodes is not worth hammering, and PEX hands out addresses by the hundred.
+DIALS_PER_SECOND = 10
 # Addresses learned from trackers and peer exchange kept at most.
 MAX_LEARNED = 500
 # Back-off after a failure: 1, 2, 4 ... seconds, capped.
@@ -38,6 +41,11 @@ class PeerSources:
         if encryption not in ENCRYPTION_POLICIES:
             raise ValueError(f"unknown encryption policy {encryption!r}")
         self.encryption = encryption
+        self._second = float("-inf")  # start of the second the dial rate counts in
+        self._dialled_this_second = 0
+        # Kept as counts: asked on every tick and every PEX message.
+        self._learned = 0
+        self._dialling = 0
         self.sources: dict[Address, Source] = {}
         # Addresses that turned out to be this node itself, never dialled again; the node
         # shares one set among its torrents.
@@ -49,21 +57,38 @@ class PeerSources:
             return
         source = self.sources.get(address)
         if source is not None:
-            source.given |= given
+            if given and not source.given:
+                source.given = True
+                self._learned -= 1
             return
-        if not given and self.learned_count() >= MAX_LEARNED:
-            return
+        if not given:
+            if self._learned >= MAX_LEARNED:
+                return
+            self._learned += 1
         self.sources[address] = Source(
             given=given, retry_at=now, encrypt=self.encryption == "require"
         )
 
     def learned_count(self) -> int:
         """How many learned (not given) addresses are kept."""
-        return sum(1 for source in self.sources.values() if not source.given)
+        return self._learned
 
     def dialling(self) -> int:
         """How many dials are in progress."""
-        return sum(1 for source in self.sources.values() if source.dialling)
+        return self._dialling
+
+    def _settle(self, source: Source) -> None:
+        """The source is neither being dialled nor connected any more."""
+        if source.dialling:
+            self._dialling -= 1
+        source.dialling = source.connected = False
+
+    def _forget(self, address: Address) -> None:
+        source = self.sources.pop(address, None)
+        if source is not None:
+            self._settle(source)
+            if not source.given:
+                self._learned -= 1
 
     def __contains__(self, address: object) -> bool:
         return address in self.sources
@@ -72,9 +97,18 @@ class PeerSources:
         self, now: float, *, room: int, seeding: bool, skip: Container[object] = ()
     ) -> list[Address]:
         """Addresses to dial now (marked as dialling), at most `room` connections in all
-        counting dials in progress; a seed dials only given addresses; `skip` holds
-        addresses already connected by other means."""
-        room = min(room, MAX_DIALS) - self.dialling()
+        counting dials in progress, MAX_DIALS in progress and DIALS_PER_SECOND new ones a
+        second; a seed dials only given addresses; `skip` holds addresses already connected
+        by other means."""
+        if now - self._second >= 1.0:
+            self._second = now
+            self._dialled_this_second = 0
+        if room <= 0:
+            return []
+        dialling = self.dialling()
+        room = min(
+            room - dialling, MAX_DIALS - dialling, DIALS_PER_SECOND - self._dialled_this_second
+        )
         chosen: list[Address] = []
         if room <= 0:
             return chosen
@@ -84,6 +118,8 @@ class PeerSources:
             if seeding and not source.given:
                 continue  # leechers come to a seed; it keeps dialling only whom it was told to
             source.dialling = True
+            self._dialling += 1
+            self._dialled_this_second += 1
             chosen.append(address)
             if len(chosen) >= room:
                 break
@@ -93,7 +129,7 @@ class PeerSources:
         """The dial reached the peer."""
         source = self.sources.get(address)
         if source is not None:
-            source.dialling = False
+            self._settle(source)
             source.connected = True
 
     def encrypted(self, address: Address) -> bool:
@@ -106,9 +142,9 @@ class PeerSources:
         source = self.sources.get(address)
         if source is None:
             return
-        source.dialling = source.connected = False
+        self._settle(source)
         if not source.given:
-            del self.sources[address]  # plenty more where it came from
+            self._forget(address)  # plenty more where it came from
             return
         source.failures += 1
         source.retry_at = now + min(MAX_RETRY_DELAY, FIRST_RETRY_DELAY * 2 ** (source.failures - 1))
@@ -121,7 +157,7 @@ class PeerSources:
             # kind of handshake, so the next try uses it, and a first switch to MSE goes at once.
             source.encrypt = not source.encrypt
             if source.encrypt:
-                source.dialling = source.connected = False
+                self._settle(source)
                 source.retry_at = now
                 return
         if not useful:
@@ -129,18 +165,18 @@ class PeerSources:
             return
         source = self.sources.get(address)
         if source is not None:
-            source.dialling = source.connected = False
+            self._settle(source)
             source.failures = 0
             source.retry_at = now + FIRST_RETRY_DELAY
 
     def mark_self(self, address: Address) -> None:
         """The address reached this very node: forget it for good."""
         self.own.add(address)
-        self.sources.pop(address, None)
+        self._forget(address)
 
     def remove(self, address: Address) -> None:
         """Forget an address (banned)."""
-        self.sources.pop(address, None)
+        self._forget(address)
 
     def next_wake(self, *, seeding: bool) -> float | None:
         """When the next back-off ends, if any source waits."""
