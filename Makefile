@@ -44,3 +44,4 @@ bench: $(BIN)/shoal apt
 	$(BIN)/python bench/rc4.py
 	$(BIN)/python bench/create.py
 	$(BIN)/python bench/tracker_load.py
+	$(BIN)/python bench/sim.py
