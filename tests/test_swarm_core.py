@@ -134,6 +134,15 @@ def test_end_game_asks_a_second_peer_for_blocks_in_flight():
     assert picker.next_blocks(everything, first, 10) == []
 
 
+def test_end_game_leaves_a_peer_that_is_busy_with_its_own_requests_alone():
+    picker = PiecePicker([16384 * 4], bytearray(1), random.Random(1))
+    everything = bytearray(b"\x01")
+    mine = dict.fromkeys(picker.next_blocks(everything, {}, 2), 0.0)
+    others = dict.fromkeys(picker.next_blocks(everything, {}, 2), 0.0)
+    assert len(mine) == len(others) == 2
+    assert picker.next_blocks(everything, mine, 10) == []
+
+
 def test_seeding_choker_rotates_slots():
     choker = Choker(slots=1, rng=random.Random(1))
     a = Candidate(1, 0.0, unchoked_since=0.0, waiting_since=0.0, connected_at=0.0)

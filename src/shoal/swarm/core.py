@@ -486,7 +486,10 @@ class Swarm:
             self._fill_requests(peer, now)
         elif isinstance(event, m.Choke):
             peer.peer_choking = True
-            self._release_all(peer)
+            # With the fast extension a choke cancels nothing (BEP 6): the peer rejects what
+            # it will not send, and sends the rest; asking others at once would fetch it twice.
+            if not peer.wire.supports_fast:
+                self._release_all(peer)
         elif isinstance(event, m.Interested):
             self._on_interested(peer, now)
         elif isinstance(event, m.NotInterested):

@@ -95,7 +95,10 @@ class PiecePicker:
             if index is None:
                 break
             self._take(self._start(index), want - len(chosen), chosen)
-        if not chosen:
+        if not chosen and not exclude:
+            # End game, for a peer with nothing else in flight: one with requests of its own
+            # is busy already, and doubling every block that is in flight wastes half the
+            # bandwidth of a swarm where a node talks to dozens of seeds.
             self._end_game_blocks(pieces, exclude, want, chosen)
         return chosen
 
