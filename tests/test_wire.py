@@ -166,7 +166,11 @@ def test_metadata_messages_round_trip():
 
 @given(
     st.lists(
-        st.tuples(st.ip_addresses().map(str), st.integers(min_value=1, max_value=65535)),
+        st.tuples(
+            # An IPv4-mapped IPv6 address travels as the IPv4 address it is (test_addresses).
+            st.ip_addresses().filter(lambda ip: getattr(ip, "ipv4_mapped", None) is None).map(str),
+            st.integers(min_value=1, max_value=65535),
+        ),
         max_size=50,
     )
 )
