@@ -7,7 +7,7 @@ import random
 import pytest
 
 from shoal.metainfo import Torrent, create_torrent
-from shoal.swarm import core
+from shoal.swarm import core, uploads
 from shoal.swarm.admission import MAX_PER_ADDRESS, MAX_PER_LOOPBACK_ADDRESS, HandshakeGate
 from shoal.swarm.budget import PEER_REPLY_LIMIT, ReplyBudget
 from shoal.swarm.sources import DIALS_PER_SECOND
@@ -179,7 +179,7 @@ def test_replies_queued_for_all_peers_share_one_bound(torrent_and_content):
 
 
 def test_a_choked_peer_that_asks_and_never_reads_is_dropped(torrent_and_content, monkeypatch):
-    monkeypatch.setattr(core, "PEER_OUTPUT_HARD_LIMIT", 1024 * 1024)  # a quicker test
+    monkeypatch.setattr(uploads, "PEER_OUTPUT_HARD_LIMIT", 1024 * 1024)  # a quicker test
     torrent, _content = torrent_and_content
     swarm = seeder(torrent)
     peer = Remote(swarm, 1)  # not interested, so choked: every request is rejected

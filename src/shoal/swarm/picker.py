@@ -213,3 +213,21 @@ class PiecePicker:
     def done(self) -> bool:
         """Whether every piece is verified."""
         return all(self.have)
+
+    def check(self) -> None:
+        """Raise AssertionError if the picker's bookkeeping contradicts itself (for tests)."""
+        assert all(count >= 0 for count in self.availability), "negative availability"
+        for index, partial in self.partials.items():
+            assert not self.have[index] and index not in self.verifying, f"piece {index} twice"
+            free = set(partial.free)
+            in_flight = set(partial.in_flight)
+            assert len(free) == len(partial.free), f"piece {index}: a free block listed twice"
+            assert not free & partial.received, f"piece {index}: a received block is free"
+            assert not in_flight & partial.received, f"piece {index}: a received block in flight"
+            assert not free & in_flight, f"piece {index}: a block both free and in flight"
+            assert all(count > 0 for count in partial.in_flight.values())
+            assert free | in_flight | partial.received == set(range(partial.num_blocks)), (
+                f"piece {index}: a block is lost"
+            )
+        for index in self.verifying:
+            assert not self.have[index], f"piece {index} verified and being verified"
