@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 from pathlib import Path
 
 from conftest import until
@@ -233,5 +234,45 @@ def test_a_node_handed_its_own_address_stops_dialling_it(tmp_path):
             assert node.is_self(ourselves)
         finally:
             await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_udp_trackers_are_asked_from_the_nodes_one_port(tmp_path):
+    torrent, _content, folder = make_content(tmp_path, 256 * 1024, 16 * 1024)
+
+    async def scenario() -> None:
+        seen: list[tuple[str, int]] = []
+
+        class Tracker(asyncio.DatagramProtocol):
+            """Answers connect and announce (BEP 15), and notes who asked."""
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                seen.append(addr)
+                action, transaction = struct.unpack_from(">II", data, 8)
+                reply = (
+                    struct.pack(">IIQ", 0, transaction, 42)
+                    if action == 0
+                    else struct.pack(">IIIII", 1, transaction, 1800, 0, 1)
+                )
+                self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Tracker, local_addr=(LOOPBACK, 0))
+        url = f"udp://{LOOPBACK}:{transport.get_extra_info('sockname')[1]}/announce"
+        node = await start_node()
+        try:
+            task = await node.add(torrent.info_hash, torrent, folder, trackers=[[url]])
+            assert task.tracker is not None
+            await until(lambda: len(seen) >= 2, "a connect and an announce", 10)
+            # One port number for TCP and UDP: the tracker sees the port peers dial.
+            assert {port for _host, port in seen} == {node.port}
+            await until(lambda: not task.tracker_problem(), "the announce to succeed", 10)
+        finally:
+            await node.stop()
+            transport.close()
 
     asyncio.run(scenario())

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import __version__
 from .addresses import Address
+from .datagrams import DatagramPort
 from .errors import ShoalError
 from .metainfo import Torrent, parse_info
 from .storage.files import PieceStorage, RecheckStopped, StorageError
@@ -37,6 +38,8 @@ T = TypeVar("T")
 
 DEFAULT_PORT = 6881
 CONNECT_TIMEOUT = 10.0
+# Ports the system hands out that are free for TCP may be taken for UDP: try a few.
+FREE_PORT_TRIES = 8
 HANDSHAKE_TIMEOUT = 20.0
 # When the send buffer drains below this, the core is told, so it serves the peer again.
 WRITE_BUFFER_HIGH = PEER_REPLY_LIMIT // 2
@@ -317,6 +320,7 @@ class TorrentTask:
                 self.tracker_tiers,
                 self._announce_stats,
                 lambda peers: self.add_peers(peers, learned=True),
+                datagrams=self.node.datagrams,
             )
             self.tracker.start()
 
@@ -704,6 +708,7 @@ class Node:
         # Set from a signal handler: long start-up work (checking data on disk) stops at once.
         self.halt = threading.Event()
         self._server: asyncio.AbstractServer | None = None
+        self.datagrams = DatagramPort()  # the UDP socket on the same port number
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -711,20 +716,35 @@ class Node:
         return asyncio.get_running_loop()
 
     async def start(self) -> None:
-        """Listen for peers; without a port asked for, take 6881 or else any free one."""
-        ports = [self.requested_port] if self.requested_port is not None else [DEFAULT_PORT, 0]
-        for port in ports:
+        """Listen on one port number for TCP and UDP; without a port asked for, take 6881 or
+        else any port free for both."""
+        if self.requested_port is not None:
+            candidates = [self.requested_port]
+        else:
+            candidates = [DEFAULT_PORT] + [0] * FREE_PORT_TRIES
+        for attempt, port in enumerate(candidates):
+            last = attempt == len(candidates) - 1
             try:
-                self._server = await self.loop.create_server(
+                server = await self.loop.create_server(
                     lambda: PeerConnection(self), self.host, port, reuse_address=True
                 )
-                break
             except OSError as exc:
-                if port == ports[-1]:
+                if last:
                     raise ShoalError(f"cannot listen on port {port}: {exc.strerror}") from None
-        # uvloop's servers are not asyncio.Server subclasses, but have the same attributes.
-        server = cast(asyncio.Server, self._server)
-        self.port = server.sockets[0].getsockname()[1]
+                continue
+            bound = server.sockets[0].getsockname()[1]
+            try:
+                await self.loop.create_datagram_endpoint(
+                    lambda: self.datagrams, local_addr=(self.host, bound)
+                )
+            except OSError as exc:
+                server.close()  # the number is taken for UDP: try another for both
+                if last:
+                    raise ShoalError(f"cannot listen on UDP port {bound}: {exc.strerror}") from None
+                continue
+            self._server = server
+            self.port = bound
+            return
 
     async def add(
         self,
@@ -787,6 +807,7 @@ class Node:
         self.halt.set()
         if self._server is not None:
             self._server.close()
+        self.datagrams.close()
         for connection, _timer in list(self._handshaking.values()):
             connection.close()
         for task in self.torrents.values():

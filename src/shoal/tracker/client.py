@@ -16,6 +16,7 @@ import aiohttp
 
 from shoal import __version__
 from shoal.addresses import Address
+from shoal.datagrams import DatagramPort
 
 from . import http
 from .messages import (
@@ -117,17 +118,27 @@ def _udp_address(url: str) -> tuple[str, int]:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    """Runs one UDP exchange: datagrams in, datagrams out, one retransmission timer."""
+    """Runs one UDP exchange: datagrams in, datagrams out, one retransmission timer.
+
+    It has a socket of its own, or sends through the node's shared one (`attach`).
+    """
 
     def __init__(self, exchange: UdpTrackerExchange[Any], loop: asyncio.AbstractEventLoop):
         self.exchange = exchange
         self.loop = loop
         self.finished: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.DatagramTransport | None = None
+        self._send: Callable[[bytes], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        datagrams = cast(asyncio.DatagramTransport, transport)
+        self.transport = datagrams
+        self.attach(datagrams.sendto)
+
+    def attach(self, send: Callable[[bytes], None]) -> None:
+        """Start the exchange, sending its datagrams with send."""
+        self._send = send
         self._pump()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -155,8 +166,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def _pump(self) -> None:
         datagram = self.exchange.datagram_to_send()
-        if datagram is not None and self.transport is not None:
-            self.transport.sendto(datagram)
+        if datagram is not None and self._send is not None:
+            self._send(datagram)
         if self.exchange.done:
             self._finish(None)
             return
@@ -180,13 +191,19 @@ def _udp_scrape(
 
 
 async def _udp_request(
-    url: str, make_exchange: Callable[[float, str, bool], UdpTrackerExchange[T]]
+    url: str,
+    make_exchange: Callable[[float, str, bool], UdpTrackerExchange[T]],
+    port: DatagramPort | None = None,
 ) -> T:
-    """Run one exchange with the UDP tracker at url; make_exchange(now, tracker, ipv6)."""
-    host, port = _udp_address(url)
+    """Run one exchange with the UDP tracker at url; make_exchange(now, tracker, ipv6).
+
+    With port (the node's own UDP socket, IPv4) an IPv4 tracker is asked from it, so the
+    tracker sees the node's one port; otherwise the exchange has a socket of its own.
+    """
+    host, port_number = _udp_address(url)
     loop = asyncio.get_running_loop()
     try:
-        addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        addresses = await loop.getaddrinfo(host, port_number, type=socket.SOCK_DGRAM)
     except OSError as error:
         raise _unreachable(error) from None
     if not addresses:
@@ -195,19 +212,26 @@ async def _udp_request(
     # listen on 0.0.0.0 only. (UDP gives no refusal to fall back on in time.)
     addresses.sort(key=lambda info: info[0] != socket.AF_INET)
     family, _type, _proto, _name, address = addresses[0]
-    exchange = make_exchange(loop.time(), f"{host}:{port}", family == socket.AF_INET6)
-    try:
-        _transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(exchange, loop),
-            remote_addr=cast(tuple[str, int], address[:2]),
-            family=family,
-        )
-    except OSError as error:
-        raise _unreachable(error) from None
+    exchange = make_exchange(loop.time(), f"{host}:{port_number}", family == socket.AF_INET6)
+    remote = cast(tuple[str, int], address[:2])
+    stop_listening: Callable[[], None] | None = None
+    if port is not None and port.transport is not None and family == socket.AF_INET:
+        protocol = _UdpProtocol(exchange, loop)
+        stop_listening = port.listen(remote, lambda data: protocol.datagram_received(data, remote))
+        protocol.attach(lambda datagram: port.send(datagram, remote))
+    else:
+        try:
+            _transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(exchange, loop), remote_addr=remote, family=family
+            )
+        except OSError as error:
+            raise _unreachable(error) from None
     try:
         await protocol.finished
     finally:
         protocol.close()
+        if stop_listening is not None:
+            stop_listening()
     if exchange.error is not None:
         raise exchange.error
     assert exchange.result is not None
@@ -232,6 +256,7 @@ class TrackerClient:
         http_timeout: float = HTTP_TIMEOUT,
         udp_timeout: float = UDP_FIRST_TIMEOUT,
         udp_tries: int = UDP_TRIES,
+        datagrams: DatagramPort | None = None,
     ) -> None:
         if len(info_hash) != 20 or len(peer_id) != 20:
             raise ValueError("the info-hash and the peer id are 20 bytes each")
@@ -241,6 +266,7 @@ class TrackerClient:
         self.numwant = numwant
         self._stats = stats
         self._on_peers = on_peers
+        self._datagrams = datagrams  # the node's UDP socket, for UDP trackers
         self._connections = connections if connections is not None else ConnectionCache()
         self._rng = rng if rng is not None else random.Random()
         # BEP 7 key: lets the tracker recognise us if our address changes.
@@ -397,6 +423,7 @@ class TrackerClient:
                     first_timeout=self._udp_timeout,
                     max_tries=self._udp_tries,
                 ),
+                self._datagrams,
             )
         if self._session is None:
             self._session = _new_session(self._http_timeout)
