@@ -9,7 +9,7 @@ import pytest
 from shoal.metainfo import create_torrent
 from shoal.sim.swarm import SimNetwork
 from shoal.swarm.choker import Candidate, Choker
-from shoal.swarm.picker import PiecePicker
+from shoal.swarm.picker import END_GAME_AFTER, PiecePicker
 
 
 def make_network(tmp_path, size: int) -> SimNetwork:
@@ -120,27 +120,36 @@ def test_picker_prefers_the_rarest_piece():
     picker.add_peer_pieces(bytearray(b"\x00\x00\x00\x00\x01\x01\x01\x01"))
     picker.add_peer_pieces(bytearray(b"\x00\x00\x00\x00\x01\x01\x00\x01"))
     picker.add_peer_pieces(bytearray(b"\x00\x00\x00\x00\x01\x00\x00\x01"))
-    [(index, _block)] = picker.next_blocks(bytearray(b"\x01" * 8), {}, 1)
+    [(index, _block)] = picker.next_blocks(bytearray(b"\x01" * 8), {}, 1, now=0.0)
     assert index == 6
 
 
 def test_end_game_asks_a_second_peer_for_blocks_in_flight():
     picker = PiecePicker([16384 * 2], bytearray(1), random.Random(1))
     everything = bytearray(b"\x01")
-    first = dict.fromkeys(picker.next_blocks(everything, {}, 10), 0.0)
+    first = dict.fromkeys(picker.next_blocks(everything, {}, 10, now=0.0), 0.0)
     assert len(first) == 2
     # A second peer gets the same blocks again rather than nothing, but not twice over.
-    assert set(picker.next_blocks(everything, {}, 10)) == set(first)
-    assert picker.next_blocks(everything, first, 10) == []
+    assert set(picker.next_blocks(everything, {}, 10, now=0.0)) == set(first)
+    assert picker.next_blocks(everything, first, 10, now=0.0) == []
+
+
+def test_far_from_the_end_a_block_is_doubled_only_once_its_request_is_slow():
+    picker = PiecePicker([16384 * 64], bytearray(1), random.Random(1))
+    everything = bytearray(b"\x01")
+    assert len(picker.next_blocks(everything, {}, 64, now=0.0)) == 64
+    # 64 blocks still to come, all in flight and fresh: an idle peer waits.
+    assert picker.next_blocks(everything, {}, 10, now=1.0) == []
+    assert len(picker.next_blocks(everything, {}, 10, now=0.0 + END_GAME_AFTER)) == 10
 
 
 def test_end_game_leaves_a_peer_that_is_busy_with_its_own_requests_alone():
     picker = PiecePicker([16384 * 4], bytearray(1), random.Random(1))
     everything = bytearray(b"\x01")
-    mine = dict.fromkeys(picker.next_blocks(everything, {}, 2), 0.0)
-    others = dict.fromkeys(picker.next_blocks(everything, {}, 2), 0.0)
+    mine = dict.fromkeys(picker.next_blocks(everything, {}, 2, now=0.0), 0.0)
+    others = dict.fromkeys(picker.next_blocks(everything, {}, 2, now=0.0), 0.0)
     assert len(mine) == len(others) == 2
-    assert picker.next_blocks(everything, mine, 10) == []
+    assert picker.next_blocks(everything, mine, 10, now=0.0) == []
 
 
 def test_seeding_choker_rotates_slots():

@@ -139,7 +139,7 @@ class Downloads(SwarmBase):
             room = min(room, -(-int(allowance) // m.BLOCK_SIZE))
         if room <= 0:
             return
-        chosen = picker.next_blocks(peer.has, outstanding, room)
+        chosen = picker.next_blocks(peer.has, outstanding, room, now=now)
         if not chosen:
             return
         wire = peer.wire

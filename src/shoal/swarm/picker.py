@@ -12,6 +12,11 @@ from ..wire.messages import BLOCK_SIZE
 RANDOM_FIRST_PIECES = 4
 # In the end game, at most this many peers are asked for the same block.
 END_GAME_DUPLICATES = 2
+# A block is asked of a second peer only near the end (this many blocks left to arrive) or
+# once its first request has waited this long: with dozens of peers every block is in flight
+# from the start, and doubling them all would waste half the swarm's bandwidth.
+END_GAME_BLOCKS = 32
+END_GAME_AFTER = 2.0
 
 
 @dataclass(slots=True)
@@ -24,6 +29,7 @@ class PartialPiece:
     buffer: bytearray
     free: list[int]  # block numbers nobody has been asked for, next to ask for last
     in_flight: dict[int, int] = field(default_factory=dict)  # block -> number of requests
+    asked_at: dict[int, float] = field(default_factory=dict)  # block -> its first request
     received: set[int] = field(default_factory=set)
     senders: dict[int, int] = field(default_factory=dict)  # block -> peer key
 
@@ -80,36 +86,45 @@ class PiecePicker:
         return any(p and not h for p, h in zip(pieces, have, strict=True))
 
     def next_blocks(
-        self, pieces: bytearray, exclude: dict[tuple[int, int], float], want: int
+        self,
+        pieces: bytearray,
+        exclude: dict[tuple[int, int], float],
+        want: int,
+        *,
+        now: float,
     ) -> list[tuple[int, int]]:
         """Up to `want` blocks to request from a peer that has `pieces`, as (piece, block)."""
         chosen: list[tuple[int, int]] = []
         # Finish what is started before starting more: whole pieces reach verification sooner.
         for partial in self.partials.values():
             if partial.free and pieces[partial.index]:
-                self._take(partial, want - len(chosen), chosen)
+                self._take(partial, want - len(chosen), chosen, now)
                 if len(chosen) >= want:
                     return chosen
         while len(chosen) < want:
             index = self._pick_new(pieces)
             if index is None:
                 break
-            self._take(self._start(index), want - len(chosen), chosen)
+            self._take(self._start(index), want - len(chosen), chosen, now)
         if not chosen and not exclude:
             # End game, for a peer with nothing else in flight: one with requests of its own
             # is busy already, and doubling every block that is in flight wastes half the
             # bandwidth of a swarm where a node talks to dozens of seeds.
-            self._end_game_blocks(pieces, exclude, want, chosen)
+            self._end_game_blocks(pieces, exclude, want, chosen, now)
         return chosen
 
     @staticmethod
-    def _take(partial: PartialPiece, count: int, chosen: list[tuple[int, int]]) -> None:
+    def _take(
+        partial: PartialPiece, count: int, chosen: list[tuple[int, int]], now: float
+    ) -> None:
         free = partial.free
         in_flight = partial.in_flight
+        asked_at = partial.asked_at
         index = partial.index
         for _ in range(min(count, len(free))):
             block = free.pop()
             in_flight[block] = in_flight.get(block, 0) + 1
+            asked_at[block] = now
             chosen.append((index, block))
 
     def _pick_new(self, pieces: bytearray) -> int | None:
@@ -148,12 +163,19 @@ class PiecePicker:
         exclude: dict[tuple[int, int], float],
         want: int,
         chosen: list[tuple[int, int]],
+        now: float,
     ) -> None:
+        left = sum(p.num_blocks - len(p.received) for p in self.partials.values())
+        near_the_end = left <= END_GAME_BLOCKS
         for partial in self.partials.values():
             if not pieces[partial.index]:
                 continue
             for block, count in partial.in_flight.items():
-                if count < END_GAME_DUPLICATES and (partial.index, block) not in exclude:
+                if (
+                    count < END_GAME_DUPLICATES
+                    and (partial.index, block) not in exclude
+                    and (near_the_end or now - partial.asked_at[block] >= END_GAME_AFTER)
+                ):
                     partial.in_flight[block] = count + 1
                     chosen.append((partial.index, block))
                     if len(chosen) >= want:
