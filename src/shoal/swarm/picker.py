@@ -114,9 +114,7 @@ class PiecePicker:
         return chosen
 
     @staticmethod
-    def _take(
-        partial: PartialPiece, count: int, chosen: list[tuple[int, int]], now: float
-    ) -> None:
+    def _take(partial: PartialPiece, count: int, chosen: list[tuple[int, int]], now: float) -> None:
         free = partial.free
         in_flight = partial.in_flight
         asked_at = partial.asked_at
