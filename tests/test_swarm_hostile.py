@@ -100,10 +100,10 @@ def test_rejected_piece_rests_then_is_asked_again(torrent_and_content):
     first = asked[0]
     for request in asked:  # a busy peer: "not now" to everything
         peer.send(m.frame_block_ref(m.REJECT_REQUEST, request.index, request.begin, request.length))
-    swarm.tick(1.0)
+    swarm.handle_timer(1.0)
     assert [r for r in requests(peer.received()) if r.index == first.index] == []
     # A seeder never announces the piece anew: "not now" must not become "never".
-    swarm.tick(core.REJECT_REST + 1.0)
+    swarm.handle_timer(core.REJECT_REST + 1.0)
     again = [
         r for r in requests(peer.received()) if (r.index, r.begin) == (first.index, first.begin)
     ]
@@ -331,7 +331,7 @@ def test_a_peer_lying_about_the_metadata_size_does_not_block_a_magnet(torrent_an
     honest.send(extension_handshake(len(info)))
     ready = []
     for now in range(0, 60):
-        swarm.tick(float(now))
+        swarm.handle_timer(float(now))
         liar.received()
         answer_metadata(honest, info, float(now))
         ready += [a for a in swarm.take_actions() if isinstance(a, core.MetadataReady)]

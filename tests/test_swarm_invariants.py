@@ -76,7 +76,7 @@ def test_bookkeeping_holds_after_every_step(tmp_path_factory, operations):
         elif operation == "leave":
             swarm.remove_peer(remote.key, now)
         elif operation == "tick":
-            swarm.tick(now)
+            swarm.handle_timer(now)
         if remote is not None and remote.connected:
             asked.setdefault(who, []).extend(requests(remote.received()))
         for action in swarm.take_actions():

@@ -293,7 +293,7 @@ def test_udp_connect_then_announce_and_reuse_the_connection_id():
     fields = struct.unpack_from(">20s20sQQQIIIiH", request, 16)
     assert fields == (INFO_HASH, PEER_ID, 22, 33, 11, 2, 0, 0xABCDEF, 50, 6881)
     exchange.receive(announce_reply(request, compact(("10.1.1.1", 6881), ("10.1.1.2", 0))), 2.0)
-    assert exchange.done and exchange.error is None and exchange.next_timeout() is None
+    assert exchange.done and exchange.error is None and exchange.get_timer() is None
     assert exchange.result == AnnounceResponse(1200, None, [("10.1.1.1", 6881)], 5, 4)
 
     # Within 60 s of receiving it, the connection id is used again without a connect.
@@ -310,12 +310,12 @@ def test_udp_retransmits_with_doubling_timeouts_then_gives_up():
     first = exchange.datagram_to_send()
     deadlines = []
     for _ in range(4):
-        deadline = exchange.next_timeout()
+        deadline = exchange.get_timer()
         assert deadline is not None
         deadlines.append(deadline - 100.0)
-        exchange.handle_timeout(deadline - 0.001)  # early: nothing happens
+        exchange.handle_timer(deadline - 0.001)  # early: nothing happens
         assert exchange.datagram_to_send() is None
-        exchange.handle_timeout(deadline)
+        exchange.handle_timer(deadline)
         if not exchange.done:
             assert exchange.datagram_to_send() == first  # same transaction id: late replies count
     assert deadlines == [3.0, 9.0, 21.0, 45.0]
@@ -345,7 +345,7 @@ def test_udp_reconnects_when_the_connection_id_expires_during_retries():
     cache.put("t:1", b"K" * 8, 0.0)
     exchange = new_announce(cache, 50.0, first_timeout=15.0)
     assert (exchange.datagram_to_send() or b"")[:8] == b"K" * 8
-    exchange.handle_timeout(65.0)
+    exchange.handle_timer(65.0)
     assert struct.unpack_from(">Q", exchange.datagram_to_send() or b"")[0] == PROTOCOL_ID
 
 
@@ -400,24 +400,24 @@ def reply(
 
 def test_schedule_honours_interval_and_min_interval():
     schedule = AnnounceSchedule([["http://a/announce"]])
-    assert schedule.due(0.0) == [] and schedule.next_wake() is None  # not started
+    assert schedule.due(0.0) == [] and schedule.get_timer() is None  # not started
     schedule.start(10.0)
     [started] = schedule.due(10.0)
     assert started.event is Event.STARTED and schedule.due(10.0) == []
     schedule.succeeded(started, reply(interval=600, min_interval=120), 11.0)
-    assert schedule.next_wake() == 611.0
+    assert schedule.get_timer() == 611.0
     assert schedule.due(610.9) == []
     # Asking for peers early waits for the min interval, not the whole interval.
     schedule.reannounce(20.0)
-    assert schedule.next_wake() == 131.0
+    assert schedule.get_timer() == 131.0
     [early] = schedule.due(131.0)
     assert early.event is Event.NONE
     # An interval below the min interval, or absurdly small or large, is bounded.
     schedule.succeeded(early, reply(interval=5, min_interval=300), 200.0)
-    assert schedule.next_wake() == 500.0
+    assert schedule.get_timer() == 500.0
     [regular] = schedule.due(500.0)
     schedule.succeeded(regular, reply(interval=10**12), 500.0)
-    assert schedule.next_wake() == 500.0 + 6 * 3600
+    assert schedule.get_timer() == 500.0 + 6 * 3600
 
 
 def test_schedule_tries_the_tier_in_order_and_moves_the_answering_tracker_to_the_front():
@@ -476,7 +476,7 @@ def test_schedule_backs_off_exponentially_when_every_tracker_fails():
         for _tracker in range(2):
             [announce] = schedule.due(now)
             schedule.failed(announce, "down", now)
-        wake = schedule.next_wake()
+        wake = schedule.get_timer()
         assert wake is not None
         waits.append(wake - now)
         now = wake
@@ -484,7 +484,7 @@ def test_schedule_backs_off_exponentially_when_every_tracker_fails():
     assert [backoff(n) for n in (1, 2, 100)] == [30, 60, 1800]
     [announce] = schedule.due(now)
     schedule.succeeded(announce, reply(interval=900), now)
-    assert schedule.next_wake() == now + 900  # success resets the backoff
+    assert schedule.get_timer() == now + 900  # success resets the backoff
 
 
 def test_schedule_completed_once_and_stopped_to_started_trackers():
@@ -502,7 +502,7 @@ def test_schedule_completed_once_and_stopped_to_started_trackers():
     [told] = schedule.due(4.0)
     assert (told.url, told.event) == ("http://b/announce", Event.COMPLETED)
     schedule.failed(told, "down", 5.0)
-    assert schedule.next_wake() == 35.0
+    assert schedule.get_timer() == 35.0
     [retry] = schedule.due(35.0)
     assert retry.event is Event.COMPLETED
     schedule.succeeded(retry, reply(), 36.0)
@@ -513,7 +513,7 @@ def test_schedule_completed_once_and_stopped_to_started_trackers():
         ("http://a/announce", Event.STOPPED),
         ("http://b/announce", Event.STOPPED),
     ]
-    assert schedule.due(10**6) == [] and schedule.next_wake() is None
+    assert schedule.due(10**6) == [] and schedule.get_timer() is None
 
 
 def test_schedule_stop_skips_trackers_never_reached():

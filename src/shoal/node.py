@@ -657,7 +657,8 @@ class TorrentTask:
         # fresh figures keep the node's reply budget from holding bytes long gone.
         for key, connection in list(self.connections.items()):
             self.swarm.flushed(key, connection.unsent(), now)
-        wake = self.swarm.tick(now)
+        self.swarm.handle_timer(now)
+        wake = self.swarm.get_timer()
         if self.tracker is not None and self._starving():
             # Ask the trackers again now rather than at their next interval (the schedule
             # still honours each tracker's min interval).

@@ -169,7 +169,8 @@ class SimNetwork:
         backlog = peer.uplink.backlog(self.now)
         for key in peer.links:
             peer.swarm.flushed(key, backlog, self.now)
-        wake = peer.swarm.tick(self.now)
+        peer.swarm.handle_timer(self.now)
+        wake = peer.swarm.get_timer()
         self.settle(peer)
         self.events.at(wake, lambda: self._tick(peer))
 

@@ -66,6 +66,7 @@ class SwarmBase:
         self._next_key = 0
         self._last_choke = float("-inf")
         self._last_rates: float | None = None
+        self._timer_at = float("-inf")  # see get_timer
         self.torrent: Torrent | None = None
         self.picker: PiecePicker | None = None
         self.metadata = MetadataAssembler(info_hash)

@@ -214,8 +214,12 @@ class Swarm(Uploads):
         elif isinstance(event, m.Extended):
             self._on_extended(peer, event, now)
 
-    def tick(self, now: float) -> float:
-        """Periodic work (rates, choking, timeouts, keep-alives, PEX); returns when to wake."""
+    def get_timer(self) -> float:
+        """When handle_timer should run next (it may run earlier; at start, at once)."""
+        return self._timer_at
+
+    def handle_timer(self, now: float) -> None:
+        """Periodic work: rates, choking, timeouts, keep-alives, PEX, dials; sets the next timer."""
         if self._last_rates is None or now - self._last_rates >= RATE_INTERVAL:
             elapsed = RATE_INTERVAL if self._last_rates is None else now - self._last_rates
             self._last_rates = now
@@ -237,7 +241,7 @@ class Swarm(Uploads):
             wake = limits.wake_time(now)
             if wake is not None:
                 wakes.append(wake)
-        return min(wakes)
+        self._timer_at = min(wakes)
 
     def _tick_peer(self, peer: Peer, now: float) -> None:
         if now - peer.last_received > IDLE_TIMEOUT:

@@ -161,7 +161,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.exchange.handle_timeout(self.loop.time())
+        self.exchange.handle_timer(self.loop.time())
         self._pump()
 
     def _pump(self) -> None:
@@ -171,7 +171,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if self.exchange.done:
             self._finish(None)
             return
-        wake = self.exchange.next_timeout()
+        wake = self.exchange.get_timer()
         if self._timer is not None:
             self._timer.cancel()
         self._timer = None if wake is None else self.loop.call_at(wake, self._on_timer)
@@ -356,7 +356,7 @@ class TrackerClient:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        wake = self._schedule.next_wake()
+        wake = self._schedule.get_timer()
         if wake is not None and self._loop is not None and not self._stopped:
             self._timer = self._loop.call_at(wake, self._wake)
 

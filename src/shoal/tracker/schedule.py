@@ -159,7 +159,7 @@ class AnnounceSchedule:
             tier.in_flight = None
         return finals
 
-    def next_wake(self) -> float | None:
+    def get_timer(self) -> float | None:
         """When due() next has something to return; None if nothing is scheduled."""
         times = [
             tier.next_time

@@ -121,11 +121,11 @@ class UdpTrackerExchange(Generic[T]):
         datagram, self._outgoing = self._outgoing, None
         return datagram
 
-    def next_timeout(self) -> float | None:
-        """When handle_timeout should next be called; None once done."""
+    def get_timer(self) -> float | None:
+        """When handle_timer should next be called; None once done."""
         return None if self.done else self._deadline
 
-    def handle_timeout(self, now: float) -> None:
+    def handle_timer(self, now: float) -> None:
         """Resend the current request if its answer is overdue, or give up after max_tries."""
         if self.done or self._deadline is None or now < self._deadline:
             return
