@@ -27,11 +27,10 @@ def test_a_given_peer_is_dialled_again_with_growing_back_off_even_when_seeding()
         sources.connected(GIVEN)
         # It connects, then closes at once without trading: useless, so the back-off grows.
         sources.closed(GIVEN, now, useful=False, handshaken=True)
-        wake = sources.next_wake(seeding=True)
-        assert wake is not None
-        assert sources.due(wake - 0.01, room=10, seeding=True) == []
-        waits.append(wake - now)
-        now = wake
+        wait = sources.sources[GIVEN].retry_at - now
+        assert sources.due(now + wait - 0.01, room=10, seeding=True) == []
+        waits.append(wait)
+        now += wait
     assert waits[:3] == [FIRST_RETRY_DELAY, 2 * FIRST_RETRY_DELAY, 4 * FIRST_RETRY_DELAY]
     assert max(waits) == MAX_RETRY_DELAY
 
@@ -45,7 +44,8 @@ def test_a_useful_connection_resets_the_back_off():
     sources.due(1000.0, room=1, seeding=False)
     sources.connected(GIVEN)
     sources.closed(GIVEN, 1000.0, useful=True, handshaken=True)
-    assert sources.next_wake(seeding=False) == 1000.0 + FIRST_RETRY_DELAY
+    assert sources.due(1000.0 + FIRST_RETRY_DELAY - 0.01, room=1, seeding=False) == []
+    assert sources.due(1000.0 + FIRST_RETRY_DELAY, room=1, seeding=False) == [GIVEN]
 
 
 def test_learned_peers_are_dropped_after_one_failure_and_not_dialled_by_a_seed():

@@ -260,7 +260,6 @@ class TorrentTask:
         self.resume = ResumeFile(info_hash, root)
         self.swarm: core.Swarm | None = None
         self.connections: dict[int, PeerConnection] = {}
-        self.dialling = 0
         # Peers named before the core exists; handed to it at start.
         self._initial_peers: list[tuple[Address, bool]] = []
         self.completed = asyncio.Event()
@@ -305,8 +304,10 @@ class TorrentTask:
         if self.swarm.complete:
             self.completed.set()
         self._schedule_tick(self.loop.time())
-        for address, learned in self._initial_peers:
-            self.add_peers([address], learned=learned)
+        for learned in (False, True):
+            self.add_peers(
+                [a for a, kind in self._initial_peers if kind == learned], learned=learned
+            )
         self._initial_peers.clear()
         if self.tracker_tiers:
             # Imported here: the HTTP client stack costs a fifth of a second at start-up, and
@@ -411,11 +412,9 @@ class TorrentTask:
             waits = [asyncio.wrap_future(future) for future in self._verifying]
             await asyncio.gather(*waits, return_exceptions=True)
             await asyncio.sleep(0)
-        if self._saving is not None:
-            await asyncio.gather(asyncio.wrap_future(self._saving), return_exceptions=True)
+        await self._saved()  # a periodic save in flight would make the last one a no-op
         self._save_resume()
-        if self._saving is not None:
-            await asyncio.gather(asyncio.wrap_future(self._saving), return_exceptions=True)
+        await self._saved()
         self.resume.close()
         if self.storage is not None:
             self.storage.close()
@@ -638,6 +637,11 @@ class TorrentTask:
         self._saving.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._outcome, f))
         self._resume_dirty = False
         self._last_resume_save = self.loop.time()
+
+    async def _saved(self) -> None:
+        """Wait for the resume save in flight, if any."""
+        if self._saving is not None:
+            await asyncio.gather(asyncio.wrap_future(self._saving), return_exceptions=True)
 
     def _schedule_tick(self, when: float) -> None:
         self._timer = self.loop.call_at(when, self._tick)

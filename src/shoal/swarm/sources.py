@@ -177,12 +177,3 @@ class PeerSources:
     def remove(self, address: Address) -> None:
         """Forget an address (banned)."""
         self._forget(address)
-
-    def next_wake(self, *, seeding: bool) -> float | None:
-        """When the next back-off ends, if any source waits."""
-        waits = [
-            source.retry_at
-            for source in self.sources.values()
-            if not (source.dialling or source.connected) and (source.given or not seeding)
-        ]
-        return min(waits, default=None)
