@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class EventQueue:
@@ -41,17 +41,9 @@ class Link:
     latency: float
     bandwidth: float | None  # bytes per second; None is as fast as can be
     free_at: float = 0.0  # when the last queued byte has left
-    carried: int = field(default=0)
 
     def send(self, size: int, now: float) -> float:
         """Queue size bytes; returns when they arrive."""
         start = max(now, self.free_at)
         self.free_at = start + (size / self.bandwidth if self.bandwidth else 0.0)
-        self.carried += size
         return self.free_at + self.latency
-
-    def backlog(self, now: float) -> int:
-        """Bytes queued that have not left yet."""
-        if self.bandwidth is None or self.free_at <= now:
-            return 0
-        return int((self.free_at - now) * self.bandwidth)

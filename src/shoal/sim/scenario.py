@@ -68,7 +68,6 @@ def run_swarm(nodes: int, size: int, churn: float = 0.0, seed: int = 1) -> Swarm
 
     def join(number: int) -> None:
         peer = network.add(f"leecher{number}", complete=False, keep_data=False)
-        peer.joined_at = network.now
         leechers.append(peer)
         # The tracker hands out a random sample of the nodes there now.
         live = [address for address in network.by_address if address != peer.address]

@@ -30,8 +30,9 @@ class SimPeer:
     swarm: core.Swarm
     data: bytearray | None  # the torrent's bytes; pieces not yet verified are garbage
     uplink: Link
-    corrupt: bool = False
     links: dict[int, tuple[SimPeer, int]] = field(default_factory=dict)
+    # Bytes each connection has queued on the uplink that have not left yet (its "unsent").
+    queued: dict[int, int] = field(default_factory=dict)
     metadata_ready: bytes | None = None
     alive: bool = True
     joined_at: float = 0.0
@@ -99,7 +100,7 @@ class SimNetwork:
         )
         address = (f"10.{number // 62500}.{number // 250 % 250}.{number % 250 + 1}", 7000)
         uplink = Link(self.latency, self.upload)
-        peer = SimPeer(name, address, swarm, data, uplink, corrupt=corrupt, joined_at=self.now)
+        peer = SimPeer(name, address, swarm, data, uplink, joined_at=self.now)
         self.peers.append(peer)
         self.by_address[address] = peer
         if not swarm.complete:
@@ -166,9 +167,6 @@ class SimNetwork:
         """The core's timer: one chain of these per node, each at the time the last asked for."""
         if not peer.alive:
             return
-        backlog = peer.uplink.backlog(self.now)
-        for key in peer.links:
-            peer.swarm.flushed(key, backlog, self.now)
         peer.swarm.handle_timer(self.now)
         wake = peer.swarm.get_timer()
         self.settle(peer)
@@ -192,10 +190,24 @@ class SimNetwork:
         if not data:
             return
         other, other_key = entry
-        arrival = peer.uplink.send(len(data), self.now)
-        self.bytes_moved += len(data)
+        size = len(data)
+        arrival = peer.uplink.send(size, self.now)
+        self.bytes_moved += size
         self.events.at(arrival, lambda: self._arrive(other, other_key, data))
-        peer.swarm.flushed(key, peer.uplink.backlog(self.now), self.now)
+        peer.queued[key] = peer.queued.get(key, 0) + size
+        self.events.at(peer.uplink.free_at, lambda: self._left(peer, key, size))
+        peer.swarm.flushed(key, peer.queued[key], self.now)
+
+    def _left(self, peer: SimPeer, key: int, size: int) -> None:
+        """Bytes of one connection left the uplink: as a drained send buffer, the core hears."""
+        left = peer.queued.get(key, 0) - size
+        if left > 0:
+            peer.queued[key] = left
+        else:
+            peer.queued.pop(key, None)
+        if peer.alive and key in peer.links:
+            peer.swarm.flushed(key, max(left, 0), self.now)
+            self.settle(peer)
 
     def _arrive(self, peer: SimPeer, key: int, data: bytes) -> None:
         if peer.alive and key in peer.links:
