@@ -55,6 +55,8 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
     try:
         result: T = runner(main())
         return result
+    except RecheckStopped:
+        fail(STOPPED, INTERRUPTED)  # a signal during the start-up check
     except ShoalError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -245,7 +247,7 @@ async def serve(
     upload_limit: int | None,
     encryption: str,
     announce: Callable[[Node], None] | None = None,
-) -> int:
+) -> None:
     """Seed a torrent until SIGINT or SIGTERM; with a hub, keep its listing published."""
     node = Node(port=port, upload_limit=upload_limit, encryption=encryption)
     stop = until_signal(node)
@@ -253,13 +255,9 @@ async def serve(
     sources.add_tiers(torrent.trackers)
     listing: asyncio.Task[None] | None = None
     try:
-        try:
-            task = await node.add(
-                torrent.info_hash, torrent, data_dir, sources.peers, trackers=sources.tiers
-            )
-        except RecheckStopped:
-            click.echo(f"shoal: {STOPPED}", err=True)
-            return INTERRUPTED
+        task = await node.add(
+            torrent.info_hash, torrent, data_dir, sources.peers, trackers=sources.tiers
+        )
         if not task.swarm or not task.swarm.complete:
             missing = torrent.num_pieces - (task.swarm.have_count if task.swarm else 0)
             raise ShoalError(
@@ -275,7 +273,6 @@ async def serve(
         await first_of(stop, task.stopped)
         if task.failed is not None:
             raise task.failed
-        return 0
     finally:
         if listing is not None:
             listing.cancel()
@@ -348,7 +345,7 @@ def seed(
     except ShoalError as exc:
         fail(str(exc))
     sources = Sources.from_options(peers, trackers, hub)
-    sys.exit(run(lambda: serve(torrent, data_dir, port, sources, kib(up_limit), encryption)))
+    run(lambda: serve(torrent, data_dir, port, sources, kib(up_limit), encryption))
 
 
 @main.command()
@@ -378,9 +375,7 @@ def share(
         sys.stdout.flush()
 
     folder = path.resolve().parent
-    sys.exit(
-        run(lambda: serve(torrent, folder, port, sources, kib(up_limit), encryption, announce))
-    )
+    run(lambda: serve(torrent, folder, port, sources, kib(up_limit), encryption, announce))
 
 
 @main.command()
@@ -469,11 +464,7 @@ async def download(
     stop = until_signal(node)
     await node.start()
     try:
-        try:
-            task = await node.add(info_hash, torrent, output, sources.peers, trackers=sources.tiers)
-        except RecheckStopped:
-            click.echo(f"shoal: {STOPPED}", err=True)
-            return INTERRUPTED
+        task = await node.add(info_hash, torrent, output, sources.peers, trackers=sources.tiers)
         with Progress(task, name or info_hash.hex()) as progress:
             await first_of(stop, task.completed, task.stopped)
             progress.finish()
