@@ -9,7 +9,6 @@ import random
 from conftest import until
 from test_node import LOOPBACK, make_content, start_node
 
-from shoal.node import Node
 from shoal.swarm.budget import PEER_OUTPUT_HARD_LIMIT, PEER_REPLY_LIMIT
 from shoal.wire import extensions as ext
 from shoal.wire import messages as m
@@ -127,8 +126,7 @@ def test_silent_connections_reopened_fast_cannot_lock_out_a_peer(tmp_path):
     torrent, content, folder = make_content(tmp_path, 1024 * 1024, 64 * 1024)
 
     async def scenario() -> None:
-        seeder = Node(port=0, host="127.0.0.1")
-        await seeder.start()
+        seeder = await start_node()
         leecher = await start_node()
         stop = asyncio.Event()
 
