@@ -16,13 +16,13 @@ from shoal.hub.registry import (
     MalformedRequest,
     SwarmStats,
 )
+from shoal.numbers import bounded_int
 
 __all__ = [
     "MAX_QUERY_LENGTH",
     "MAX_SCRAPE_HASHES",
     "HttpAnnounce",
     "announce_reply",
-    "decimal",
     "failure_reply",
     "parse_announce",
     "parse_scrape",
@@ -37,7 +37,6 @@ _COMPACT_V4 = IPV4_LENGTH + 2
 _PEER_ID_LENGTH = 20
 # Counters (uploaded, downloaded, left) are 64-bit in every client, as in BEP 15.
 _MAX_COUNTER = 2**64 - 1
-_MAX_DIGITS = len(str(_MAX_COUNTER))
 _EVENTS = {
     b"": Event.NONE,
     b"started": Event.STARTED,
@@ -78,21 +77,12 @@ def _first(pairs: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     return values
 
 
-def decimal(raw: bytes | str, low: int = 0, high: int = _MAX_COUNTER) -> int | None:
-    """raw as a number from low to high if it is plain ASCII digits, else None."""
-    # The length is checked first, so that thousands of digits cost nothing to refuse.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS:
-        return None
-    value = int(raw)
-    return value if low <= value <= high else None
-
-
 def _number(values: dict[bytes, bytes], name: str, default: int | None) -> int | None:
     """A decimal field from 0 to 2**64 - 1, or default when absent or empty."""
     raw = values.get(name.encode())
     if not raw:
         return default
-    value = decimal(raw)
+    value = bounded_int(raw, 0, _MAX_COUNTER)
     if value is None:
         raise MalformedRequest(f"the {name} field is not a whole number below 2^64")
     return value

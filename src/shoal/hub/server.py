@@ -24,7 +24,6 @@ from shoal.hub import HubError
 from shoal.hub.front import KEEP_ALIVE, MAX_BODY, ConnectionFront, FrontStats
 from shoal.hub.http import (
     announce_reply,
-    decimal,
     failure_reply,
     parse_announce,
     parse_scrape,
@@ -40,6 +39,7 @@ from shoal.hub.registry import (
     TrackerRefusal,
 )
 from shoal.hub.udp import UdpTracker
+from shoal.numbers import bounded_int
 from shoal.storage.resume import state_dir
 
 __all__ = ["Hub", "HubThread", "default_db_path", "load_allow_list", "run_hub"]
@@ -393,7 +393,7 @@ class Hub:
         words = request.query.get("q", "")
         if len(words) > MAX_QUERY:
             raise SearchError(f"the search is longer than {MAX_QUERY} characters")
-        limit = decimal(request.query.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
+        limit = bounded_int(request.query.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
         if limit is None:
             raise SearchError(f"the limit is not a whole number from 1 to {MAX_LIMIT}")
         hits = await self._in_db(self._open_index().search, words, limit, time.time())

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from shoal.metainfo.paths import MetainfoError
+from shoal.numbers import bounded_int
 
 __all__ = ["Magnet", "is_magnet", "make_magnet", "parse_magnet", "parse_peer"]
 
@@ -87,20 +88,10 @@ def parse_peer(text: str) -> tuple[str, int]:
         host = host[1:-1]
     elif ":" in host:
         host = ""  # an IPv6 address without brackets cannot be told from its port
-    port = parse_number(port_text, 1, 65535)
+    port = bounded_int(port_text, 1, 65535)
     if not sep or not host or len(host) > MAX_HOST or port is None:
         raise MetainfoError(f"the peer address {shown(text)} is not host:port or [IPv6]:port")
     return host, port
-
-
-def parse_number(text: str, low: int, high: int) -> int | None:
-    """The integer written in ASCII digits in text if low <= it <= high, else None."""
-    # Checked before int(): it takes other digits ("²", "٣"), signs, spaces and underscores,
-    # and thousands of digits cost time (or raise ValueError past Python's limit).
-    if not text or len(text) > len(str(high)) or not (text.isascii() and text.isdigit()):
-        return None
-    number = int(text)
-    return number if low <= number <= high else None
 
 
 def shown(text: str) -> str:
