@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from shoal.errors import inert
 from shoal.hub.client import SearchResult
-from shoal.progress import Progress, SpeedColumn, count, human_size, inert, results_table
+from shoal.progress import Progress, SpeedColumn, count, human_size, results_table
 
 MiB = 1024 * 1024
 # A stranger's torrent name: rich markup, a terminal escape that turns text red, a newline.

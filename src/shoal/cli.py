@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 
 import click
 
-from .errors import ShoalError
+from .errors import ShoalError, inert
 from .hub.urls import announce_url, base_url
 from .metainfo import MetainfoError, Torrent, create_torrent, is_magnet, load_torrent, parse_magnet
 from .metainfo.magnet import parse_peer
 from .node import Node
-from .progress import Progress, human_size, inert, results_table, wide_console
+from .progress import Progress, human_size, results_table, wide_console
 from .storage.files import RecheckStopped
 from .storage.resume import state_dir
 from .swarm.sources import ENCRYPTION_POLICIES

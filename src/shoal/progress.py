@@ -24,6 +24,7 @@ from rich.progress import Task as RichTask
 from rich.table import Table
 from rich.text import Text
 
+from .errors import inert
 from .node import TorrentTask
 
 if TYPE_CHECKING:
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 
 LINE_INTERVAL = 5.0
 BAR_INTERVAL = 0.25
-
-
-def inert(text: str) -> str:
-    """text from outside, safe to print: unprintable characters shown as escapes, e.g. \\x1b."""
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def human_size(size: float) -> str:

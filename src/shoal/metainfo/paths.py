@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from shoal.errors import ShoalError
+from shoal.errors import ShoalError, inert
 
 __all__ = ["MAX_PATH_BYTES", "MAX_PATH_DEPTH", "MetainfoError", "resolve_inside", "safe_components"]
 
@@ -36,7 +36,7 @@ def _display(components: Sequence[bytes | str]) -> str:
     )
     if len(components) > MAX_PATH_DEPTH:
         text += "/..."
-    text = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+    text = inert(text)
     if len(text) > _SHOWN_CHARACTERS:
         half = _SHOWN_CHARACTERS // 2
         text = f"{text[:half]}...{text[-half:]}"
