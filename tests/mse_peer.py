@@ -27,9 +27,7 @@ TIMEOUT = 15.0
 
 def encrypted_session(level: lt.enc_level) -> lt.session:
     """A loopback libtorrent session that speaks only MSE, both ways, settling on level."""
-    settings = ltclient.session_settings()
-    settings["out_enc_policy"] = int(lt.enc_policy.forced)
-    settings["in_enc_policy"] = int(lt.enc_policy.forced)
+    settings = ltclient.session_settings(rc4=True)  # MSE forced both ways
     settings["allowed_enc_level"] = int(level)
     # libtorrent takes a plain dict here; its type stubs know only the settings_pack form.
     session = lt.session(cast("lt.settings_pack", settings))
