@@ -10,6 +10,7 @@ from typing import cast
 import libtorrent as lt
 import ltclient
 
+from shoal.streams import StreamKind, classify
 from shoal.wire import messages as m
 from shoal.wire.connection import PeerWire
 from shoal.wire.mse import (
@@ -18,7 +19,6 @@ from shoal.wire.mse import (
     MseReceiver,
     MseResult,
     RandomBytes,
-    is_plaintext_handshake,
     skey_hash,
 )
 
@@ -77,7 +77,7 @@ def accept_mse(
         if not data:
             raise AssertionError(f"the peer closed after {len(first)} bytes")
         first += data
-    if is_plaintext_handshake(first):
+    if classify(first) is StreamKind.BITTORRENT:
         raise AssertionError("the peer sent a plain BitTorrent handshake, not MSE")
     random: RandomBytes = os.urandom
     if choose_private_key is not None:

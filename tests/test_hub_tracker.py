@@ -315,12 +315,21 @@ CONNECT = struct.Struct(">QII")
 ANNOUNCE = struct.Struct(">8sII20s20sQQQIIIiH")
 
 
+def ask(core: UdpTracker, data: bytes, ip: bytes, now: float) -> bytes | None:
+    """The core's reply to a datagram from ip (packed), if any."""
+    host = socket.inet_ntop(socket.AF_INET if len(ip) == 4 else socket.AF_INET6, ip)
+    core.receive(data, (host, 6881), now)
+    replies = core.take_outputs()
+    assert len(replies) <= 1 and all(reply.address == (host, 6881) for reply in replies)
+    return replies[0].data if replies else None
+
+
 def udp_core(config: TrackerConfig = UNLIMITED) -> UdpTracker:
     return UdpTracker(Registry(config), secret=b"s" * 32)
 
 
 def connect(core: UdpTracker, now: float) -> bytes:
-    reply = core.handle(CONNECT.pack(PROTOCOL_ID, 0, 77), V4, now)
+    reply = ask(core, CONNECT.pack(PROTOCOL_ID, 0, 77), V4, now)
     assert reply is not None and reply[:8] == struct.pack(">II", 0, 77)
     return reply[8:]
 
@@ -344,53 +353,53 @@ def error_message(reply: bytes | None) -> str:
 def test_udp_core_announce_and_scrape():
     core = udp_core()
     connection_id = connect(core, now=0)
-    core.handle(udp_announce(connection_id, 1, left=0), V4, now=1)
-    reply = core.handle(udp_announce(connection_id, 2), V4, now=2)
+    ask(core, udp_announce(connection_id, 1, left=0), V4, now=1)
+    reply = ask(core, udp_announce(connection_id, 2), V4, now=2)
     assert reply is not None
     action, transaction, interval, leechers, seeders = struct.unpack_from(">IIIII", reply)
     assert (action, transaction, interval, leechers, seeders) == (1, 42, 1800, 1, 1)
     assert reply[20:] == V4 + (10001).to_bytes(2, "big")
     scrape = connection_id + struct.pack(">II", 2, 43) + INFO_HASH + OTHER_HASH
-    reply = core.handle(scrape, V4, now=3)
+    reply = ask(core, scrape, V4, now=3)
     assert reply == struct.pack(">II", 2, 43) + struct.pack(">IIIIII", 1, 0, 1, 0, 0, 0)
 
 
 def test_udp_connection_ids_are_per_address_and_expire():
     core = udp_core()
     connection_id = connect(core, now=1000)
-    assert core.handle(udp_announce(connection_id, 1), V4, now=1050)[:4] == b"\0\0\0\1"
+    assert ask(core, udp_announce(connection_id, 1), V4, now=1050)[:4] == b"\0\0\0\1"
     # Another address, or two minutes later, and the id is no good.
-    assert "connect again" in error_message(core.handle(udp_announce(connection_id, 1), V6, 1001))
-    assert "connect again" in error_message(core.handle(udp_announce(connection_id, 1), V4, 1200))
+    assert "connect again" in error_message(ask(core, udp_announce(connection_id, 1), V6, 1001))
+    assert "connect again" in error_message(ask(core, udp_announce(connection_id, 1), V4, 1200))
 
 
 def test_udp_errors():
     core = udp_core(TrackerConfig(announce_rate=1.0, announce_burst=5))
     connection_id = connect(core, now=0)
-    assert core.handle(b"short", V4, 0) is None
+    assert ask(core, b"short", V4, 0) is None
     # A connect without the protocol id is not BEP 15.
-    assert core.handle(CONNECT.pack(1234, 0, 1), V4, 0) is None
+    assert ask(core, CONNECT.pack(1234, 0, 1), V4, 0) is None
     assert "unknown action" in error_message(
-        core.handle(connection_id + struct.pack(">II", 9, 1), V4, 0)
+        ask(core, connection_id + struct.pack(">II", 9, 1), V4, 0)
     )
-    assert "too short" in error_message(core.handle(udp_announce(connection_id, 1)[:60], V4, 0))
-    assert "event" in error_message(core.handle(udp_announce(connection_id, 1, event=7), V4, 0))
+    assert "too short" in error_message(ask(core, udp_announce(connection_id, 1)[:60], V4, 0))
+    assert "event" in error_message(ask(core, udp_announce(connection_id, 1, event=7), V4, 0))
     assert "no info-hash" in error_message(
-        core.handle(connection_id + struct.pack(">II", 2, 1), V4, 0)
+        ask(core, connection_id + struct.pack(">II", 2, 1), V4, 0)
     )
-    core.handle(udp_announce(connection_id, 1), V4, 0)
-    assert "too many" in error_message(core.handle(udp_announce(connection_id, 1), V4, 0.1))
+    ask(core, udp_announce(connection_id, 1), V4, 0)
+    assert "too many" in error_message(ask(core, udp_announce(connection_id, 1), V4, 0.1))
     # Malformed requests spend the same budget as announces.
-    assert "too many" in error_message(core.handle(udp_announce(connection_id, 1)[:60], V4, 0.2))
+    assert "too many" in error_message(ask(core, udp_announce(connection_id, 1)[:60], V4, 0.2))
     # A short datagram from an unproven source gets nothing larger back: no amplification.
-    assert core.handle(bytes(8) + struct.pack(">II", 1, 5), V4, 0) is None
+    assert ask(core, bytes(8) + struct.pack(">II", 1, 5), V4, 0) is None
 
 
 @settings(max_examples=500)
 @given(st.binary(max_size=200))
 def test_udp_core_never_crashes_on_any_datagram(data):
     core = udp_core()
-    reply = core.handle(data, V4, now=0)
+    reply = ask(core, data, V4, now=0)
     if reply is not None:
         assert struct.unpack_from(">I", reply)[0] in (0, 3)
 
@@ -400,7 +409,7 @@ def test_udp_core_never_crashes_on_any_datagram(data):
 def test_udp_core_never_crashes_when_connected(action, tail):
     core = udp_core()
     connection_id = connect(core, now=0)
-    reply = core.handle(connection_id + struct.pack(">II", action, 5) + tail, V4, now=1)
+    reply = ask(core, connection_id + struct.pack(">II", action, 5) + tail, V4, now=1)
     if action == 0:
         assert reply is None
     else:

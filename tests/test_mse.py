@@ -29,7 +29,6 @@ from shoal.wire.mse import (
     VC_WINDOW,
     MseInitiator,
     MseReceiver,
-    is_plaintext_handshake,
     skey_hash,
 )
 
@@ -424,31 +423,6 @@ def test_receive_after_the_end_is_a_programming_error():
     a, _ = check_handshake()
     with pytest.raises(RuntimeError):
         a.core.receive(b"x")
-
-
-# -- telling plain BitTorrent from MSE -------------------------------------------------------
-
-
-def test_plaintext_detection():
-    assert is_plaintext_handshake(BT_HANDSHAKE) is True
-    assert is_plaintext_handshake(BT_HANDSHAKE[:20]) is True
-    assert is_plaintext_handshake(memoryview(BT_HANDSHAKE)[:19]) is None
-    assert is_plaintext_handshake(b"") is None
-    assert is_plaintext_handshake(b"\x13Bit") is None
-    assert is_plaintext_handshake(b"\x13Bx") is False
-    assert is_plaintext_handshake(MseInitiator(INFO_HASH).data_to_send()) in (False, None)
-
-
-@given(st.binary(max_size=40))
-def test_plaintext_detection_is_a_prefix_test(data):
-    verdict = is_plaintext_handshake(data)
-    start = BT_HANDSHAKE[:20]
-    if data[:20] == start:
-        assert verdict is True
-    elif start.startswith(data):
-        assert verdict is None
-    else:
-        assert verdict is False
 
 
 # -- against libtorrent ----------------------------------------------------------------------

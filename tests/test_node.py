@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import struct
 from pathlib import Path
 
+import pytest
 from conftest import until
 
 from shoal.metainfo import Torrent, create_torrent
@@ -25,9 +27,22 @@ def make_content(tmp_path: Path, size: int, piece_length: int) -> tuple[Torrent,
     return create_torrent(folder / "content.bin", piece_length=piece_length), content, folder
 
 
-async def start_node(**options) -> Node:
-    """A node listening on a free loopback port."""
-    node = Node(port=0, host=LOOPBACK, **options)
+def has_ipv6() -> bool:
+    """Whether ::1 can be bound here."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not has_ipv6(), reason="the host has no IPv6")
+
+
+async def start_node(host: str = LOOPBACK, **options) -> Node:
+    """A node listening on a free loopback port (or any free port on host)."""
+    node = Node(port=0, host=host, **options)
     await node.start()
     return node
 
@@ -119,6 +134,27 @@ class CorruptSeeder(asyncio.Protocol):
             if message[:1] == bytes([m.REQUEST]):
                 index, begin, size = (int.from_bytes(message[i : i + 4], "big") for i in (1, 5, 9))
                 self.transport.write(m.piece_header(index, begin, size) + random.randbytes(size))
+
+
+@needs_ipv6
+def test_a_node_on_the_wildcard_address_serves_ipv6_peers_on_the_same_port(tmp_path):
+    torrent, content, folder = make_content(tmp_path, 2 * 1024 * 1024, 64 * 1024)
+
+    async def scenario() -> None:
+        seeder = await start_node(host="0.0.0.0")
+        leecher = await start_node()
+        try:
+            await seeder.add(torrent.info_hash, torrent, folder)
+            peers = [("::1", seeder.port)]
+            task = await leecher.add(torrent.info_hash, torrent, tmp_path / "out", peers)
+            await asyncio.wait_for(task.completed.wait(), 30)
+            assert set(received_from(task)) == {seeder.port}
+        finally:
+            await seeder.stop()
+            await leecher.stop()
+
+    asyncio.run(scenario())
+    assert (tmp_path / "out" / "content.bin").read_bytes() == content
 
 
 def test_corrupt_peer_is_banned_and_download_completes(tmp_path):
@@ -238,7 +274,10 @@ def test_a_node_handed_its_own_address_stops_dialling_it(tmp_path):
     asyncio.run(scenario())
 
 
-def test_udp_trackers_are_asked_from_the_nodes_one_port(tmp_path):
+@pytest.mark.parametrize(
+    "tracker_host", [LOOPBACK, pytest.param("::1", marks=needs_ipv6)], ids=["ipv4", "ipv6"]
+)
+def test_udp_trackers_are_asked_from_the_nodes_one_port(tmp_path, tracker_host):
     torrent, _content, folder = make_content(tmp_path, 256 * 1024, 16 * 1024)
 
     async def scenario() -> None:
@@ -251,7 +290,7 @@ def test_udp_trackers_are_asked_from_the_nodes_one_port(tmp_path):
                 self.transport = transport
 
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                seen.append(addr)
+                seen.append(addr[:2])
                 action, transaction = struct.unpack_from(">II", data, 8)
                 reply = (
                     struct.pack(">IIQ", 0, transaction, 42)
@@ -261,9 +300,11 @@ def test_udp_trackers_are_asked_from_the_nodes_one_port(tmp_path):
                 self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
 
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(Tracker, local_addr=(LOOPBACK, 0))
-        url = f"udp://{LOOPBACK}:{transport.get_extra_info('sockname')[1]}/announce"
-        node = await start_node()
+        transport, _ = await loop.create_datagram_endpoint(Tracker, local_addr=(tracker_host, 0))
+        port = transport.get_extra_info("sockname")[1]
+        url = f"udp://{tracker_host}:{port}/announce".replace("::1", "[::1]")
+        # On the wildcard address the node listens on IPv4 and IPv6 alike.
+        node = await start_node(host="0.0.0.0")
         try:
             task = await node.add(torrent.info_hash, torrent, folder, trackers=[[url]])
             assert task.tracker is not None

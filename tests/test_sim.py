@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import random
+import statistics
 import subprocess
 
 import pytest
 from conftest import SHOAL
 
-from shoal.sim.kernel import EventQueue, Link
+from shoal.addresses import Address
+from shoal.hub.registry import Registry, TrackerConfig
+from shoal.hub.udp import UdpTracker
+from shoal.metainfo import create_torrent
+from shoal.sim.kernel import EventQueue, Link, session_length
 from shoal.sim.scenario import run_swarm
+from shoal.sim.swarm import SimNetwork
 from shoal.swarm.core import SwarmConfig
+from shoal.tracker.messages import AnnounceParams, Event
+from shoal.tracker.udp import FIRST_TIMEOUT, ConnectionCache, UdpAnnounce
 
 MiB = 1024 * 1024
 
@@ -76,3 +85,93 @@ def test_sim_swarm_prints_one_json_object():
         "completion_seconds",
     } <= set(report)
     assert report["completed"] == 7
+
+
+@pytest.mark.parametrize("shape", [0.4, 1.0, 2.0])
+def test_session_lengths_have_the_mean_asked_for_whatever_the_shape(shape):
+    rng = random.Random(4)
+    lengths = [session_length(rng, 600.0, shape) for _ in range(40_000)]
+    assert statistics.fmean(lengths) == pytest.approx(600.0, rel=0.05)
+    # A small shape means many short sessions and a few long ones: the median falls.
+    median = statistics.median(lengths)
+    assert (median < 400) if shape < 1 else (median > 400)
+
+
+def test_a_node_holds_several_torrents_and_they_share_its_uplink(tmp_path):
+    torrents = []
+    for number in range(2):
+        content = random.Random(number).randbytes(MiB)
+        path = tmp_path / f"payload{number}.bin"
+        path.write_bytes(content)
+        torrents.append((create_torrent(path, piece_length=64 * 1024), content))
+    network = SimNetwork(upload=MiB)
+    seeder = network.add_node("seeder")
+    for torrent, content in torrents:
+        network.add("seeder", complete=True, node=seeder, torrent=torrent, content=content)
+    leechers = [
+        network.add(f"leecher{n}", complete=False, torrent=torrent, content=content)
+        for n, (torrent, content) in enumerate(torrents)
+    ]
+    for leecher in leechers:
+        leecher.swarm.add_sources([seeder.address], given=True, now=network.now)
+        leecher.settle()
+    # A node that does not run a torrent refuses its connections.
+    stranger = network.add("stranger", complete=False, torrent=torrents[1][0])
+    stranger.connect_to(leechers[0].address, encrypted=False)
+    assert not stranger.links
+    elapsed = network.run(until=60)
+    assert all(
+        bytes(leecher.data or b"") == content
+        for leecher, (_t, content) in zip(leechers, torrents, strict=True)
+    )
+    # Both torrents' bytes left through the seeder's one uplink of 1 MiB/s.
+    assert elapsed >= 2.0
+
+
+class SimAnnouncer:
+    """A UDP announce from a simulated node, driven as the tracker client drives it."""
+
+    def __init__(self, network: SimNetwork, number: int, tracker: Address) -> None:
+        self.network = network
+        self.node = network.add_node(f"client{number}")
+        self.tracker = tracker
+        params = AnnounceParams(
+            b"\x07" * 20, f"-SIM000-{number:012d}".encode(), 7000, 0, 0, 1, Event.STARTED
+        )
+        self.exchange = UdpAnnounce(params, network.now, cache=ConnectionCache(), tracker="t")
+        self.started = network.now
+        self.ended: float | None = None
+        network.listen(self.node, self.receive)
+        self.pump()
+
+    def receive(self, data: bytes, _sender: Address) -> None:
+        self.exchange.receive(data, self.network.now)
+        self.pump()
+
+    def timer(self) -> None:
+        self.exchange.handle_timer(self.network.now)
+        self.pump()
+
+    def pump(self) -> None:
+        for datagram in self.exchange.take_outputs():
+            self.network.send_datagram(self.node, self.tracker, datagram)
+        if self.exchange.done and self.ended is None:
+            self.ended = self.network.now
+        wake = self.exchange.get_timer()
+        if wake is not None:
+            self.network.events.at(wake, self.timer)
+
+
+def test_udp_announces_cross_a_lossy_network_by_retrying():
+    network = SimNetwork(loss=0.05, seed=9)
+    tracker = network.add_node("tracker")
+    network.serve(tracker, UdpTracker(Registry(TrackerConfig(announce_rate=None)), b"k" * 32))
+    clients = [SimAnnouncer(network, number, tracker.address) for number in range(40)]
+    network.events.run(network.now + 600, lambda: all(c.exchange.done for c in clients))
+    assert network.datagrams_lost > 0
+    answered = [c for c in clients if c.exchange.result is not None]
+    assert len(answered) >= 0.9 * len(clients)
+    # Some answers took a retransmission (after FIRST_TIMEOUT); without loss, none would.
+    assert max(c.ended - c.started for c in answered if c.ended is not None) > FIRST_TIMEOUT
+    # Later clients hear of the earlier ones.
+    assert max(len(c.exchange.result.peers) for c in answered if c.exchange.result) >= 30

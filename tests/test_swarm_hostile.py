@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import weakref
 
 import pytest
 
@@ -18,6 +19,28 @@ from shoal.wire.connection import PeerWire
 PIECE = 64 * 1024
 
 
+# Per swarm under test: its remotes by key, and the outputs other than bytes to send.
+_remotes: weakref.WeakKeyDictionary[core.Swarm, dict[int, Remote]] = weakref.WeakKeyDictionary()
+_actions: weakref.WeakKeyDictionary[core.Swarm, list[core.Action]] = weakref.WeakKeyDictionary()
+
+
+def collect(swarm: core.Swarm) -> None:
+    """Take the swarm's outputs, as an adapter would: bytes go to their remote's inbox."""
+    for output in swarm.take_outputs():
+        if isinstance(output, core.Send):
+            remote = _remotes.get(swarm, {}).get(output.peer)
+            if remote is not None:
+                remote.inbox.extend(output.data)
+        else:
+            _actions.setdefault(swarm, []).append(output)
+
+
+def actions(swarm: core.Swarm) -> list[core.Action]:
+    """What the swarm asked for (other than sending) since the last call."""
+    collect(swarm)
+    return _actions.pop(swarm, [])
+
+
 class Remote:
     """A remote peer driven by hand, connected to the swarm under test."""
 
@@ -26,9 +49,12 @@ class Remote:
         self.peer_id = f"-RM0000-{number:012d}".encode()
         wire = PeerWire(None, swarm.peer_id)
         events = wire.receive(m.handshake_bytes(swarm.info_hash, self.peer_id))
-        self.key = swarm.add_peer(wire, (f"10.9.9.{number}", 6881), False, now)
-        swarm.handle_events(self.key, events, now)
-        self.wire = wire
+        self.inbox: list[bytes] = []  # bytes the swarm sent, not yet read
+        key = swarm.add_peer(wire, (f"10.9.9.{number}", 6881), False, now)
+        assert key is not None
+        self.key = key
+        _remotes.setdefault(swarm, {})[key] = self
+        swarm.handle_events(key, events, now)
         self.reader = PeerWire(swarm.info_hash, self.peer_id)  # parses what the swarm sends
 
     def send(self, raw: bytes, now: float = 0.0) -> None:
@@ -37,7 +63,9 @@ class Remote:
 
     def received(self) -> list[m.Event]:
         """What the swarm sent this remote since the last call."""
-        return self.reader.receive(b"".join(self.wire.data_to_send()))
+        collect(self.swarm)
+        data, self.inbox = b"".join(self.inbox), []
+        return self.reader.receive(data)
 
     @property
     def connected(self) -> bool:
@@ -134,7 +162,7 @@ def seeder(torrent: Torrent, budget: ReplyBudget | None = None) -> core.Swarm:
 
 def reads(swarm: core.Swarm) -> list[core.ReadBlock]:
     """The block reads the swarm asked for since the last call."""
-    return [a for a in swarm.take_actions() if isinstance(a, core.ReadBlock)]
+    return [a for a in actions(swarm) if isinstance(a, core.ReadBlock)]
 
 
 def request_flood(count: int, pieces: int) -> bytes:
@@ -222,7 +250,8 @@ def test_a_peer_asking_for_the_metadata_over_and_over_is_dropped(torrent_and_con
     assert [ext.parse_metadata(r.payload).kind for r in replies] == [ext.METADATA_DATA] * 2
     peer.send(metadata_request(0) * 1000)
     assert not peer.connected
-    sent = len(b"".join(peer.wire.data_to_send()))
+    collect(swarm)
+    sent = sum(len(data) for data in peer.inbox)
     assert sent < (core.METADATA_REPEATS + 1) * (len(torrent.info_bytes) + 64)
 
 
@@ -334,7 +363,7 @@ def test_a_peer_lying_about_the_metadata_size_does_not_block_a_magnet(torrent_an
         swarm.handle_timer(float(now))
         liar.received()
         answer_metadata(honest, info, float(now))
-        ready += [a for a in swarm.take_actions() if isinstance(a, core.MetadataReady)]
+        ready += [a for a in actions(swarm) if isinstance(a, core.MetadataReady)]
     assert [a.info_bytes for a in ready] == [info]
 
 
@@ -350,7 +379,7 @@ def test_metadata_arrives_once_even_if_a_piece_comes_twice(torrent_and_content):
     assert ext.parse_metadata(request.payload).piece == 0
     peer.send(frame)
     peer.send(frame)
-    ready = [a for a in swarm.take_actions() if isinstance(a, core.MetadataReady)]
+    ready = [a for a in actions(swarm) if isinstance(a, core.MetadataReady)]
     assert len(ready) == 1
 
 
@@ -364,7 +393,7 @@ def test_pex_floods_are_rate_limited(torrent_and_content):
         peer.send(m.frame(m.EXTENDED, b"\x01" + ext.encode_pex(added, [])), batch / 10)
     # One message per half minute is heeded; dials go out a bounded number at a time.
     assert swarm.sources.learned_count() == 50
-    dials = [a for a in swarm.take_actions() if isinstance(a, core.ConnectTo)]
+    dials = [a for a in actions(swarm) if isinstance(a, core.ConnectTo)]
     assert len(dials) == DIALS_PER_SECOND
 
 

@@ -6,7 +6,7 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_swarm_hostile import PIECE, Remote, leecher, requests
+from test_swarm_hostile import PIECE, Remote, actions, leecher, requests
 
 from shoal.metainfo import create_torrent
 from shoal.swarm import core
@@ -79,7 +79,7 @@ def test_bookkeeping_holds_after_every_step(tmp_path_factory, operations):
             swarm.handle_timer(now)
         if remote is not None and remote.connected:
             asked.setdefault(who, []).extend(requests(remote.received()))
-        for action in swarm.take_actions():
+        for action in actions(swarm):
             if isinstance(action, core.VerifyPiece):
                 swarm.piece_checked(action.index, True, now)
         swarm.check_invariants()

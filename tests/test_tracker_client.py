@@ -35,8 +35,14 @@ from shoal.tracker.messages import (
     TrackerError,
     TrackerRefused,
 )
-from shoal.tracker.schedule import AnnounceSchedule, backoff
-from shoal.tracker.udp import PROTOCOL_ID, ConnectionCache, UdpAnnounce, UdpScrape
+from shoal.tracker.schedule import Announce, AnnounceSchedule, backoff
+from shoal.tracker.udp import (
+    PROTOCOL_ID,
+    ConnectionCache,
+    UdpAnnounce,
+    UdpScrape,
+    UdpTrackerExchange,
+)
 
 INFO_HASH = bytes([0, 255, 37, 38, 43, 61, 63, 32]) + b"hashhashhash"  # %, &, +, =, ?, space
 PEER_ID = b"-SH0100-" + bytes(range(200, 212))
@@ -71,6 +77,25 @@ def query_of(url: str) -> dict[str, bytes]:
 
 
 # -- HTTP: URLs and replies --------------------------------------------------------------------
+
+
+def sent(exchange: UdpTrackerExchange[Any]) -> bytes | None:
+    """The one datagram the exchange queued since the last call, if any."""
+    outputs = exchange.take_outputs()
+    assert len(outputs) <= 1
+    return outputs[0] if outputs else None
+
+
+def due(schedule: AnnounceSchedule, now: float) -> list[Announce]:
+    """The announces the schedule's timer queues at now."""
+    schedule.handle_timer(now)
+    return schedule.take_outputs()
+
+
+def stopping(schedule: AnnounceSchedule, now: float) -> list[Announce]:
+    """The `stopped` announces the schedule owes when it ends at now."""
+    schedule.stop(now)
+    return schedule.take_outputs()
 
 
 def test_announce_url_encodes_bytes_and_keeps_the_query():
@@ -283,12 +308,12 @@ def new_announce(cache: ConnectionCache, now: float, **options: Any) -> UdpAnnou
 def test_udp_connect_then_announce_and_reuse_the_connection_id():
     cache = ConnectionCache()
     exchange = new_announce(cache, 0.0)
-    connect = exchange.datagram_to_send()
+    connect = sent(exchange)
     assert connect is not None and len(connect) == 16
     assert struct.unpack(">QI", connect[:12]) == (PROTOCOL_ID, 0)
-    assert exchange.datagram_to_send() is None  # each datagram is handed out once
+    assert sent(exchange) is None  # each datagram is handed out once
     exchange.receive(connect_reply(connect), 1.0)
-    request = exchange.datagram_to_send()
+    request = sent(exchange)
     assert request is not None and len(request) == 98 and request[:8] == b"C" * 8
     fields = struct.unpack_from(">20s20sQQQIIIiH", request, 16)
     assert fields == (INFO_HASH, PEER_ID, 22, 33, 11, 2, 0, 0xABCDEF, 50, 6881)
@@ -298,26 +323,26 @@ def test_udp_connect_then_announce_and_reuse_the_connection_id():
 
     # Within 60 s of receiving it, the connection id is used again without a connect.
     again = new_announce(cache, 60.9)
-    request = again.datagram_to_send()
+    request = sent(again)
     assert request is not None and request[:8] == b"C" * 8 and len(request) == 98
     # After that a new connect comes first.
     later = new_announce(cache, 61.0)
-    assert struct.unpack_from(">Q", later.datagram_to_send() or b"")[0] == PROTOCOL_ID
+    assert struct.unpack_from(">Q", sent(later) or b"")[0] == PROTOCOL_ID
 
 
 def test_udp_retransmits_with_doubling_timeouts_then_gives_up():
     exchange = new_announce(ConnectionCache(), 100.0)
-    first = exchange.datagram_to_send()
+    first = sent(exchange)
     deadlines = []
     for _ in range(4):
         deadline = exchange.get_timer()
         assert deadline is not None
         deadlines.append(deadline - 100.0)
         exchange.handle_timer(deadline - 0.001)  # early: nothing happens
-        assert exchange.datagram_to_send() is None
+        assert sent(exchange) is None
         exchange.handle_timer(deadline)
         if not exchange.done:
-            assert exchange.datagram_to_send() == first  # same transaction id: late replies count
+            assert sent(exchange) == first  # same transaction id: late replies count
     assert deadlines == [3.0, 9.0, 21.0, 45.0]
     assert exchange.done and exchange.result is None
     assert str(exchange.error) == "the tracker did not answer after 4 tries"
@@ -327,7 +352,7 @@ def test_udp_ignores_wrong_transactions_and_reports_tracker_errors():
     cache = ConnectionCache()
     cache.put("t:1", b"K" * 8, 0.0)
     exchange = new_announce(cache, 1.0)
-    request = exchange.datagram_to_send()
+    request = sent(exchange)
     assert request is not None
     tid = transaction_of(request)
     exchange.receive(struct.pack(">II", 1, tid ^ 1) + bytes(12), 1.5)  # another transaction
@@ -344,16 +369,16 @@ def test_udp_reconnects_when_the_connection_id_expires_during_retries():
     cache = ConnectionCache()
     cache.put("t:1", b"K" * 8, 0.0)
     exchange = new_announce(cache, 50.0, first_timeout=15.0)
-    assert (exchange.datagram_to_send() or b"")[:8] == b"K" * 8
+    assert (sent(exchange) or b"")[:8] == b"K" * 8
     exchange.handle_timer(65.0)
-    assert struct.unpack_from(">Q", exchange.datagram_to_send() or b"")[0] == PROTOCOL_ID
+    assert struct.unpack_from(">Q", sent(exchange) or b"")[0] == PROTOCOL_ID
 
 
 def test_udp_peers_are_ipv6_when_the_tracker_is_reached_over_ipv6():
     cache = ConnectionCache()
     cache.put("t:1", b"K" * 8, 0.0)
     exchange = new_announce(cache, 1.0, ipv6=True)
-    request = exchange.datagram_to_send() or b""
+    request = sent(exchange) or b""
     exchange.receive(announce_reply(request, compact(("2001:db8::5", 6000))), 2.0)
     assert exchange.result is not None and exchange.result.peers == [("2001:db8::5", 6000)]
 
@@ -362,7 +387,7 @@ def test_udp_scrape():
     cache = ConnectionCache()
     cache.put("t:1", b"K" * 8, 0.0)
     exchange = UdpScrape([INFO_HASH, OTHER_HASH], 1.0, cache=cache, tracker="t:1")
-    request = exchange.datagram_to_send()
+    request = sent(exchange)
     assert request == b"K" * 8 + struct.pack(">II", 2, transaction_of(request)) + INFO_HASH + (
         OTHER_HASH
     )
@@ -373,7 +398,7 @@ def test_udp_scrape():
 @given(st.lists(st.binary(max_size=120) | st.tuples(st.integers(0, 4), st.binary(max_size=120))))
 def test_udp_receive_never_raises(datagrams):
     exchange = new_announce(ConnectionCache(), 0.0)
-    connect = exchange.datagram_to_send()
+    connect = sent(exchange)
     assert connect is not None
     tid = transaction_of(connect)
     for index, datagram in enumerate(datagrams):
@@ -381,9 +406,9 @@ def test_udp_receive_never_raises(datagrams):
             action, tail = datagram
             datagram = struct.pack(">II", action, tid) + tail
         exchange.receive(datagram, float(index))
-        sent = exchange.datagram_to_send()
-        if sent is not None:
-            tid = transaction_of(sent)
+        request = sent(exchange)
+        if request is not None:
+            tid = transaction_of(request)
         assert exchange.done == (exchange.result is not None or exchange.error is not None)
         if exchange.result is not None:
             assert all(0 < port < 65536 for _host, port in exchange.result.peers)
@@ -400,22 +425,22 @@ def reply(
 
 def test_schedule_honours_interval_and_min_interval():
     schedule = AnnounceSchedule([["http://a/announce"]])
-    assert schedule.due(0.0) == [] and schedule.get_timer() is None  # not started
+    assert due(schedule, 0.0) == [] and schedule.get_timer() is None  # not started
     schedule.start(10.0)
-    [started] = schedule.due(10.0)
-    assert started.event is Event.STARTED and schedule.due(10.0) == []
+    [started] = due(schedule, 10.0)
+    assert started.event is Event.STARTED and due(schedule, 10.0) == []
     schedule.succeeded(started, reply(interval=600, min_interval=120), 11.0)
     assert schedule.get_timer() == 611.0
-    assert schedule.due(610.9) == []
+    assert due(schedule, 610.9) == []
     # Asking for peers early waits for the min interval, not the whole interval.
     schedule.reannounce(20.0)
     assert schedule.get_timer() == 131.0
-    [early] = schedule.due(131.0)
+    [early] = due(schedule, 131.0)
     assert early.event is Event.NONE
     # An interval below the min interval, or absurdly small or large, is bounded.
     schedule.succeeded(early, reply(interval=5, min_interval=300), 200.0)
     assert schedule.get_timer() == 500.0
-    [regular] = schedule.due(500.0)
+    [regular] = due(schedule, 500.0)
     schedule.succeeded(regular, reply(interval=10**12), 500.0)
     assert schedule.get_timer() == 500.0 + 6 * 3600
 
@@ -426,17 +451,17 @@ def test_schedule_tries_the_tier_in_order_and_moves_the_answering_tracker_to_the
     order = [status.url for status in schedule.status()]
     assert sorted(order) == sorted(urls)
     schedule.start(0.0)
-    [first] = schedule.due(0.0)
+    [first] = due(schedule, 0.0)
     assert first.url == order[0]
     schedule.failed(first, "could not reach the tracker", 1.0)
-    [second] = schedule.due(1.0)  # the next tracker of the tier, at once, still `started`
+    [second] = due(schedule, 1.0)  # the next tracker of the tier, at once, still `started`
     assert (second.url, second.event) == (order[1], Event.STARTED)
     schedule.succeeded(second, reply(peers=3), 2.0)
     statuses = schedule.status()
     assert [status.url for status in statuses] == [order[1], order[0], order[2]]
     assert statuses[0].peers == 3 and statuses[0].next_announce == 1802.0
     assert statuses[1].last_error == "could not reach the tracker"
-    [regular] = schedule.due(1802.0)
+    [regular] = due(schedule, 1802.0)
     assert (regular.url, regular.event) == (order[1], Event.NONE)
 
 
@@ -450,7 +475,7 @@ def test_schedule_announces_to_every_tier_and_skips_unknown_schemes():
         ]
     )
     schedule.start(0.0)
-    assert [announce.url for announce in schedule.due(0.0)] == ["http://a/announce", "udp://c:1"]
+    assert [announce.url for announce in due(schedule, 0.0)] == ["http://a/announce", "udp://c:1"]
     errors = {status.url: status.last_error for status in schedule.status()}
     assert list(errors) == [
         "http://a/announce",
@@ -463,7 +488,7 @@ def test_schedule_announces_to_every_tier_and_skips_unknown_schemes():
     assert errors["wss://d"] == errors["http://[bad/announce"] == errors["ftp://b/announce"]
     # A tier added later (--tracker) is announced to at once; URLs already known are skipped.
     schedule.add_tier(["udp://c:1", "http://e/announce"], now=5.0)
-    [added] = schedule.due(5.0)
+    [added] = due(schedule, 5.0)
     assert (added.url, added.event) == ("http://e/announce", Event.STARTED)
 
 
@@ -474,7 +499,7 @@ def test_schedule_backs_off_exponentially_when_every_tracker_fails():
     waits = []
     for _ in range(9):
         for _tracker in range(2):
-            [announce] = schedule.due(now)
+            [announce] = due(schedule, now)
             schedule.failed(announce, "down", now)
         wake = schedule.get_timer()
         assert wake is not None
@@ -482,7 +507,7 @@ def test_schedule_backs_off_exponentially_when_every_tracker_fails():
         now = wake
     assert waits == [30, 60, 120, 240, 480, 960, 1800, 1800, 1800]
     assert [backoff(n) for n in (1, 2, 100)] == [30, 60, 1800]
-    [announce] = schedule.due(now)
+    [announce] = due(schedule, now)
     schedule.succeeded(announce, reply(interval=900), now)
     assert schedule.get_timer() == now + 900  # success resets the backoff
 
@@ -490,39 +515,39 @@ def test_schedule_backs_off_exponentially_when_every_tracker_fails():
 def test_schedule_completed_once_and_stopped_to_started_trackers():
     schedule = AnnounceSchedule([["http://a/announce"], ["http://b/announce"]])
     schedule.start(0.0)
-    first, second = schedule.due(0.0)
+    first, second = due(schedule, 0.0)
     schedule.succeeded(first, reply(), 1.0)
     schedule.completed(2.0)
     schedule.completed(3.0)
-    [done] = schedule.due(2.0)
+    [done] = due(schedule, 2.0)
     assert (done.url, done.event) == ("http://a/announce", Event.COMPLETED)
     schedule.succeeded(done, reply(), 2.5)
     # The other tier's `started` was in flight during completion: it learns of it right after.
     schedule.succeeded(second, reply(), 4.0)
-    [told] = schedule.due(4.0)
+    [told] = due(schedule, 4.0)
     assert (told.url, told.event) == ("http://b/announce", Event.COMPLETED)
     schedule.failed(told, "down", 5.0)
     assert schedule.get_timer() == 35.0
-    [retry] = schedule.due(35.0)
+    [retry] = due(schedule, 35.0)
     assert retry.event is Event.COMPLETED
     schedule.succeeded(retry, reply(), 36.0)
     # Completed is sent once per tier; both tiers are back to their regular interval.
     assert [status.next_announce for status in schedule.status()] == [1802.5, 1836.0]
-    stops = schedule.stop(40.0)
+    stops = stopping(schedule, 40.0)
     assert [(stop.url, stop.event) for stop in stops] == [
         ("http://a/announce", Event.STOPPED),
         ("http://b/announce", Event.STOPPED),
     ]
-    assert schedule.due(10**6) == [] and schedule.get_timer() is None
+    assert due(schedule, 10**6) == [] and schedule.get_timer() is None
 
 
 def test_schedule_stop_skips_trackers_never_reached():
     schedule = AnnounceSchedule([["http://a/announce"], ["http://b/announce"]])
     schedule.start(0.0)
-    first, _second = schedule.due(0.0)
+    first, _second = due(schedule, 0.0)
     schedule.failed(first, "down", 1.0)
     # The failed tier owes nothing; the one still in flight may have been reached.
-    assert [stop.url for stop in schedule.stop(2.0)] == ["http://b/announce"]
+    assert [stop.url for stop in stopping(schedule, 2.0)] == ["http://b/announce"]
 
 
 # -- Fake trackers -----------------------------------------------------------------------------

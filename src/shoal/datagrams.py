@@ -1,9 +1,11 @@
-"""The node's one UDP socket, on the same port number as its TCP listener, shared by every
-part of the node that speaks in datagrams (UDP trackers now; the DHT and uTP to come)."""
+"""The node's UDP port, on the same port number as its TCP listener (a socket for IPv4, and
+one for IPv6 where the host has it), shared by every part of the node that speaks in
+datagrams (UDP trackers now; the DHT and uTP to come)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -12,16 +14,26 @@ from .addresses import Address
 Listener = Callable[[bytes], None]
 
 
+def family_of(address: Address) -> socket.AddressFamily:
+    """The address family of a numeric address."""
+    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+
+
 class DatagramPort(asyncio.DatagramProtocol):
     """Sends datagrams, and hands each one received to those listening to its sender."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
+        self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._listeners: dict[Address, list[Listener]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """The socket is bound."""
-        self.transport = cast(asyncio.DatagramTransport, transport)
+        """A socket (IPv4 or IPv6) is bound."""
+        sock = transport.get_extra_info("socket")
+        self._transports[sock.family] = cast(asyncio.DatagramTransport, transport)
+
+    def serves(self, family: int) -> bool:
+        """Whether the port has an open socket of this address family."""
+        return family in self._transports
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Dispatch by sender; datagrams nobody listens for are dropped."""
@@ -45,12 +57,13 @@ class DatagramPort(asyncio.DatagramProtocol):
         return stop
 
     def send(self, data: bytes, address: Address) -> None:
-        """Send one datagram (dropped if the socket is closed: UDP may lose it anyway)."""
-        if self.transport is not None:
-            self.transport.sendto(data, address)
+        """Send one datagram (dropped if no socket of its family is open: UDP may lose it)."""
+        transport = self._transports.get(family_of(address))
+        if transport is not None:
+            transport.sendto(data, address)
 
     def close(self) -> None:
-        """Close the socket."""
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+        """Close the sockets."""
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import random
@@ -14,17 +15,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from . import __version__
+from . import __version__, streams
 from .addresses import Address
 from .datagrams import DatagramPort
 from .errors import ShoalError
 from .metainfo import Torrent, parse_info
 from .storage.files import PieceStorage, RecheckStopped, StorageError
 from .storage.resume import ResumeFile
+from .streams import StreamKind
 from .swarm import core
 from .swarm.admission import HandshakeGate
 from .swarm.budget import PEER_REPLY_LIMIT, ReplyBudget
 from .swarm.ratelimit import Limits, TokenBucket
+from .swarm.runner import run_outputs
 from .swarm.sources import ENCRYPTION_POLICIES
 from .wire import messages as m
 from .wire import mse
@@ -40,6 +43,8 @@ DEFAULT_PORT = 6881
 CONNECT_TIMEOUT = 10.0
 # Ports the system hands out that are free for TCP may be taken for UDP: try a few.
 FREE_PORT_TRIES = 8
+# What binding to "::" fails with on a host without IPv6.
+NO_IPV6_ERRORS = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
 HANDSHAKE_TIMEOUT = 20.0
 # When the send buffer drains below this, the core is told, so it serves the peer again.
 WRITE_BUFFER_HIGH = PEER_REPLY_LIMIT // 2
@@ -133,16 +138,17 @@ class PeerConnection(asyncio.Protocol):
         # else: closed by the core; bytes still in flight are dropped
 
     def _sniff(self, data: bytes) -> None:
-        """An incoming connection: a plaintext BitTorrent handshake, or MSE."""
+        """An incoming connection: its first bytes say what it speaks."""
         if self.wire.remote is not None or self._first is None:
             self._read_handshake(data)
             return
         data = self._first + data
-        plaintext = mse.is_plaintext_handshake(data)
-        if plaintext is None:
+        kind = streams.classify(data)
+        if kind is None:
             self._first = data
             return
         self._first = None
+        plaintext = kind is StreamKind.BITTORRENT
         if self.node.encryption == ("require" if plaintext else "off"):
             log.info("dropped %s: its handshake is not allowed by --encryption", self.address)
             self.close()
@@ -482,56 +488,47 @@ class TorrentTask:
     # -- running the core's actions ---------------------------------------------------------------
 
     def pump(self) -> None:
-        """Carry out what the core asked for, send what it queued, and report what is unsent."""
-        swarm = self.swarm
-        if swarm is None:
-            return
-        connections = self.connections
-        while swarm.actions or swarm.dirty:
-            for action in swarm.take_actions():
-                self._run(action)
-            now = self.loop.time()
-            for key in swarm.take_dirty():
-                connection = connections.get(key)
-                if connection is None or connection.transport is None:
-                    continue
-                try:
-                    connection.send(connection.wire.data_to_send())
-                except m.ProtocolError as exc:
-                    log.info("dropped %s: %s", connection.address, exc)
-                    connection.close()
-                    continue
-                # May serve the peer more: the loop runs until nothing is left to do.
-                swarm.flushed(key, connection.unsent(), now)
+        """Carry out what the core asks for (the shared runner calls the methods below)."""
+        if self.swarm is not None:
+            run_outputs(self.swarm, self, self.loop.time())
 
-    def _run(self, action: core.Action) -> None:
-        swarm = self.swarm
-        assert swarm is not None
-        if isinstance(action, core.ReadBlock):
-            self._read_block(action)
-        elif isinstance(action, core.VerifyPiece):
-            assert self.storage is not None
-            future = self.node.hash_pool.submit(self._verify, action.index, action.data)
-            self._verifying.add(future)
-            self._on_done(future, self._checked, action.index)
-        elif isinstance(action, core.ClosePeer):
-            connection = self.connections.pop(action.peer, None)
-            if connection is not None:
-                log.info("dropped %s: %s", connection.address, action.reason)
-                connection.key = None  # the core has forgotten it already
-                # Last words (a handshake, rejects) go out before the socket closes.
-                connection.send(connection.wire.data_to_send())
-                connection.close()
-        elif isinstance(action, core.ConnectTo):
-            if not self._closing:
-                self._spawn(self._dial(action.address, action.encrypted))
-        elif isinstance(action, core.MetadataReady):
-            self._spawn(self._metadata_ready(action.info_bytes))
-        elif isinstance(action, core.Completed):
-            self._save_resume()
-            self.completed.set()
-            if self.tracker is not None:
-                self.tracker.completed()
+    def send(self, peer: int, data: list[bytes]) -> int | None:
+        """Write to a peer's socket; the bytes it has not read yet."""
+        connection = self.connections.get(peer)
+        if connection is None or connection.transport is None:
+            return None
+        connection.send(data)
+        return connection.unsent()
+
+    def verify_piece(self, index: int, data: bytearray) -> None:
+        """Hash, write and journal the piece in a worker thread."""
+        future = self.node.hash_pool.submit(self._verify, index, data)
+        self._verifying.add(future)
+        self._on_done(future, self._checked, index)
+
+    def close_peer(self, peer: int, reason: str) -> None:
+        """Close the socket of a peer the core dropped."""
+        connection = self.connections.pop(peer, None)
+        if connection is not None:
+            log.info("dropped %s: %s", connection.address, reason)
+            connection.key = None  # the core has forgotten it already
+            connection.close()
+
+    def connect_to(self, address: Address, encrypted: bool) -> None:
+        """Dial in the background."""
+        if not self._closing:
+            self._spawn(self._dial(address, encrypted))
+
+    def use_metadata(self, info_bytes: bytes) -> None:
+        """Open the storage the fetched info dict describes."""
+        self._spawn(self._metadata_ready(info_bytes))
+
+    def finish(self) -> None:
+        """Every piece is verified: save, wake `shoal get`, tell the trackers."""
+        self._save_resume()
+        self.completed.set()
+        if self.tracker is not None:
+            self.tracker.completed()
 
     def _verify(self, index: int, data: bytearray) -> bool:
         """In a worker thread: hash, write, and journal the piece, so kill -9 loses nothing."""
@@ -541,7 +538,8 @@ class TorrentTask:
             self.resume.record_piece(index)
         return ok
 
-    def _read_block(self, action: core.ReadBlock) -> None:
+    def read_block(self, action: core.ReadBlock) -> None:
+        """Send a block from the read cache, or read its piece in a thread first."""
         connection = self.connections.get(action.peer)
         if connection is None or self.storage is None:
             return
@@ -712,7 +710,7 @@ class Node:
         self.io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-io")
         # Set from a signal handler: long start-up work (checking data on disk) stops at once.
         self.halt = threading.Event()
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self.datagrams = DatagramPort()  # the UDP socket on the same port number
 
     @property
@@ -728,28 +726,50 @@ class Node:
         else:
             candidates = [DEFAULT_PORT] + [0] * FREE_PORT_TRIES
         for attempt, port in enumerate(candidates):
-            last = attempt == len(candidates) - 1
             try:
-                server = await self.loop.create_server(
-                    lambda: PeerConnection(self), self.host, port, reuse_address=True
-                )
+                self.port = await self._listen(port)
+                return
             except OSError as exc:
-                if last:
+                for server in self._servers:
+                    server.close()
+                self._servers.clear()
+                self.datagrams.close()
+                if attempt == len(candidates) - 1:
                     raise ShoalError(f"cannot listen on port {port}: {exc.strerror}") from None
-                continue
-            bound = server.sockets[0].getsockname()[1]
-            try:
-                await self.loop.create_datagram_endpoint(
-                    lambda: self.datagrams, local_addr=(self.host, bound)
-                )
-            except OSError as exc:
-                server.close()  # the number is taken for UDP: try another for both
-                if last:
-                    raise ShoalError(f"cannot listen on UDP port {bound}: {exc.strerror}") from None
-                continue
-            self._server = server
-            self.port = bound
-            return
+
+    async def _listen(self, port: int) -> int:
+        """TCP and UDP on one port number (any free one for 0): IPv4 on the host asked for,
+        and IPv6 too on the wildcard address where the host has it; the number bound."""
+        server = await self.loop.create_server(
+            lambda: PeerConnection(self), self.host, port, reuse_address=True
+        )
+        self._servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        await self.loop.create_datagram_endpoint(
+            lambda: self.datagrams, local_addr=(self.host, port)
+        )
+        if self.host != "0.0.0.0":
+            return port
+        try:
+            # asyncio makes the IPv6 listener IPv6-only, so it and the IPv4 one share the port.
+            server6 = await self.loop.create_server(
+                lambda: PeerConnection(self), "::", port, reuse_address=True
+            )
+        except OSError as exc:
+            if exc.errno in NO_IPV6_ERRORS:
+                return port  # the host has no IPv6
+            raise
+        self._servers.append(server6)
+        udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            udp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            udp6.bind(("::", port))
+            udp6.setblocking(False)
+        except OSError:
+            udp6.close()
+            raise
+        await self.loop.create_datagram_endpoint(lambda: self.datagrams, sock=udp6)
+        return port
 
     async def add(
         self,
@@ -810,8 +830,8 @@ class Node:
     async def stop(self) -> None:
         """Close everything, saving resume data."""
         self.halt.set()
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         self.datagrams.close()
         for connection, _timer in list(self._handshaking.values()):
             connection.close()

@@ -156,13 +156,14 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         try:
-            reply = self.core.handle(data, addresses.pack_ip(addr[0]), self.loop.time())
+            self.core.receive(data, (addr[0], addr[1]), self.loop.time())
         except Exception:
             # The core answers every datagram with a reply or silence; this is a bug, not input.
             log.exception("the UDP tracker failed on a datagram from %s", addr[0])
             return
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
+        for reply in self.core.take_outputs():
+            if self.transport is not None:
+                self.transport.sendto(reply.data, reply.address)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from clients that went away; nothing to do.

@@ -6,6 +6,9 @@ import hashlib
 import hmac
 import struct
 
+from shoal import addresses
+from shoal.addresses import Address
+from shoal.contract import Datagram
 from shoal.hub.registry import AnnounceRequest, Event, MalformedRequest, Registry, TrackerRefusal
 
 __all__ = ["PROTOCOL_ID", "UdpTracker"]
@@ -40,6 +43,25 @@ class UdpTracker:
     def __init__(self, registry: Registry, secret: bytes) -> None:
         self.registry = registry
         self._secret = secret
+        self._outputs: list[Datagram] = []
+
+    def receive(self, data: bytes, sender: Address, now: float) -> None:
+        """A datagram from sender; its reply, if it deserves one, is queued."""
+        reply = self._answer(data, addresses.pack_ip(sender[0]), now)
+        if reply is not None:
+            self._outputs.append(Datagram(reply, sender))
+
+    def take_outputs(self) -> list[Datagram]:
+        """The replies to send, in order."""
+        outputs, self._outputs = self._outputs, []
+        return outputs
+
+    def get_timer(self) -> float | None:
+        """Never: connection ids are checked by their time window, nothing else expires here."""
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Nothing is ever due (see get_timer)."""
 
     def connection_id(self, ip: bytes, now: float, windows_ago: int = 0) -> bytes:
         """The 8-byte connection id of ip for the window holding now (or an earlier one)."""
@@ -53,7 +75,7 @@ class UdpTracker:
             hmac.compare_digest(connection_id, self.connection_id(ip, now, 1))
         )
 
-    def handle(self, data: bytes, ip: bytes, now: float) -> bytes | None:
+    def _answer(self, data: bytes, ip: bytes, now: float) -> bytes | None:
         """The reply to one datagram from ip, or None to stay silent."""
         if len(data) < _REQUEST_HEADER_SIZE:
             # Without a transaction id there is nothing a client could match an error to.

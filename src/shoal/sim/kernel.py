@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import heapq
+import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,10 +38,11 @@ class EventQueue:
 
 @dataclass(slots=True)
 class Link:
-    """A node's way out: bytes leave in order at a bandwidth, then travel for a latency."""
+    """A node's access link: bytes leave in order at a bandwidth, then travel for a latency."""
 
     latency: float
     bandwidth: float | None  # bytes per second; None is as fast as can be
+    loss: float = 0.0  # the share of datagrams lost on the way (streams are retransmitted)
     free_at: float = 0.0  # when the last queued byte has left
 
     def send(self, size: int, now: float) -> float:
@@ -47,3 +50,10 @@ class Link:
         start = max(now, self.free_at)
         self.free_at = start + (size / self.bandwidth if self.bandwidth else 0.0)
         return self.free_at + self.latency
+
+
+def session_length(rng: random.Random, mean: float, shape: float = 1.0) -> float:
+    """How long a node stays: Weibull with this mean and shape (1 is exponential; measured
+    P2P sessions have shapes near 0.3-0.6, many short stays and a few very long ones)."""
+    scale = mean / math.gamma(1 + 1 / shape)
+    return rng.weibullvariate(scale, shape)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..metainfo import create_torrent
+from .kernel import session_length
 from .swarm import SimNetwork, SimPeer
 
 PIECE_LENGTH = 256 * 1024
@@ -34,6 +35,7 @@ class SwarmReport:
     nodes: int
     size_bytes: int
     churn: float
+    session_shape: float
     seed: int
     simulated_seconds: float
     wall_seconds: float
@@ -50,9 +52,12 @@ class SwarmReport:
         return asdict(self)
 
 
-def run_swarm(nodes: int, size: int, churn: float = 0.0, seed: int = 1) -> SwarmReport:
+def run_swarm(
+    nodes: int, size: int, churn: float = 0.0, seed: int = 1, session_shape: float = 1.0
+) -> SwarmReport:
     """One seeder and nodes - 1 leechers joining over ARRIVAL_WINDOW; with churn > 0 each
-    leecher leaves after an exponential session of mean 1/churn seconds, done or not."""
+    leecher leaves after a session of mean 1/churn seconds, done or not, drawn from a Weibull
+    distribution of the given shape (1: exponential)."""
     if nodes < 2:
         raise ValueError("a swarm needs a seeder and at least one leecher")
     rng = random.Random(seed)
@@ -73,9 +78,10 @@ def run_swarm(nodes: int, size: int, churn: float = 0.0, seed: int = 1) -> Swarm
         live = [address for address in network.by_address if address != peer.address]
         sample = rng.sample(live, min(TRACKER_PEERS, len(live)))
         peer.swarm.add_sources(sample, given=False, now=network.now)
-        network.settle(peer)
+        peer.settle()
         if churn > 0:
-            network.events.at(network.now + rng.expovariate(churn), lambda: network.leave(peer))
+            stay = session_length(rng, 1 / churn, session_shape)
+            network.events.at(network.now + stay, lambda: network.leave(peer.node))
 
     for number in range(1, nodes):
         when = start + rng.uniform(0, ARRIVAL_WINDOW)
@@ -83,13 +89,16 @@ def run_swarm(nodes: int, size: int, churn: float = 0.0, seed: int = 1) -> Swarm
     began = time.perf_counter()
     elapsed = network.run(until=TIME_LIMIT)
     wall = time.perf_counter() - began
-    times = sorted(p.completed_at - p.joined_at for p in leechers if p.completed_at is not None)
-    departed = sum(1 for peer in leechers if not peer.alive)
-    unfinished = sum(1 for peer in leechers if peer.alive and peer.completed_at is None)
+    times = sorted(
+        p.completed_at - p.node.joined_at for p in leechers if p.completed_at is not None
+    )
+    departed = sum(1 for peer in leechers if not peer.node.alive)
+    unfinished = sum(1 for peer in leechers if peer.node.alive and peer.completed_at is None)
     return SwarmReport(
         nodes=nodes,
         size_bytes=size,
         churn=churn,
+        session_shape=session_shape,
         seed=seed,
         simulated_seconds=round(elapsed, 3),
         wall_seconds=round(wall, 3),

@@ -1,7 +1,10 @@
 """Swarm cores wired together in memory, on a virtual clock: the same code as on the wire.
 
-Every core's timer is an event; each node's bytes leave through its uplink (bandwidth shared by
-its connections) and arrive a latency later; nothing polls.
+A simulated node has one address, one uplink and any number of torrents; each torrent is a
+real `Swarm` whose outputs the shared runner (`swarm/runner.py`, as in node.py) carries out
+through `SimPeer`'s in-memory effects. Every core's timer is an event; each node's bytes leave
+through its uplink (bandwidth shared by its connections) and arrive a latency later; nothing
+polls. Datagrams travel the same links and may be lost.
 """
 
 from __future__ import annotations
@@ -12,31 +15,171 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..addresses import Address
+from ..contract import DatagramCore
 from ..metainfo import Torrent, parse_info
 from ..swarm import core
 from ..swarm.ratelimit import Limits, TokenBucket
+from ..swarm.runner import run_outputs
 from ..wire.connection import PeerWire
 from .kernel import EventQueue, Link
 
 LATENCY = 0.005
+PORT = 7000
+
+DatagramHandler = Callable[[bytes, Address], None]
 
 
 @dataclass(eq=False)
-class SimPeer:
-    """One simulated node holding one torrent; data is kept only if asked (tests compare it)."""
+class SimNode:
+    """One simulated host: an address, an uplink, its torrents and its UDP port."""
 
     name: str
     address: Address
-    swarm: core.Swarm
-    data: bytearray | None  # the torrent's bytes; pieces not yet verified are garbage
     uplink: Link
-    links: dict[int, tuple[SimPeer, int]] = field(default_factory=dict)
-    # Bytes each connection has queued on the uplink that have not left yet (its "unsent").
-    queued: dict[int, int] = field(default_factory=dict)
-    metadata_ready: bytes | None = None
+    joined_at: float
+    torrents: dict[bytes, SimPeer] = field(default_factory=dict)
+    on_datagram: DatagramHandler | None = None
     alive: bool = True
-    joined_at: float = 0.0
-    completed_at: float | None = None
+
+
+class SimPeer:
+    """One torrent on one simulated node: its swarm core and the in-memory effects it asks for.
+
+    Data is kept only if asked (tests compare it); nodes that keep none serve the content.
+    """
+
+    def __init__(
+        self,
+        network: SimNetwork,
+        node: SimNode,
+        swarm: core.Swarm,
+        content: bytes,
+        data: bytearray | None,
+    ) -> None:
+        self.network = network
+        self.node = node
+        self.swarm = swarm
+        self.content = content
+        self.data = data  # the torrent's bytes; pieces not yet verified are garbage
+        self.links: dict[int, tuple[SimPeer, int]] = {}
+        # Bytes each connection has queued on the uplink that have not left yet (its "unsent").
+        self.queued: dict[int, int] = {}
+        self.metadata_ready: bytes | None = None
+        self.completed_at: float | None = None
+
+    @property
+    def address(self) -> Address:
+        """The node's listening address."""
+        return self.node.address
+
+    def settle(self) -> None:
+        """Carry out what the core asks, as node.py does, until it asks nothing more."""
+        if self.node.alive:
+            run_outputs(self.swarm, self, self.network.now)
+
+    # -- the effects: what node.py does with sockets and threads, done in memory -------------
+
+    def send(self, peer: int, data: list[bytes]) -> int | None:
+        """Queue bytes on the uplink; they arrive after the link's delay."""
+        entry = self.links.get(peer)
+        if entry is None:
+            return None
+        payload = b"".join(data)
+        size = len(payload)
+        network = self.network
+        other, other_key = entry
+        arrival = self.node.uplink.send(size, network.now) + other.node.uplink.latency
+        network.bytes_moved += size
+        network.events.at(arrival, lambda: other.arrive(other_key, payload))
+        unsent = self.queued.get(peer, 0) + size
+        self.queued[peer] = unsent
+        network.events.at(self.node.uplink.free_at, lambda: self._left(peer, size))
+        return unsent
+
+    def verify_piece(self, index: int, data: bytearray) -> None:
+        """Hash at once (virtual time does not pass) and keep good data if we keep any."""
+        torrent = self.swarm.torrent
+        assert torrent is not None
+        ok = hashlib.sha1(data).digest() == torrent.piece_hash(index)
+        if ok and self.data is not None:
+            start = index * torrent.piece_length
+            self.data[start : start + len(data)] = data
+        self.swarm.piece_checked(index, ok, self.network.now)
+
+    def read_block(self, action: core.ReadBlock) -> None:
+        """Serve the block from memory."""
+        torrent = self.swarm.torrent
+        assert torrent is not None
+        start = action.index * torrent.piece_length + action.begin
+        # Verified pieces equal the content, so nodes that keep no data serve from it.
+        source = self.content if self.data is None else self.data
+        block = bytes(source[start : start + action.length])
+        self.swarm.send_block(action.peer, action.index, action.begin, block)
+
+    def close_peer(self, peer: int, reason: str) -> None:
+        """The other end sees the connection close."""
+        entry = self.links.pop(peer, None)
+        if entry is not None:
+            entry[0].unlink(entry[1])
+
+    def connect_to(self, address: Address, encrypted: bool) -> None:
+        """Connect at once to a live node that runs this torrent, or fail."""
+        network = self.network
+        node = network.by_address.get(address)
+        target = node.torrents.get(self.swarm.info_hash) if node is not None else None
+        if target is None or node is self.node or self._linked_to(address):
+            self.swarm.dial_failed(address, network.now)
+        else:
+            network.connect(self, target, dialled=address)
+
+    def use_metadata(self, info_bytes: bytes) -> None:
+        """Open the torrent the fetched info dict describes."""
+        self.metadata_ready = info_bytes
+        torrent = parse_info(info_bytes)
+        self.swarm.attach_metadata(torrent, bytearray(torrent.num_pieces), self.network.now)
+
+    def finish(self) -> None:
+        """Note the completion time once."""
+        if self.completed_at is None:
+            self.completed_at = self.network.now
+            self.network.incomplete -= 1
+
+    # -- what the network does to this torrent ------------------------------------------------
+
+    def arrive(self, key: int, data: bytes) -> None:
+        """Bytes from the other end of a connection."""
+        if self.node.alive and key in self.links:
+            self.swarm.receive(key, data, self.network.now)
+            self.settle()
+
+    def unlink(self, key: int) -> None:
+        """The other end closed the connection."""
+        if self.links.pop(key, None) is not None:
+            self.swarm.remove_peer(key, self.network.now)
+            self.settle()
+
+    def tick(self) -> None:
+        """The core's timer: one chain of these per torrent, each when the last asked."""
+        if not self.node.alive:
+            return
+        self.swarm.handle_timer(self.network.now)
+        wake = self.swarm.get_timer()
+        self.settle()
+        self.network.events.at(wake, self.tick)
+
+    def _left(self, key: int, size: int) -> None:
+        """Bytes of one connection left the uplink: as a drained send buffer, the core hears."""
+        left = self.queued.get(key, 0) - size
+        if left > 0:
+            self.queued[key] = left
+        else:
+            self.queued.pop(key, None)
+        if self.node.alive and key in self.links:
+            self.swarm.flushed(key, max(left, 0), self.network.now)
+            self.settle()
+
+    def _linked_to(self, address: Address) -> bool:
+        return any(other.address == address for other, _key in self.links.values())
 
 
 class SimNetwork:
@@ -44,68 +187,87 @@ class SimNetwork:
 
     def __init__(
         self,
-        torrent: Torrent,
-        content: bytes,
+        torrent: Torrent | None = None,
+        content: bytes = b"",
         seed: int = 1,
         latency: float = LATENCY,
         upload: float | None = None,
+        loss: float = 0.0,
     ) -> None:
-        self.torrent = torrent
+        self.torrent = torrent  # what add() runs unless told otherwise
         self.content = content
-        self.latency = latency
+        self.latency = latency  # one way, from any node to any other
         self.upload = upload  # bytes per second each node sends; None: unlimited
+        self.loss = loss  # the share of datagrams each node's link loses
         self.events = EventQueue(start=1000.0)
-        self.peers: list[SimPeer] = []
-        self.by_address: dict[Address, SimPeer] = {}
+        self.nodes: list[SimNode] = []
+        self.by_address: dict[Address, SimNode] = {}
         self.rng = random.Random(seed)
-        self.incomplete = 0  # live nodes still missing pieces
+        self.incomplete = 0  # torrents on live nodes still missing pieces
         self.arrivals_pending = 0  # nodes yet to join (see arrive_at)
         self.bytes_moved = 0
-        self.peak_connections = 0  # the most connections one node held at once
+        self.datagrams_lost = 0
+        self.peak_connections = 0  # the most connections one torrent held at once
+        self._swarms = 0
 
     @property
     def now(self) -> float:
         """The virtual time."""
         return self.events.now
 
+    def add_node(self, name: str) -> SimNode:
+        """A host with its own address; half the one-way latency is on each end's link."""
+        number = len(self.nodes)
+        address = (f"10.{number // 62500}.{number // 250 % 250}.{number % 250 + 1}", PORT)
+        uplink = Link(self.latency / 2, self.upload, self.loss)
+        node = SimNode(name, address, uplink, joined_at=self.now)
+        self.nodes.append(node)
+        self.by_address[address] = node
+        return node
+
     def add(
         self,
         name: str,
         *,
         complete: bool,
+        node: SimNode | None = None,
+        torrent: Torrent | None = None,
+        content: bytes | None = None,
         with_metadata: bool = True,
         corrupt: bool = False,
         upload_limit: int | None = None,
         download_limit: int | None = None,
         keep_data: bool = True,
     ) -> SimPeer:
-        """A node that starts with all pieces or none; a corrupt one serves flipped bits."""
-        num = self.torrent.num_pieces
+        """A torrent, with all pieces or none, on a new node (or on `node`); a corrupt one
+        serves flipped bits."""
+        torrent = torrent or self.torrent
+        content = self.content if content is None else content
+        assert torrent is not None, "no torrent to add"
+        node = node or self.add_node(name)
+        num = torrent.num_pieces
         have = bytearray(b"\x01" * num if complete else num)
         data = None
         if keep_data or corrupt:
-            data = bytearray(self.content if complete else len(self.content))
+            data = bytearray(content if complete else len(content))
             if corrupt:
                 data = bytearray(b ^ 0xFF for b in data)
-        number = len(self.peers)
         swarm = core.Swarm(
-            self.torrent.info_hash,
-            f"-SIM000-{number:012d}".encode(),
-            self.torrent if with_metadata else None,
+            torrent.info_hash,
+            f"-SIM000-{self._swarms:012d}".encode(),
+            torrent if with_metadata else None,
             have if with_metadata else None,
-            config=core.SwarmConfig(listen_port=7000),
+            config=core.SwarmConfig(listen_port=PORT),
             upload_limits=Limits(TokenBucket(upload_limit), TokenBucket(None)),
             download_limits=Limits(TokenBucket(download_limit), TokenBucket(None)),
             rng=random.Random(self.rng.random()),
         )
-        address = (f"10.{number // 62500}.{number // 250 % 250}.{number % 250 + 1}", 7000)
-        uplink = Link(self.latency, self.upload)
-        peer = SimPeer(name, address, swarm, data, uplink, joined_at=self.now)
-        self.peers.append(peer)
-        self.by_address[address] = peer
+        self._swarms += 1
+        peer = SimPeer(self, node, swarm, content, data)
+        node.torrents[torrent.info_hash] = peer
         if not swarm.complete:
             self.incomplete += 1
-        self._tick(peer)
+        peer.tick()
         return peer
 
     def arrive_at(self, when: float, join: Callable[[], None]) -> None:
@@ -120,11 +282,11 @@ class SimNetwork:
 
     def connect(self, a: SimPeer, b: SimPeer, dialled: Address | None = None) -> None:
         """Open a connection from a to b (dialled: the ConnectTo it answers); either may refuse."""
-        wire_a = PeerWire(self.torrent.info_hash, a.swarm.peer_id)
+        wire_a = PeerWire(a.swarm.info_hash, a.swarm.peer_id)
         wire_b = PeerWire(None, b.swarm.peer_id)
         key_a = a.swarm.add_peer(wire_a, b.address, True, self.now, dialled=dialled)
         if key_a is None:
-            self.settle(a)
+            a.settle()
             return
         # b learns of the connection once a's handshake arrives; give it the wire up front.
         first = b"".join(wire_a.data_to_send())
@@ -132,124 +294,81 @@ class SimNetwork:
         key_b = b.swarm.add_peer(wire_b, a.address, False, self.now)
         if key_b is None:
             a.swarm.remove_peer(key_a, self.now)
-            self.settle(a)
-            self.settle(b)
+            a.settle()
+            b.settle()
             return
         a.links[key_a] = (b, key_b)
         b.links[key_b] = (a, key_a)
         b.swarm.handle_events(key_b, events, self.now)
-        self.settle(a)
-        self.settle(b)
+        a.settle()
+        b.settle()
         self.peak_connections = max(self.peak_connections, len(a.links), len(b.links))
 
-    def leave(self, peer: SimPeer) -> None:
-        """The node goes away: every connection of it closes."""
-        if not peer.alive:
+    def leave(self, node: SimNode) -> None:
+        """The node goes away: every connection of each of its torrents closes."""
+        if not node.alive:
             return
-        peer.alive = False
-        if not peer.swarm.complete:
-            self.incomplete -= 1
-        del self.by_address[peer.address]
-        for key, (other, other_key) in list(peer.links.items()):
-            peer.swarm.remove_peer(key, self.now)
-            self._unlink(other, other_key)
-        peer.links.clear()
+        node.alive = False
+        del self.by_address[node.address]
+        for peer in node.torrents.values():
+            if not peer.swarm.complete:
+                self.incomplete -= 1
+            for key, (other, other_key) in list(peer.links.items()):
+                peer.swarm.remove_peer(key, self.now)
+                other.unlink(other_key)
+            peer.links.clear()
+
+    def listen(self, node: SimNode, handler: DatagramHandler) -> None:
+        """Datagrams to node's address go to handler(data, sender)."""
+        node.on_datagram = handler
+
+    def send_datagram(self, node: SimNode, address: Address, data: bytes) -> None:
+        """Send a datagram from node; either end's link may lose it, as UDP would."""
+        target = self.by_address.get(address)
+        lost = self.rng.random() < node.uplink.loss or (
+            target is not None and self.rng.random() < target.uplink.loss
+        )
+        self.bytes_moved += len(data)
+        if target is None or lost:
+            self.datagrams_lost += 1
+            return
+        arrival = node.uplink.send(len(data), self.now) + target.uplink.latency
+
+        def deliver() -> None:
+            if target.alive and target.on_datagram is not None:
+                target.on_datagram(data, node.address)
+
+        self.events.at(arrival, deliver)
+
+    def serve(self, node: SimNode, core: DatagramCore) -> None:
+        """Give node's UDP port to a datagram core, as node.py does: datagrams in, its outputs
+        sent, its timer honoured."""
+        wake: list[float] = []  # the time of the timer event queued, if any
+
+        def pump() -> None:
+            for datagram in core.take_outputs():
+                self.send_datagram(node, datagram.address, datagram.data)
+            when = core.get_timer()
+            if when is not None and (not wake or when < wake[0]):
+                wake[:] = [when]
+                self.events.at(when, lambda: timer(when))
+
+        def timer(when: float) -> None:
+            if wake != [when] or not node.alive:
+                return  # superseded by an earlier wake-up, which re-armed
+            wake.clear()
+            core.handle_timer(self.now)
+            pump()
+
+        def on_datagram(data: bytes, sender: Address) -> None:
+            core.receive(data, sender, self.now)
+            pump()
+
+        self.listen(node, on_datagram)
+        pump()
 
     def run(self, until: float = 600.0) -> float:
         """Run until every live node is complete or until seconds pass; returns elapsed seconds."""
         start = self.now
         self.events.run(start + until, lambda: self.incomplete == 0 and not self.arrivals_pending)
         return self.now - start
-
-    # -- the runner: what node.py does with sockets, done in memory ---------------------------
-
-    def _tick(self, peer: SimPeer) -> None:
-        """The core's timer: one chain of these per node, each at the time the last asked for."""
-        if not peer.alive:
-            return
-        peer.swarm.handle_timer(self.now)
-        wake = peer.swarm.get_timer()
-        self.settle(peer)
-        self.events.at(wake, lambda: self._tick(peer))
-
-    def settle(self, peer: SimPeer) -> None:
-        """Carry out the node's actions and send what it queued, until nothing is left."""
-        swarm = peer.swarm
-        while peer.alive and (swarm.actions or swarm.dirty):
-            for action in swarm.take_actions():
-                self._run(peer, action)
-            for key in swarm.take_dirty():
-                self._send(peer, key)
-
-    def _send(self, peer: SimPeer, key: int) -> None:
-        entry = peer.links.get(key)
-        connection = peer.swarm.peers.get(key)
-        if entry is None or connection is None:
-            return
-        data = b"".join(connection.wire.data_to_send())
-        if not data:
-            return
-        other, other_key = entry
-        size = len(data)
-        arrival = peer.uplink.send(size, self.now)
-        self.bytes_moved += size
-        self.events.at(arrival, lambda: self._arrive(other, other_key, data))
-        peer.queued[key] = peer.queued.get(key, 0) + size
-        self.events.at(peer.uplink.free_at, lambda: self._left(peer, key, size))
-        peer.swarm.flushed(key, peer.queued[key], self.now)
-
-    def _left(self, peer: SimPeer, key: int, size: int) -> None:
-        """Bytes of one connection left the uplink: as a drained send buffer, the core hears."""
-        left = peer.queued.get(key, 0) - size
-        if left > 0:
-            peer.queued[key] = left
-        else:
-            peer.queued.pop(key, None)
-        if peer.alive and key in peer.links:
-            peer.swarm.flushed(key, max(left, 0), self.now)
-            self.settle(peer)
-
-    def _arrive(self, peer: SimPeer, key: int, data: bytes) -> None:
-        if peer.alive and key in peer.links:
-            peer.swarm.receive(key, data, self.now)
-            self.settle(peer)
-
-    def _unlink(self, peer: SimPeer, key: int) -> None:
-        if peer.links.pop(key, None) is not None:
-            peer.swarm.remove_peer(key, self.now)
-            self.settle(peer)
-
-    def _run(self, peer: SimPeer, action: core.Action) -> None:
-        swarm = peer.swarm
-        if isinstance(action, core.VerifyPiece):
-            assert swarm.torrent is not None
-            ok = hashlib.sha1(action.data).digest() == swarm.torrent.piece_hash(action.index)
-            if ok and peer.data is not None:
-                start = action.index * swarm.torrent.piece_length
-                peer.data[start : start + len(action.data)] = action.data
-            swarm.piece_checked(action.index, ok, self.now)
-        elif isinstance(action, core.ReadBlock):
-            assert swarm.torrent is not None
-            start = action.index * swarm.torrent.piece_length + action.begin
-            # Verified pieces equal the content, so nodes that keep no data serve from it.
-            source = self.content if peer.data is None else peer.data
-            block = bytes(source[start : start + action.length])
-            swarm.send_block(action.peer, action.index, action.begin, block)
-        elif isinstance(action, core.ClosePeer):
-            entry = peer.links.pop(action.peer, None)
-            if entry is not None:
-                self._unlink(entry[0], entry[1])
-        elif isinstance(action, core.ConnectTo):
-            target = self.by_address.get(action.address)
-            linked = {other.address for other, _key in peer.links.values()}
-            if target is not None and target is not peer and action.address not in linked:
-                self.connect(peer, target, dialled=action.address)
-            else:
-                swarm.dial_failed(action.address, self.now)
-        elif isinstance(action, core.MetadataReady):
-            peer.metadata_ready = action.info_bytes
-            torrent = parse_info(action.info_bytes)
-            swarm.attach_metadata(torrent, bytearray(torrent.num_pieces), self.now)
-        elif isinstance(action, core.Completed) and peer.completed_at is None:
-            peer.completed_at = self.now
-            self.incomplete -= 1

@@ -21,6 +21,7 @@ from .state import (
     ClosePeer,
     ConnectTo,
     Peer,
+    Send,
     SwarmConfig,
     ban_key,
 )
@@ -112,17 +113,17 @@ class SwarmBase:
                     ), f"request for piece {index} block {block} is not in flight"
         assert self.reply_budget.used >= sum(peer.unsent for peer in self.peers.values())
 
-    def take_actions(self) -> list[Action]:
-        """Hand the pending actions to the adapter."""
-        actions = self.actions
+    def take_outputs(self) -> list[Action]:
+        """Everything the core asks of the adapter, in order: its actions, then the bytes
+        queued for each peer (gathered here, so many messages leave in one write)."""
+        outputs = self.actions
         self.actions = []
-        return actions
-
-    def take_dirty(self) -> set[int]:
-        """Keys of peers whose wire has bytes to send."""
-        dirty = self.dirty
-        self.dirty = set()
-        return dirty
+        for key in self.dirty:
+            data = self.peers[key].wire.data_to_send()
+            if data:
+                outputs.append(Send(key, data))
+        self.dirty.clear()
+        return outputs
 
     def is_banned(self, address: Address) -> bool:
         """Whether we refuse this address."""
@@ -208,6 +209,10 @@ class SwarmBase:
                 self.sources.remove(peer.dialled)
             if peer.wire.remote is not None:
                 self.banned_ids.add(peer.wire.remote.peer_id)
+        # Last words (a handshake, rejects) leave before the connection closes.
+        last_words = peer.wire.data_to_send()
+        if last_words:
+            self.actions.append(Send(peer.key, last_words))
         self.actions.append(ClosePeer(peer.key, reason, ban))
         self.remove_peer(peer.key, now)
 

@@ -34,6 +34,7 @@ from .state import (
     MetadataReady,
     Peer,
     ReadBlock,
+    Send,
     SwarmConfig,
     VerifyPiece,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "ConnectTo",
     "MetadataReady",
     "ReadBlock",
+    "Send",
     "Swarm",
     "SwarmConfig",
     "VerifyPiece",

@@ -47,6 +47,14 @@ def ban_key(address: Address) -> Address | str:
 
 
 @dataclass(frozen=True, slots=True)
+class Send:
+    """Write these bytes to the peer's connection, then report what it has yet to read."""
+
+    peer: int
+    data: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyPiece:
     """Hash this complete piece off the event loop; on success write it, then report back."""
 
@@ -93,7 +101,7 @@ class Completed:
     """Every piece is verified."""
 
 
-Action = VerifyPiece | ReadBlock | ClosePeer | ConnectTo | MetadataReady | Completed
+Action = Send | VerifyPiece | ReadBlock | ClosePeer | ConnectTo | MetadataReady | Completed
 
 
 @dataclass(slots=True)

@@ -100,6 +100,8 @@ class Uploads(Exchange):
         peer = self.peers.get(key)
         if peer is None:
             return
+        # Blocks queued since the adapter took the peer's output are unsent too.
+        unsent += peer.wire.queued_bytes
         self.reply_budget.change(unsent - peer.unsent)
         peer.unsent = unsent
         if unsent > PEER_OUTPUT_HARD_LIMIT:

@@ -165,9 +165,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._pump()
 
     def _pump(self) -> None:
-        datagram = self.exchange.datagram_to_send()
-        if datagram is not None and self._send is not None:
-            self._send(datagram)
+        for datagram in self.exchange.take_outputs():
+            if self._send is not None:
+                self._send(datagram)
         if self.exchange.done:
             self._finish(None)
             return
@@ -197,8 +197,9 @@ async def _udp_request(
 ) -> T:
     """Run one exchange with the UDP tracker at url; make_exchange(now, tracker, ipv6).
 
-    With port (the node's own UDP socket, IPv4) an IPv4 tracker is asked from it, so the
-    tracker sees the node's one port; otherwise the exchange has a socket of its own.
+    With port (the node's own UDP sockets) the tracker is asked from it, so it sees the
+    node's one port; otherwise (or if the node has no socket of that family) the exchange
+    has a socket of its own.
     """
     host, port_number = _udp_address(url)
     loop = asyncio.get_running_loop()
@@ -215,7 +216,7 @@ async def _udp_request(
     exchange = make_exchange(loop.time(), f"{host}:{port_number}", family == socket.AF_INET6)
     remote = cast(tuple[str, int], address[:2])
     stop_listening: Callable[[], None] | None = None
-    if port is not None and port.transport is not None and family == socket.AF_INET:
+    if port is not None and port.serves(family):
         protocol = _UdpProtocol(exchange, loop)
         stop_listening = port.listen(remote, lambda data: protocol.datagram_received(data, remote))
         protocol.attach(lambda datagram: port.send(datagram, remote))
@@ -333,7 +334,8 @@ class TrackerClient:
         completing = [task for task, announce in self._tasks.items() if announce.completes]
         if completing:
             await asyncio.wait(completing, timeout=timeout)
-        finals = self._schedule.stop(loop.time())
+        self._schedule.stop(loop.time())
+        finals = self._schedule.take_outputs()
         running = list(self._tasks)
         for task in running:
             task.cancel()
@@ -363,7 +365,8 @@ class TrackerClient:
     def _wake(self) -> None:
         assert self._loop is not None
         self._timer = None
-        for announce in self._schedule.due(self._loop.time()):
+        self._schedule.handle_timer(self._loop.time())
+        for announce in self._schedule.take_outputs():
             task = self._loop.create_task(self._run(announce))
             self._tasks[task] = announce
             task.add_done_callback(self._forget)

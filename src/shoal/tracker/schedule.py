@@ -91,6 +91,7 @@ class AnnounceSchedule:
         self._started = False
         self._stopped = False
         self._completed = False
+        self._outputs: list[Announce] = []
         for urls in tiers:
             self.add_tier(urls)
 
@@ -142,12 +143,13 @@ class AnnounceSchedule:
             earliest = max(now, tier.last_success + tier.min_interval)
             tier.next_time = min(tier.next_time, earliest)
 
-    def stop(self, now: float) -> list[Announce]:
-        """End the schedule; return the `stopped` announces owed to trackers told `started`."""
+    def stop(self, now: float) -> None:
+        """End the schedule; queue the `stopped` announces owed to trackers told `started`."""
         if self._stopped:
-            return []
+            return
         self._stopped = True
-        finals = []
+        self._outputs.clear()  # announces queued and not yet taken are moot now
+        finals = self._outputs
         for index, tier in enumerate(self._tiers):
             flight = tier.in_flight
             # A `started` still in flight may have reached its tracker: it gets a stopped too.
@@ -157,10 +159,9 @@ class AnnounceSchedule:
                     finals.append(Announce(index, tracker.url, Event.STOPPED, tracker.tracker_id))
             tier.next_time = None
             tier.in_flight = None
-        return finals
 
     def get_timer(self) -> float | None:
-        """When due() next has something to return; None if nothing is scheduled."""
+        """When handle_timer next has an announce to queue; None if nothing is scheduled."""
         times = [
             tier.next_time
             for tier in self._tiers
@@ -168,11 +169,16 @@ class AnnounceSchedule:
         ]
         return min(times, default=None)
 
-    def due(self, now: float) -> list[Announce]:
-        """The announces to make now, at most one per tier; each is in flight until reported."""
+    def take_outputs(self) -> list[Announce]:
+        """The announces to make, in order; each is in flight until reported."""
+        outputs, self._outputs = self._outputs, []
+        return outputs
+
+    def handle_timer(self, now: float) -> None:
+        """Queue the announces due now, at most one per tier."""
         if not self._started or self._stopped:
-            return []
-        announces = []
+            return
+        announces = self._outputs
         for index, tier in enumerate(self._tiers):
             if tier.in_flight is not None or not tier.trackers:
                 continue
@@ -191,7 +197,6 @@ class AnnounceSchedule:
             tier.in_flight = announce
             tier.next_time = None
             announces.append(announce)
-        return announces
 
     def succeeded(self, announce: Announce, response: AnnounceResponse, now: float) -> None:
         """Record a reply: its tracker moves to the front of its tier; schedule the next one."""

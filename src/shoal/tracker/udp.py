@@ -106,7 +106,7 @@ class UdpTrackerExchange(Generic[T]):
         self._transaction_id = 0
         self._tries = 0
         self._deadline: float | None = None
-        self._outgoing: bytes | None = None
+        self._outgoing: list[bytes] = []
         self.result: T | None = None
         self.error: TrackerError | None = None
         self._start_step(now)
@@ -116,10 +116,10 @@ class UdpTrackerExchange(Generic[T]):
         """Whether the exchange has ended, with a result or an error."""
         return self.result is not None or self.error is not None
 
-    def datagram_to_send(self) -> bytes | None:
-        """The datagram to send now, if any; each is returned once."""
-        datagram, self._outgoing = self._outgoing, None
-        return datagram
+    def take_outputs(self) -> list[bytes]:
+        """The datagrams to send to the tracker, in order; each is returned once."""
+        outputs, self._outgoing = self._outgoing, []
+        return outputs
 
     def get_timer(self) -> float | None:
         """When handle_timer should next be called; None once done."""
@@ -169,17 +169,18 @@ class UdpTrackerExchange(Generic[T]):
 
     def _send(self, now: float) -> None:
         """Queue the current step's datagram and arm its retransmission timer."""
+        # Only the current step's datagram is worth sending: it replaces one not yet taken.
         if self._connection_id is None:
-            self._outgoing = _CONNECT_REQUEST.pack(PROTOCOL_ID, CONNECT, self._transaction_id)
+            self._outgoing = [_CONNECT_REQUEST.pack(PROTOCOL_ID, CONNECT, self._transaction_id)]
         else:
-            self._outgoing = self._request(self._connection_id, self._transaction_id)
+            self._outgoing = [self._request(self._connection_id, self._transaction_id)]
         self._deadline = now + min(self._first_timeout * 2**self._tries, MAX_TIMEOUT)
         self._tries += 1
 
     def _fail(self, error: TrackerError) -> None:
         self.error = error
         self._deadline = None
-        self._outgoing = None
+        self._outgoing = []
 
     def _request(self, connection_id: bytes, transaction_id: int) -> bytes:
         """The request datagram, after its connection id."""

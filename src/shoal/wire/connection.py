@@ -143,6 +143,11 @@ class PeerWire:
 
     # -- sending -----------------------------------------------------------------------------
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued for the peer and not yet taken."""
+        return self._outbox_size
+
     def data_to_send(self) -> list[bytes]:
         """Take the bytes queued for the peer."""
         out = self._outbox

@@ -32,7 +32,7 @@ try:
 except ImportError:  # cryptography < 43 keeps RC4 among the current ciphers
     from cryptography.hazmat.primitives.ciphers.algorithms import ARC4
 
-from .messages import PROTOCOL, ProtocolError
+from .messages import ProtocolError
 
 # crypto_provide / crypto_select bits.
 PLAINTEXT = 0x01
@@ -58,18 +58,9 @@ REQ1_WINDOW = MAX_PAD + _HASH_LENGTH  # 532: B looks for HASH('req1', S) after Y
 VC_WINDOW = MAX_PAD + len(VC)  # 520: A looks for ENCRYPT(VC) after Yb
 MAX_INITIAL_PAYLOAD = 0xFFFF  # len(IA) is two bytes
 
-_PLAIN_HANDSHAKE_START = bytes((len(PROTOCOL),)) + PROTOCOL
 
 Buffer = bytes | bytearray | memoryview
 RandomBytes = Callable[[int], bytes]
-
-
-def is_plaintext_handshake(first_bytes: Buffer) -> bool | None:
-    """Whether a new connection opens with a plain BitTorrent handshake; None until 20 bytes."""
-    seen = min(len(first_bytes), len(_PLAIN_HANDSHAKE_START))
-    if bytes(first_bytes[:seen]) != _PLAIN_HANDSHAKE_START[:seen]:
-        return False
-    return True if seen == len(_PLAIN_HANDSHAKE_START) else None
 
 
 def skey_hash(info_hash: bytes) -> bytes:

@@ -1,0 +1,48 @@
+"""The one shape every protocol core has (see docs/architecture.md, "The core contract").
+
+A core is a state machine: inputs (bytes of a stream, or datagrams with their sender) come
+with `now`; `handle_timer(now)` does what is due and `get_timer()` says when that is next;
+everything it wants done (bytes or datagrams to send, requests to the adapter, events for the
+layer above) waits in one queue that the adapter empties with `take_outputs()`. A core opens
+no socket, reads no clock and starts no thread, so the simulator runs it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar, runtime_checkable
+
+from .addresses import Address
+
+OutputT_co = TypeVar("OutputT_co", covariant=True)
+
+
+@runtime_checkable
+class Core(Protocol[OutputT_co]):
+    """What the adapter and the simulator may call on any core."""
+
+    def handle_timer(self, now: float) -> None:
+        """Do what is due at now."""
+
+    def get_timer(self) -> float | None:
+        """When handle_timer next has something to do; None if nothing is scheduled."""
+
+    def take_outputs(self) -> Sequence[OutputT_co]:
+        """Everything queued since the last call, in order; each output is returned once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """A datagram to send to address (an output of datagram cores)."""
+
+    data: bytes
+    address: Address
+
+
+@runtime_checkable
+class DatagramCore(Core[Datagram], Protocol):
+    """A core on the node's UDP port: datagrams in with their sender, datagrams out."""
+
+    def receive(self, data: bytes, sender: Address, now: float) -> None:
+        """A datagram arrived from sender."""
