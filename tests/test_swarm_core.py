@@ -143,6 +143,18 @@ def test_far_from_the_end_a_block_is_doubled_only_once_its_request_is_slow():
     assert len(picker.next_blocks(everything, {}, 10, now=0.0 + END_GAME_AFTER)) == 10
 
 
+def test_the_end_game_waits_for_the_end_of_the_download_not_of_a_peers_pieces():
+    picker = PiecePicker([16384 * 16] * 20, bytearray(20), random.Random(1))
+    only_first = bytearray(b"\x01" + b"\x00" * 19)
+    assert len(picker.next_blocks(only_first, {}, 16, now=0.0)) == 16
+    # All a second peer has is in flight, but 19 pieces have not even started: it waits
+    # (doubling here once cost a simulated swarm a third of its bandwidth).
+    assert picker.next_blocks(only_first, {}, 16, now=0.0) == []
+    for index in range(1, 20):
+        picker.verified(index, True)
+    assert len(picker.next_blocks(only_first, {}, 16, now=0.0)) == 16
+
+
 def test_end_game_leaves_a_peer_that_is_busy_with_its_own_requests_alone():
     picker = PiecePicker([16384 * 4], bytearray(1), random.Random(1))
     everything = bytearray(b"\x01")

@@ -49,6 +49,7 @@ class PiecePicker:
     def __init__(self, piece_sizes: list[int], have: bytearray, rng: random.Random) -> None:
         self.piece_sizes = piece_sizes
         self.have = have
+        self.have_count = sum(have)
         self.availability = [0] * len(piece_sizes)
         self.partials: dict[int, PartialPiece] = {}
         self.verifying: set[int] = set()
@@ -163,8 +164,7 @@ class PiecePicker:
         chosen: list[tuple[int, int]],
         now: float,
     ) -> None:
-        left = sum(p.num_blocks - len(p.received) for p in self.partials.values())
-        near_the_end = left <= END_GAME_BLOCKS
+        near_the_end = self._blocks_left() <= END_GAME_BLOCKS
         for partial in self.partials.values():
             if not pieces[partial.index]:
                 continue
@@ -180,6 +180,12 @@ class PiecePicker:
                         return
 
     # -- outcomes -----------------------------------------------------------------------------
+
+    def _blocks_left(self) -> int:
+        """Blocks of the whole download still to arrive (pieces not started count whole)."""
+        unstarted = len(self.have) - self.have_count - len(self.partials) - len(self.verifying)
+        in_partials = sum(p.num_blocks - len(p.received) for p in self.partials.values())
+        return in_partials + unstarted * (self.piece_sizes[0] + BLOCK_SIZE - 1) // BLOCK_SIZE
 
     def release(self, index: int, block: int) -> None:
         """A request ended without data (choke, reject, timeout, disconnect)."""
@@ -226,17 +232,19 @@ class PiecePicker:
     def verified(self, index: int, ok: bool) -> None:
         """The outcome of a piece's hash check."""
         self.verifying.discard(index)
-        if ok:
+        if ok and not self.have[index]:
             self.have[index] = 1
+            self.have_count += 1
 
     @property
     def done(self) -> bool:
         """Whether every piece is verified."""
-        return all(self.have)
+        return self.have_count == len(self.have)
 
     def check(self) -> None:
         """Raise AssertionError if the picker's bookkeeping contradicts itself (for tests)."""
         assert all(count >= 0 for count in self.availability), "negative availability"
+        assert self.have_count == sum(self.have), "pieces had miscounted"
         for index, partial in self.partials.items():
             assert not self.have[index] and index not in self.verifying, f"piece {index} twice"
             free = set(partial.free)
