@@ -283,8 +283,11 @@ def test_idle_peers_make_way_for_new_ones_but_traders_do_not(torrent_and_content
         assert swarm.add_peer(wire, (f"10.1.1.{number}", 1), True, now) is not None
     assert trader.connected
     assert not pretender.connected and not idle.connected
-    # Everyone left trades or is new: the next newcomer waits.
+    # Everyone left trades or is new: the next newcomer waits, until the new ones idle.
     assert swarm.add_peer(newcomer, ("10.1.1.9", 1), True, 32.0) is None
+    later = PeerWire(torrent.info_hash, swarm.peer_id)
+    assert swarm.add_peer(later, ("10.1.1.8", 1), True, 45.0) is not None
+    assert trader.connected
 
 
 @pytest.mark.parametrize(
@@ -404,3 +407,16 @@ def test_haves_before_metadata_are_bounded(torrent_and_content):
     flood = b"".join(m.frame_index(m.HAVE, i) for i in range(core.MAX_PENDING_HAVES + 1))
     peer.send(flood)
     assert not peer.connected
+
+
+def test_haves_go_only_to_peers_that_lack_the_piece(torrent_and_content):
+    torrent, _content = torrent_and_content
+    swarm = leecher(torrent, torrent.info_hash)
+    holder, lacker = Remote(swarm, 1), Remote(swarm, 2)
+    holder.send(m.frame_index(m.HAVE, 0))
+    lacker.send(m.frame(m.HAVE_NONE))
+    holder.received(), lacker.received()
+    swarm.piece_checked(0, True, 1.0)
+    haves = [e for e in lacker.received() if isinstance(e, m.Have)]
+    assert [have.index for have in haves] == [0]
+    assert not [e for e in holder.received() if isinstance(e, m.Have)]

@@ -76,6 +76,17 @@ def eviction_candidate(peers: Iterable[Standing], now: float) -> int | None:
     return max(idle, key=lambda peer: peer.connected_at).key
 
 
+def earliest_eviction(peers: Iterable[Standing]) -> float:
+    """The soonest any of these peers could be evicted: activity only pushes it later."""
+    return min(
+        (
+            max(peer.last_payload + TRADING_WINDOW, peer.connected_at + EVICTION_GRACE)
+            for peer in peers
+        ),
+        default=float("inf"),
+    )
+
+
 # Incoming connections that have not yet named their torrent, in all and per IP address.
 MAX_HANDSHAKING = 100
 MAX_HANDSHAKING_PER_ADDRESS = 8

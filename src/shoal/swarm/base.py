@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from ..addresses import Address
@@ -56,6 +57,8 @@ class SwarmBase:
         self.reply_budget = reply_budget or ReplyBudget()
         self.sources = PeerSources(own_addresses, self.config.encryption)
         self.peers: dict[int, Peer] = {}
+        self._groups: Counter[str] = Counter()  # connected peers per address group
+        self._no_eviction_before = float("-inf")  # see _admit
         self.dirty: set[int] = set()
         self.actions: list[Action] = []
         self.choker = Choker(self.config.upload_slots, self.rng)
@@ -112,6 +115,8 @@ class SwarmBase:
                         partial is None or block in partial.in_flight or (block in partial.received)
                     ), f"request for piece {index} block {block} is not in flight"
         assert self.reply_budget.used >= sum(peer.unsent for peer in self.peers.values())
+        groups = Counter(admission.address_group(peer.address[0]) for peer in self.peers.values())
+        assert +self._groups == groups, "peers per address group miscounted"
 
     def take_outputs(self) -> list[Action]:
         """Everything the core asks of the adapter, in order: its actions, then the bytes
@@ -155,19 +160,17 @@ class SwarmBase:
     def _admit(self, address: Address, now: float, *, may_evict: bool) -> bool:
         """Whether a new connection from address gets a slot, evicting an idle peer if need be."""
         group = admission.address_group(address[0])
-        same_group = sum(
-            1 for peer in self.peers.values() if admission.address_group(peer.address[0]) == group
-        )
-        if same_group >= admission.per_address_limit(address[0]):
+        if self._groups[group] >= admission.per_address_limit(address[0]):
             return False
         if len(self.peers) < self.config.max_peers:
             return True
-        if not may_evict:
+        if not may_evict or now < self._no_eviction_before:
             return False
-        victim = admission.eviction_candidate(
-            (self._standing(peer) for peer in self.peers.values()), now
-        )
+        standings = [self._standing(peer) for peer in self.peers.values()]
+        victim = admission.eviction_candidate(standings, now)
         if victim is None:
+            # Newcomers to a full swarm come often: spare them the search until one may go.
+            self._no_eviction_before = admission.earliest_eviction(standings)
             return False
         self._close(self.peers[victim], "made room for another peer", now=now)
         return True
@@ -182,6 +185,7 @@ class SwarmBase:
         peer = self.peers.pop(key, None)
         if peer is None:
             return
+        self._groups[admission.address_group(peer.address[0])] -= 1
         self._release_all(peer)
         self.reply_budget.change(-peer.unsent)
         if peer.dialled is not None:

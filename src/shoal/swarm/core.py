@@ -13,7 +13,7 @@ from ..addresses import Address
 from ..wire import extensions as ext
 from ..wire import messages as m
 from ..wire.connection import PeerWire
-from . import bits
+from . import admission, bits
 from .choker import CHOKE_INTERVAL
 from .state import (
     HANDSHAKE_TIMEOUT,
@@ -95,6 +95,7 @@ class Swarm(Uploads):
         if outgoing:
             peer.listen_address = address
         self.peers[key] = peer
+        self._groups[admission.address_group(address[0])] += 1
         if outgoing:
             wire.send_handshake(self.info_hash)
             self._mark(peer, now)

@@ -207,7 +207,11 @@ class Downloads(SwarmBase):
             for key in self.blame.passed(index):
                 self._strike(key, HASH_FAILURES_BEFORE_BAN, now)
             for peer in self.peers.values():
-                if peer.handshaken and not peer.is_seed:
+                # No have to a peer that has the piece (seeds included): it could not want
+                # it from us, and haves are most of a swarm's messages. Once we are done,
+                # we close connections to seeds ourselves.
+                has = peer.has
+                if peer.handshaken and not (has is not None and has[index]):
                     peer.wire.send_have(index)
                     self._mark(peer, now)
             if picker.done:
