@@ -25,7 +25,7 @@ from .storage.resume import ResumeFile
 from .streams import StreamKind
 from .swarm import core
 from .swarm.admission import HandshakeGate
-from .swarm.budget import PEER_REPLY_LIMIT, ReplyBudget
+from .swarm.budget import WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW, ReplyBudget
 from .swarm.ratelimit import Limits, TokenBucket
 from .swarm.runner import run_outputs
 from .swarm.sources import ENCRYPTION_POLICIES
@@ -46,9 +46,6 @@ FREE_PORT_TRIES = 8
 # What binding to "::" fails with on a host without IPv6.
 NO_IPV6_ERRORS = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
 HANDSHAKE_TIMEOUT = 20.0
-# When the send buffer drains below this, the core is told, so it serves the peer again.
-WRITE_BUFFER_HIGH = PEER_REPLY_LIMIT // 2
-WRITE_BUFFER_LOW = PEER_REPLY_LIMIT // 8
 # Each verified piece goes to the resume journal at once; the record absorbs it this often.
 RESUME_SAVE_INTERVAL = 60.0
 # A closing connection sends what it has queued only up to this much; more is dropped.

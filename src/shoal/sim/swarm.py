@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from ..addresses import Address
 from ..contract import DatagramCore
 from ..metainfo import Torrent, parse_info
 from ..swarm import core
+from ..swarm.budget import WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW
 from ..swarm.ratelimit import Limits, TokenBucket
 from ..swarm.runner import run_outputs
 from ..wire.connection import PeerWire
@@ -27,6 +29,31 @@ LATENCY = 0.005
 PORT = 7000
 
 DatagramHandler = Callable[[bytes, Address], None]
+
+
+@dataclass(slots=True)
+class SendBuffer:
+    """One connection's bytes queued on its node's uplink: a socket's send buffer."""
+
+    departures: deque[tuple[float, int]] = field(default_factory=deque)  # (leaves at, size)
+    size: int = 0
+    waking: bool = False  # a wake-up for when it drains is queued
+
+    def unsent(self, now: float) -> int:
+        """Bytes that have not left by now."""
+        departures = self.departures
+        while departures and departures[0][0] <= now:
+            self.size -= departures.popleft()[1]
+        return self.size
+
+    def drained_at(self, low: int) -> float:
+        """When no more than low bytes will be left."""
+        leaving = self.size - low
+        for when, size in self.departures:
+            leaving -= size
+            if leaving <= 0:
+                return when
+        return self.departures[-1][0]
 
 
 @dataclass(eq=False)
@@ -62,8 +89,8 @@ class SimPeer:
         self.content = content
         self.data = data  # the torrent's bytes; pieces not yet verified are garbage
         self.links: dict[int, tuple[SimPeer, int]] = {}
-        # Bytes each connection has queued on the uplink that have not left yet (its "unsent").
-        self.queued: dict[int, int] = {}
+        # What each connection has queued on the uplink that has not left yet (its "unsent").
+        self.buffers: dict[int, SendBuffer] = {}
         self.metadata_ready: bytes | None = None
         self.completed_at: float | None = None
 
@@ -80,7 +107,8 @@ class SimPeer:
     # -- the effects: what node.py does with sockets and threads, done in memory -------------
 
     def send(self, peer: int, data: list[bytes]) -> int | None:
-        """Queue bytes on the uplink; they arrive after the link's delay."""
+        """Queue bytes on the uplink; they arrive after the link's delay. As asyncio does, the
+        core hears again when a buffer past the high mark drains below the low one."""
         entry = self.links.get(peer)
         if entry is None:
             return None
@@ -88,12 +116,19 @@ class SimPeer:
         size = len(payload)
         network = self.network
         other, other_key = entry
-        arrival = self.node.uplink.send(size, network.now) + other.node.uplink.latency
+        uplink = self.node.uplink
+        arrival = uplink.send(size, network.now) + other.node.uplink.latency
         network.bytes_moved += size
         network.events.at(arrival, lambda: other.arrive(other_key, payload))
-        unsent = self.queued.get(peer, 0) + size
-        self.queued[peer] = unsent
-        network.events.at(self.node.uplink.free_at, lambda: self._left(peer, size))
+        buffer = self.buffers.get(peer)
+        if buffer is None:
+            buffer = self.buffers[peer] = SendBuffer()
+        buffer.departures.append((uplink.free_at, size))
+        buffer.size += size
+        unsent = buffer.unsent(network.now)
+        if unsent > WRITE_BUFFER_HIGH and not buffer.waking:
+            buffer.waking = True
+            network.events.at(buffer.drained_at(WRITE_BUFFER_LOW), lambda: self._drained(peer))
         return unsent
 
     def verify_piece(self, index: int, data: bytearray) -> None:
@@ -119,6 +154,7 @@ class SimPeer:
     def close_peer(self, peer: int, reason: str) -> None:
         """The other end sees the connection close."""
         entry = self.links.pop(peer, None)
+        self.buffers.pop(peer, None)
         if entry is not None:
             entry[0].unlink(entry[1])
 
@@ -154,6 +190,7 @@ class SimPeer:
 
     def unlink(self, key: int) -> None:
         """The other end closed the connection."""
+        self.buffers.pop(key, None)
         if self.links.pop(key, None) is not None:
             self.swarm.remove_peer(key, self.network.now)
             self.settle()
@@ -162,20 +199,25 @@ class SimPeer:
         """The core's timer: one chain of these per torrent, each when the last asked."""
         if not self.node.alive:
             return
-        self.swarm.handle_timer(self.network.now)
+        now = self.network.now
+        # Send buffers drain without telling: fresh figures each tick, as node.py does.
+        for key, buffer in list(self.buffers.items()):
+            self.swarm.flushed(key, buffer.unsent(now), now)
+            if not buffer.size and not buffer.waking:
+                del self.buffers[key]
+        self.swarm.handle_timer(now)
         wake = self.swarm.get_timer()
         self.settle()
         self.network.events.at(wake, self.tick)
 
-    def _left(self, key: int, size: int) -> None:
-        """Bytes of one connection left the uplink: as a drained send buffer, the core hears."""
-        left = self.queued.get(key, 0) - size
-        if left > 0:
-            self.queued[key] = left
-        else:
-            self.queued.pop(key, None)
+    def _drained(self, key: int) -> None:
+        """A full send buffer drained (asyncio's resume_writing)."""
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            return
+        buffer.waking = False
         if self.node.alive and key in self.links:
-            self.swarm.flushed(key, max(left, 0), self.network.now)
+            self.swarm.flushed(key, buffer.unsent(self.network.now), self.network.now)
             self.settle()
 
     def _linked_to(self, address: Address) -> bool:

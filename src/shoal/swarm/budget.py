@@ -8,6 +8,10 @@ PEER_REPLY_LIMIT = 4 * 1024 * 1024
 PEER_OUTPUT_HARD_LIMIT = 4 * PEER_REPLY_LIMIT
 # Replies queued for all the peers of a node together.
 NODE_REPLY_LIMIT = 64 * 1024 * 1024
+# An adapter tells the core when a peer's send buffer, once past the high mark, has drained
+# below the low one (as asyncio's resume_writing does), and refreshes every figure each tick.
+WRITE_BUFFER_HIGH = PEER_REPLY_LIMIT // 2
+WRITE_BUFFER_LOW = PEER_REPLY_LIMIT // 8
 
 
 class ReplyBudget:
