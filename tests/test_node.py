@@ -185,7 +185,7 @@ def test_corrupt_peer_is_banned_and_download_completes(tmp_path):
 
 
 def test_unfinished_handshakes_are_closed(tmp_path, monkeypatch):
-    monkeypatch.setattr("shoal.node.HANDSHAKE_TIMEOUT", 0.3)
+    monkeypatch.setattr("shoal.node.node.HANDSHAKE_TIMEOUT", 0.3)
 
     async def scenario() -> None:
         node = await start_node()

@@ -1,7 +1,7 @@
 """Swarm cores wired together in memory, on a virtual clock: the same code as on the wire.
 
 A simulated node has one address, one uplink and any number of torrents; each torrent is a
-real `Swarm` whose outputs the shared runner (`swarm/runner.py`, as in node.py) carries out
+real `Swarm` whose outputs the shared runner (`swarm/runner.py`, as in node/) carries out
 through `SimPeer`'s in-memory effects. Every core's timer is an event; each node's bytes leave
 through its uplink (bandwidth shared by its connections) and arrive a latency later; nothing
 polls. Datagrams travel the same links and may be lost.
@@ -100,11 +100,11 @@ class SimPeer:
         return self.node.address
 
     def settle(self) -> None:
-        """Carry out what the core asks, as node.py does, until it asks nothing more."""
+        """Carry out what the core asks, as the node does, until it asks nothing more."""
         if self.node.alive:
             run_outputs(self.swarm, self, self.network.now)
 
-    # -- the effects: what node.py does with sockets and threads, done in memory -------------
+    # -- the effects: what the node does with sockets and threads, done in memory ------------
 
     def send(self, peer: int, data: list[bytes]) -> int | None:
         """Queue bytes on the uplink; they arrive after the link's delay. As asyncio does, the
@@ -200,7 +200,7 @@ class SimPeer:
         if not self.node.alive:
             return
         now = self.network.now
-        # Send buffers drain without telling: fresh figures each tick, as node.py does.
+        # Send buffers drain without telling: fresh figures each tick, as the node does.
         for key, buffer in list(self.buffers.items()):
             self.swarm.flushed(key, buffer.unsent(now), now)
             if not buffer.size and not buffer.waking:
@@ -383,7 +383,7 @@ class SimNetwork:
         self.events.at(arrival, deliver)
 
     def serve(self, node: SimNode, core: DatagramCore) -> None:
-        """Give node's UDP port to a datagram core, as node.py does: datagrams in, its outputs
+        """Give node's UDP port to a datagram core, as the node does: datagrams in, its outputs
         sent, its timer honoured."""
         wake: list[float] = []  # the time of the timer event queued, if any
 

@@ -1,4 +1,4 @@
-"""The one loop that carries out a swarm core's outputs, shared by node.py and the simulator.
+"""The one loop that carries out a swarm core's outputs, shared by the node and the simulator.
 
 Each environment says how to do each thing (with sockets and threads, or in memory on a
 virtual clock) by implementing `Effects`; what is done, in which order, and what the core is

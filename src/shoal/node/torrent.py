@@ -1,241 +1,38 @@
-"""One node: the asyncio adapter that connects swarm cores to sockets, disk and the clock."""
+"""One torrent on a node: its swarm core, storage, resume data, trackers and connections."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
-import os
 import random
-import socket
-import threading
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import __version__, streams
-from .addresses import Address
-from .datagrams import DatagramPort
-from .errors import ShoalError
-from .metainfo import Torrent, parse_info
-from .storage.files import PieceStorage, RecheckStopped, StorageError
-from .storage.resume import ResumeFile
-from .streams import StreamKind
-from .swarm import core
-from .swarm.admission import HandshakeGate
-from .swarm.budget import WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW, ReplyBudget
-from .swarm.ratelimit import Limits, TokenBucket
-from .swarm.runner import run_outputs
-from .swarm.sources import ENCRYPTION_POLICIES
-from .wire import messages as m
-from .wire import mse
-from .wire.connection import PeerWire
+from .. import __version__
+from ..addresses import Address
+from ..errors import ShoalError
+from ..metainfo import Torrent, parse_info
+from ..storage.files import PieceStorage, RecheckStopped, StorageError
+from ..storage.resume import ResumeFile
+from ..swarm import core
+from ..swarm.ratelimit import Limits, TokenBucket
+from ..swarm.runner import run_outputs
+from ..wire import messages as m
+from .connection import PeerConnection
 
 if TYPE_CHECKING:
-    from .tracker.client import AnnounceStats, TrackerClient
+    from ..tracker.client import AnnounceStats, TrackerClient
+    from .node import Node
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_PORT = 6881
 CONNECT_TIMEOUT = 10.0
-# Ports the system hands out that are free for TCP may be taken for UDP: try a few.
-FREE_PORT_TRIES = 8
-# What binding to "::" fails with on a host without IPv6.
-NO_IPV6_ERRORS = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
-HANDSHAKE_TIMEOUT = 20.0
 # Each verified piece goes to the resume journal at once; the record absorbs it this often.
 RESUME_SAVE_INTERVAL = 60.0
-# A closing connection sends what it has queued only up to this much; more is dropped.
-CLOSE_FLUSH_LIMIT = 64 * 1024
 CLIENT_NAME = f"shoal {__version__}"
-
-
-def new_peer_id() -> bytes:
-    """An Azureus-style peer id naming shoal and its version."""
-    major, minor, patch = [*__version__.split("."), "0", "0"][:3]
-    return f"-SH{major}{minor}{patch}0-".encode()[:8] + os.urandom(12)
-
-
-class PeerConnection(asyncio.Protocol):
-    """A TCP connection to one peer; its bytes go to the swarm core of its torrent."""
-
-    def __init__(
-        self,
-        node: Node,
-        task: TorrentTask | None = None,
-        dialled: Address | None = None,
-        *,
-        encrypted: bool = False,
-    ):
-        self.node = node
-        self.task = task
-        self.outgoing = task is not None
-        # The address we dialled, as given (maybe a host name); the key of its peer source.
-        self.dialled = dialled
-        self.wire = PeerWire(task.info_hash if task else None, node.peer_id)
-        self.transport: asyncio.Transport | None = None
-        self.address: Address | None = None
-        self.key: int | None = None
-        # Bytes of blocks being read from disk for this peer, not yet in the send buffer.
-        self.reading = 0
-        # Protocol encryption: the handshake while it runs, then the stream cipher (if RC4).
-        self.encrypted = encrypted
-        self.mse: mse.MseInitiator | mse.MseReceiver | None = None
-        self.cipher: mse.Rc4Cipher | None = None
-        # An incoming connection's first bytes, until we know their kind (then None).
-        self._first: bytes | None = b""
-        self.attached = False  # handed to the core (which may have refused it)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start the handshake on outgoing connections; time-limit it on incoming ones."""
-        # uvloop's transports do not subclass asyncio.Transport, but have the same methods.
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        # Past the high mark, resume_writing tells us when the peer has read most of it.
-        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_LOW)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        self.address = (peer[0], peer[1]) if peer is not None else ("?", 0)
-        local = transport.get_extra_info("sockname")
-        if local is not None:
-            self.node.local_hosts.add(local[0])
-        if self.task is None:
-            self.node.handshaking(self)
-        elif self.encrypted:
-            self.mse = mse.MseInitiator(self.task.info_hash, methods=self.node.mse_methods)
-            transport.write(self.mse.data_to_send())
-            self.node.handshaking(self)  # the MSE handshake is time-limited like any other
-        else:
-            self.task.attach(self, [])
-
-    def data_received(self, data: bytes) -> None:
-        """Feed bytes to the core; an incoming connection first names its torrent."""
-        if self.cipher is not None:
-            data = self.cipher.decrypt(data)
-        elif self.mse is not None:
-            self._negotiate(data)
-            return
-        self._deliver(data)
-
-    def _deliver(self, data: bytes) -> None:
-        """Plaintext stream bytes: to the core, or for an incoming one, its first bytes."""
-        task = self.task
-        if task is not None and self.key is not None:
-            assert task.swarm is not None
-            task.swarm.receive(self.key, data, task.loop.time())
-            task.pump()
-        elif task is None:
-            self._sniff(data)
-        # else: closed by the core; bytes still in flight are dropped
-
-    def _sniff(self, data: bytes) -> None:
-        """An incoming connection: its first bytes say what it speaks."""
-        if self.wire.remote is not None or self._first is None:
-            self._read_handshake(data)
-            return
-        data = self._first + data
-        kind = streams.classify(data)
-        if kind is None:
-            self._first = data
-            return
-        self._first = None
-        plaintext = kind is StreamKind.BITTORRENT
-        if self.node.encryption == ("require" if plaintext else "off"):
-            log.info("dropped %s: its handshake is not allowed by --encryption", self.address)
-            self.close()
-        elif plaintext:
-            self._read_handshake(data)
-        else:
-            self.mse = mse.MseReceiver(self.node.torrent_by_skey, methods=self.node.mse_methods)
-            self._negotiate(data)
-
-    def _negotiate(self, data: bytes) -> None:
-        """Carry the MSE handshake on; once done, the BitTorrent stream starts."""
-        handshake = self.mse
-        assert handshake is not None and self.transport is not None
-        try:
-            handshake.receive(data)
-        except m.ProtocolError as exc:
-            log.info("dropped %s: %s", self.address, exc)
-            self.close()
-            return
-        self.transport.write(handshake.data_to_send())
-        result = handshake.result
-        if result is None:
-            return
-        self.mse = None
-        self.cipher = result.cipher
-        if self.task is None:
-            self.wire.info_hash = result.info_hash  # the plaintext handshake must agree
-            self._read_handshake(result.payload)
-            return
-        self.node.handshaken(self)
-        self.task.attach(self, [])
-        if result.payload:
-            self._deliver(result.payload)
-
-    def _read_handshake(self, data: bytes) -> None:
-        try:
-            events = self.wire.receive(data)
-        except m.ProtocolError as exc:
-            log.info("dropped %s: %s", self.address, exc)
-            self.close()
-            return
-        if self.wire.remote is None:
-            return
-        self.node.handshaken(self)
-        task = self.node.torrents.get(self.wire.remote.info_hash)
-        assert self.address is not None
-        if task is None or task.swarm is None or task.swarm.is_banned(self.address):
-            self.close()
-            return
-        self.task = task
-        task.attach(self, events)
-
-    def send(self, buffers: list[bytes]) -> None:
-        """Write buffers to the socket, through the stream cipher if there is one."""
-        if self.transport is None or not buffers:
-            return
-        if self.cipher is not None:
-            self.transport.write(self.cipher.encrypt_many(buffers))
-        else:
-            self.transport.writelines(buffers)
-
-    def unsent(self) -> int:
-        """Bytes queued for the peer that it has not read yet, reads in progress included."""
-        buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
-        return buffered + self.reading
-
-    def resume_writing(self) -> None:
-        """The peer read most of what we sent: tell the core, which serves it again."""
-        task = self.task
-        if task is not None and task.swarm is not None and self.key is not None:
-            task.swarm.flushed(self.key, self.unsent(), task.loop.time())
-            task.pump()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Tell the core the peer is gone."""
-        self.node.handshaken(self)
-        if self.task is not None:
-            self.task.detach(self)
-        self.transport = None
-
-    def close(self) -> None:
-        """Close the socket; with much unsent, drop it: a peer that never reads would keep a
-        closing socket, and what it holds, open for ever."""
-        transport = self.transport
-        if transport is None:
-            return
-        if transport.get_write_buffer_size() > CLOSE_FLUSH_LIMIT:
-            transport.abort()
-        else:
-            transport.close()
 
 
 class TorrentTask:
@@ -315,7 +112,7 @@ class TorrentTask:
         if self.tracker_tiers:
             # Imported here: the HTTP client stack costs a fifth of a second at start-up, and
             # torrents without trackers never need it.
-            from .tracker.client import TrackerClient
+            from ..tracker.client import TrackerClient
 
             self.tracker = TrackerClient(
                 self.info_hash,
@@ -350,7 +147,7 @@ class TorrentTask:
         return None
 
     def _announce_stats(self) -> AnnounceStats:
-        from .tracker.client import AnnounceStats
+        from ..tracker.client import AnnounceStats
 
         done, total = self.progress()
         swarm = self.swarm
@@ -668,171 +465,3 @@ class TorrentTask:
             self.pump()
         finally:
             self._schedule_tick(wake)  # one failed action must not stop the torrent's clock
-
-
-class Node:
-    """A listening port shared by every torrent this node downloads or seeds."""
-
-    def __init__(
-        self,
-        *,
-        port: int | None = None,
-        host: str = "0.0.0.0",
-        upload_limit: int | None = None,
-        download_limit: int | None = None,
-        encryption: str = "prefer",
-    ) -> None:
-        if encryption not in ENCRYPTION_POLICIES:
-            raise ShoalError(f"unknown encryption policy {encryption!r}")
-        self.encryption = encryption
-        # What our MSE handshakes offer and accept: RC4 only, when encryption is required.
-        self.mse_methods = mse.RC4 if encryption == "require" else mse.RC4 | mse.PLAINTEXT
-        self._skeys: dict[bytes, bytes] = {}  # HASH('req2', info-hash) -> info-hash
-        self.requested_port = port
-        self.host = host
-        self.port = port or 0
-        self.peer_id = new_peer_id()
-        self.torrents: dict[bytes, TorrentTask] = {}
-        self.upload_bucket = TokenBucket(upload_limit)
-        self.download_bucket = TokenBucket(download_limit)
-        self._handshaking: dict[int, tuple[PeerConnection, asyncio.TimerHandle]] = {}
-        self._gate = HandshakeGate()
-        self.reply_budget = ReplyBudget()
-        # Addresses that reached this node itself, and the IPs our sockets have locally.
-        self.own_addresses: set[Address] = set()
-        self.local_hosts: set[str] = {"127.0.0.1", "::1"}
-        # Hashing releases the GIL, so two threads use both cores of a small machine.
-        self.hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-hash")
-        # Disk reads for uploads and resume saves, apart so they never wait behind hashing.
-        self.io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-io")
-        # Set from a signal handler: long start-up work (checking data on disk) stops at once.
-        self.halt = threading.Event()
-        self._servers: list[asyncio.AbstractServer] = []
-        self.datagrams = DatagramPort()  # the UDP socket on the same port number
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The running event loop."""
-        return asyncio.get_running_loop()
-
-    async def start(self) -> None:
-        """Listen on one port number for TCP and UDP; without a port asked for, take 6881 or
-        else any port free for both."""
-        if self.requested_port is not None:
-            candidates = [self.requested_port]
-        else:
-            candidates = [DEFAULT_PORT] + [0] * FREE_PORT_TRIES
-        for attempt, port in enumerate(candidates):
-            try:
-                self.port = await self._listen(port)
-                return
-            except OSError as exc:
-                for server in self._servers:
-                    server.close()
-                self._servers.clear()
-                self.datagrams.close()
-                if attempt == len(candidates) - 1:
-                    raise ShoalError(f"cannot listen on port {port}: {exc.strerror}") from None
-
-    async def _listen(self, port: int) -> int:
-        """TCP and UDP on one port number (any free one for 0): IPv4 on the host asked for,
-        and IPv6 too on the wildcard address where the host has it; the number bound."""
-        server = await self.loop.create_server(
-            lambda: PeerConnection(self), self.host, port, reuse_address=True
-        )
-        self._servers.append(server)
-        port = server.sockets[0].getsockname()[1]
-        await self.loop.create_datagram_endpoint(
-            lambda: self.datagrams, local_addr=(self.host, port)
-        )
-        if self.host != "0.0.0.0":
-            return port
-        try:
-            # asyncio makes the IPv6 listener IPv6-only, so it and the IPv4 one share the port.
-            server6 = await self.loop.create_server(
-                lambda: PeerConnection(self), "::", port, reuse_address=True
-            )
-        except OSError as exc:
-            if exc.errno in NO_IPV6_ERRORS:
-                return port  # the host has no IPv6
-            raise
-        self._servers.append(server6)
-        udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        try:
-            udp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            udp6.bind(("::", port))
-            udp6.setblocking(False)
-        except OSError:
-            udp6.close()
-            raise
-        await self.loop.create_datagram_endpoint(lambda: self.datagrams, sock=udp6)
-        return port
-
-    async def add(
-        self,
-        info_hash: bytes,
-        torrent: Torrent | None,
-        root: Path,
-        peers: Sequence[Address] = (),
-        *,
-        trackers: Sequence[Sequence[str]] = (),
-        upload_limit: int | None = None,
-        download_limit: int | None = None,
-    ) -> TorrentTask:
-        """Start downloading or seeding a torrent into root; peers and trackers are sources."""
-        if info_hash in self.torrents:
-            raise ShoalError(f"the torrent {info_hash.hex()} is already running on this node")
-        task = TorrentTask(
-            self,
-            info_hash,
-            torrent,
-            root,
-            upload_limit=upload_limit,
-            download_limit=download_limit,
-            trackers=trackers,
-        )
-        self.torrents[info_hash] = task
-        self._skeys[mse.skey_hash(info_hash)] = info_hash
-        task.add_peers(list(peers))
-        await task.start()
-        return task
-
-    def torrent_by_skey(self, skey_hash: bytes) -> bytes | None:
-        """The info-hash an MSE handshake names by its hash, if this node runs it."""
-        return self._skeys.get(skey_hash)
-
-    def is_self(self, address: Address) -> bool:
-        """Whether an address (from a tracker, say) is this node's own listening socket."""
-        if address in self.own_addresses:
-            return True
-        return address[1] == self.port and address[0] in (*self.local_hosts, self.host)
-
-    def handshaking(self, connection: PeerConnection) -> None:
-        """An incoming connection that has yet to name its torrent: time-limit and bound it."""
-        assert connection.address is not None
-        for evicted in self._gate.admit(id(connection), connection.address[0]):
-            old, timer = self._handshaking.pop(evicted)
-            timer.cancel()
-            old.close()
-        timer = self.loop.call_later(HANDSHAKE_TIMEOUT, connection.close)
-        self._handshaking[id(connection)] = (connection, timer)
-
-    def handshaken(self, connection: PeerConnection) -> None:
-        """The connection named its torrent, or closed."""
-        self._gate.done(id(connection))
-        entry = self._handshaking.pop(id(connection), None)
-        if entry is not None:
-            entry[1].cancel()
-
-    async def stop(self) -> None:
-        """Close everything, saving resume data."""
-        self.halt.set()
-        for server in self._servers:
-            server.close()
-        self.datagrams.close()
-        for connection, _timer in list(self._handshaking.values()):
-            connection.close()
-        for task in self.torrents.values():
-            await task.stop()
-        self.hash_pool.shutdown(wait=True, cancel_futures=True)
-        self.io_pool.shutdown(wait=True, cancel_futures=True)
