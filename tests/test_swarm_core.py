@@ -114,6 +114,22 @@ def test_upload_limit_is_respected(network):
     assert elapsed >= 1.0
 
 
+def test_a_leecher_with_no_peer_asks_for_more_and_a_seed_does_not(network):
+    asked = []
+
+    def tracker(peer):
+        asked.append(peer.swarm.complete)
+        return [seeder.address]
+
+    network.tracker = tracker
+    seeder = network.add("seeder", complete=True)
+    leecher = network.add("leecher", complete=False)
+    network.run(until=30)
+    assert leecher.swarm.complete
+    assert asked and not any(asked)  # only the leecher asked, and only while it lacked peers
+    assert len(asked) == 1
+
+
 def test_picker_prefers_the_rarest_piece():
     have = bytearray(b"\x01" * 4 + b"\x00" * 4)  # past the random-first phase
     picker = PiecePicker([16384] * 8, have, random.Random(1))

@@ -332,6 +332,12 @@ class TorrentTask:
             self.resume.record_piece(index)
         return ok
 
+    def find_peers(self) -> None:
+        """Ask the trackers again now rather than at their next interval (the schedule
+        still honours each tracker's min interval)."""
+        if self.tracker is not None:
+            self.tracker.reannounce()
+
     def read_block(self, action: core.ReadBlock) -> None:
         """Send a block from the read cache, or read its piece in a thread first."""
         connection = self.connections.get(action.peer)
@@ -438,13 +444,6 @@ class TorrentTask:
     def _schedule_tick(self, when: float) -> None:
         self._timer = self.loop.call_at(when, self._tick)
 
-    def _starving(self) -> bool:
-        """Pieces missing, and no peer connected or being dialled."""
-        assert self.swarm is not None
-        if self.swarm.complete or self.connections:
-            return False
-        return not self.swarm.sources.dialling()
-
     def _tick(self) -> None:
         if self.swarm is None or self._closing:
             return
@@ -455,10 +454,6 @@ class TorrentTask:
             self.swarm.flushed(key, connection.unsent(), now)
         self.swarm.handle_timer(now)
         wake = self.swarm.get_timer()
-        if self.tracker is not None and self._starving():
-            # Ask the trackers again now rather than at their next interval (the schedule
-            # still honours each tracker's min interval).
-            self.tracker.reannounce()
         if self._resume_dirty and now - self._last_resume_save >= RESUME_SAVE_INTERVAL:
             self._save_resume()
         try:

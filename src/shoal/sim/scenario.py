@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..addresses import Address
 from ..metainfo import create_torrent
 from .kernel import session_length
 from .swarm import SimNetwork, SimPeer
@@ -71,13 +72,17 @@ def run_swarm(
     leechers: list[SimPeer] = []
     start = network.now
 
+    def tracker(peer: SimPeer) -> list[Address]:
+        """A random sample of the nodes there now, as a tracker hands them out."""
+        live = [address for address in network.by_address if address != peer.address]
+        return rng.sample(live, min(TRACKER_PEERS, len(live)))
+
+    network.tracker = tracker
+
     def join(number: int) -> None:
         peer = network.add(f"leecher{number}", complete=False, keep_data=False)
         leechers.append(peer)
-        # The tracker hands out a random sample of the nodes there now.
-        live = [address for address in network.by_address if address != peer.address]
-        sample = rng.sample(live, min(TRACKER_PEERS, len(live)))
-        peer.swarm.add_sources(sample, given=False, now=network.now)
+        peer.swarm.add_sources(tracker(peer), given=False, now=network.now)
         peer.settle()
         if churn > 0:
             stay = session_length(rng, 1 / churn, session_shape)

@@ -174,6 +174,11 @@ class SimPeer:
         torrent = parse_info(info_bytes)
         self.swarm.attach_metadata(torrent, bytearray(torrent.num_pieces), self.network.now)
 
+    def find_peers(self) -> None:
+        """Ask the scenario's tracker, if it has one, for more addresses."""
+        if self.network.tracker is not None:
+            self.swarm.add_sources(self.network.tracker(self), given=False, now=self.network.now)
+
     def finish(self) -> None:
         """Note the completion time once."""
         if self.completed_at is None:
@@ -250,6 +255,8 @@ class SimNetwork:
         self.bytes_moved = 0
         self.datagrams_lost = 0
         self.peak_connections = 0  # the most connections one torrent held at once
+        # What a tracker would answer a torrent that asks for peers (set by scenarios).
+        self.tracker: Callable[[SimPeer], list[Address]] | None = None
         self._swarms = 0
 
     @property

@@ -32,6 +32,7 @@ from .state import (
     Completed,
     ConnectTo,
     MetadataReady,
+    NeedPeers,
     Peer,
     ReadBlock,
     Send,
@@ -51,6 +52,7 @@ __all__ = [
     "Completed",
     "ConnectTo",
     "MetadataReady",
+    "NeedPeers",
     "ReadBlock",
     "Send",
     "Swarm",
@@ -239,6 +241,8 @@ class Swarm(Uploads):
             self._tick_peer(peer, now)
         self._serve_waiting(now)
         self._dial(now)
+        if not self.complete and not self.peers and not self.sources.dialling():
+            self.actions.append(NeedPeers())
         wakes = [now + RATE_INTERVAL]
         for limits in (self.upload_limits, self.download_limits):
             wake = limits.wake_time(now)

@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..addresses import Address
-from .state import ClosePeer, Completed, ConnectTo, MetadataReady, ReadBlock, Send, VerifyPiece
+from .state import (
+    ClosePeer,
+    Completed,
+    ConnectTo,
+    MetadataReady,
+    NeedPeers,
+    ReadBlock,
+    Send,
+    VerifyPiece,
+)
 
 if TYPE_CHECKING:
     from .core import Swarm
@@ -40,6 +49,9 @@ class Effects(Protocol):
     def finish(self) -> None:
         """Every piece is verified."""
 
+    def find_peers(self) -> None:
+        """No peer and none being dialled: ask the peer sources (trackers) again."""
+
 
 def run_outputs(swarm: Swarm, effects: Effects, now: float) -> None:
     """Carry out everything the core asks, and what that leads to, until it asks nothing."""
@@ -62,3 +74,5 @@ def run_outputs(swarm: Swarm, effects: Effects, now: float) -> None:
                 effects.use_metadata(output.info_bytes)
             elif isinstance(output, Completed):
                 effects.finish()
+            elif isinstance(output, NeedPeers):
+                effects.find_peers()

@@ -101,7 +101,15 @@ class Completed:
     """Every piece is verified."""
 
 
-Action = Send | VerifyPiece | ReadBlock | ClosePeer | ConnectTo | MetadataReady | Completed
+@dataclass(frozen=True, slots=True)
+class NeedPeers:
+    """Pieces are missing and no peer is connected or being dialled: find more (ask the
+    trackers again); said each tick while it lasts."""
+
+
+Action = (
+    Send | VerifyPiece | ReadBlock | ClosePeer | ConnectTo | MetadataReady | Completed | NeedPeers
+)
 
 
 @dataclass(slots=True)
