@@ -9,6 +9,7 @@ from shoal.swarm.sources import (
     DIALS_PER_SECOND,
     FIRST_RETRY_DELAY,
     MAX_DIALS,
+    MAX_OWN_ADDRESSES,
     MAX_RETRY_DELAY,
     PeerSources,
 )
@@ -143,3 +144,11 @@ def test_the_counts_kept_match_the_sources(operations):
         kept = sources.sources.values()
         assert sources.dialling() == sum(source.dialling for source in kept)
         assert sources.learned_count() == sum(not source.given for source in kept)
+
+
+def test_peers_echoing_our_peer_id_cannot_grow_the_own_set_without_bound():
+    sources = PeerSources()
+    for port in range(10_000):
+        sources.mark_self(("10.0.0.1", port))
+    assert len(sources.own) == MAX_OWN_ADDRESSES
+    assert ("10.0.0.1", 9_999) in sources.own

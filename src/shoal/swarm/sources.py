@@ -14,6 +14,8 @@ MAX_DIALS = 20
 DIALS_PER_SECOND = 10
 # Addresses learned from trackers and peer exchange kept at most.
 MAX_LEARNED = 500
+# Addresses of this node kept (a node has a few; a peer echoing our peer id could make many).
+MAX_OWN_ADDRESSES = 64
 # Back-off after a failure: 1, 2, 4 ... seconds, capped.
 FIRST_RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 60.0
@@ -171,6 +173,8 @@ class PeerSources:
 
     def mark_self(self, address: Address) -> None:
         """The address reached this very node: forget it for good."""
+        if len(self.own) >= MAX_OWN_ADDRESSES:
+            self.own.pop()  # any one: a real address of ours is found again on its next dial
         self.own.add(address)
         self._forget(address)
 
