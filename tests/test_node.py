@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 import socket
 import struct
@@ -134,6 +135,31 @@ class CorruptSeeder(asyncio.Protocol):
             if message[:1] == bytes([m.REQUEST]):
                 index, begin, size = (int.from_bytes(message[i : i + 4], "big") for i in (1, 5, 9))
                 self.transport.write(m.piece_header(index, begin, size) + random.randbytes(size))
+
+
+def test_a_host_without_ipv6_still_listens_on_ipv4(monkeypatch):
+    real_socket = socket.socket
+
+    class NoIpv6(real_socket):
+        """A socket module whose host lacks IPv6."""
+
+        def __init__(self, family=socket.AF_INET, *args, **kwargs):
+            if family == socket.AF_INET6:
+                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+            super().__init__(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", NoIpv6)
+
+    async def scenario() -> None:
+        node = await start_node(host="0.0.0.0")
+        try:
+            assert node.port > 0
+            assert node.datagrams.serves(socket.AF_INET)
+            assert not node.datagrams.serves(socket.AF_INET6)
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
 
 
 @needs_ipv6

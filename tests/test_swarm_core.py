@@ -171,6 +171,17 @@ def test_the_end_game_waits_for_the_end_of_the_download_not_of_a_peers_pieces():
     assert len(picker.next_blocks(only_first, {}, 16, now=0.0)) == 16
 
 
+def test_a_short_last_piece_counts_its_own_blocks_towards_the_end_game():
+    block = 16384
+    picker = PiecePicker([16 * block, 16 * block, block], bytearray(3), random.Random(1))
+    first_two = bytearray(b"\x01\x01\x00")
+    asked = picker.next_blocks(first_two, {}, 32, now=0.0)
+    for index, number in asked[:12]:
+        picker.receive(index, number * block, bytes(block), peer=1)
+    # 20 blocks in flight and a last piece of one block: 21 to go, the end game is on.
+    assert picker.next_blocks(first_two, {}, 8, now=0.0)
+
+
 def test_end_game_leaves_a_peer_that_is_busy_with_its_own_requests_alone():
     picker = PiecePicker([16384 * 4], bytearray(1), random.Random(1))
     everything = bytearray(b"\x01")
@@ -193,3 +204,20 @@ def test_leeching_choker_rewards_the_fastest_and_one_optimistic():
     peers = [Candidate(i, float(i * 100), None, 0.0, 0.0) for i in range(5)]
     chosen = choker.choose(peers, seeding=False, now=100.0)
     assert 4 in chosen and len(chosen) == 2
+
+
+def test_leechers_that_complete_close_their_connections_to_each_other(network):
+    seeder = network.add("seeder", complete=True, upload_limit=512 * 1024)
+    leechers = [network.add(f"leech{i}", complete=False) for i in range(8)]
+    for leecher in leechers:
+        network.connect(leecher, seeder)
+        for other in leechers:
+            if other is not leecher and not leecher.links:
+                network.connect(leecher, other)
+    for leecher in leechers:
+        leecher.swarm.add_sources([other.address for other in leechers], given=False, now=0)
+    network.run(until=120)
+    assert all(leecher.swarm.complete for leecher in leechers)
+    network.events.run(network.now + 5, lambda: False)
+    # Seeds have nothing to trade: every connection between two of them is gone.
+    assert all(not peer.links for peer in [seeder, *leechers])

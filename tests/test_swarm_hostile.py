@@ -420,3 +420,22 @@ def test_haves_go_only_to_peers_that_lack_the_piece(torrent_and_content):
     haves = [e for e in lacker.received() if isinstance(e, m.Have)]
     assert [have.index for have in haves] == [0]
     assert not [e for e in holder.received() if isinstance(e, m.Have)]
+
+
+def test_a_peer_that_joins_a_full_swarm_later_can_be_evicted_in_its_turn(torrent_and_content):
+    torrent, content = torrent_and_content
+    swarm = leecher(torrent, torrent.info_hash)
+    swarm.config.max_peers = 3
+    traders = [Remote(swarm, number) for number in (1, 2, 3)]
+    for piece, trader in enumerate(traders):
+        trader.send(m.frame_index(m.HAVE, piece) + m.frame(m.UNCHOKE), 5.0)
+        first = requests(trader.received())[0]
+        block = content[first.index * PIECE + first.begin :][: first.length]
+        trader.send(m.piece_header(first.index, first.begin, first.length) + block, 5.0)
+    refused = PeerWire(torrent.info_hash, swarm.peer_id)
+    assert swarm.add_peer(refused, ("10.1.1.1", 1), True, 20.0) is None  # all trade
+    swarm.remove_peer(traders[0].key, 21.0)
+    idle = Remote(swarm, 4, 22.0)
+    newcomer = PeerWire(torrent.info_hash, swarm.peer_id)
+    assert swarm.add_peer(newcomer, ("10.1.1.2", 1), True, 40.0) is not None
+    assert not idle.connected and traders[1].connected and traders[2].connected

@@ -101,7 +101,8 @@ class Node:
                 self._servers.clear()
                 self.datagrams.close()
                 if attempt == len(candidates) - 1:
-                    raise ShoalError(f"cannot listen on port {port}: {exc.strerror}") from None
+                    what = f"port {port}" if port else "a port free for TCP and UDP"
+                    raise ShoalError(f"cannot listen on {what}: {exc.strerror}") from None
 
     async def _listen(self, port: int) -> int:
         """TCP and UDP on one port number (any free one for 0): IPv4 on the host asked for,
@@ -114,28 +115,35 @@ class Node:
         await self.loop.create_datagram_endpoint(
             lambda: self.datagrams, local_addr=(self.host, port)
         )
-        if self.host != "0.0.0.0":
-            return port
-        try:
-            # asyncio makes the IPv6 listener IPv6-only, so it and the IPv4 one share the port.
-            server6 = await self.loop.create_server(
-                lambda: PeerConnection(self), "::", port, reuse_address=True
-            )
-        except OSError as exc:
-            if exc.errno in NO_IPV6_ERRORS:
-                return port  # the host has no IPv6
-            raise
-        self._servers.append(server6)
-        udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        try:
-            udp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            udp6.bind(("::", port))
-            udp6.setblocking(False)
-        except OSError:
-            udp6.close()
-            raise
-        await self.loop.create_datagram_endpoint(lambda: self.datagrams, sock=udp6)
+        if self.host == "0.0.0.0":
+            try:
+                await self._listen_ipv6(port)
+            except OSError as exc:
+                if exc.errno not in NO_IPV6_ERRORS:
+                    raise
         return port
+
+    async def _listen_ipv6(self, port: int) -> None:
+        """TCP and UDP on port over IPv6, both or neither."""
+        # asyncio makes the IPv6 listener IPv6-only, so it and the IPv4 one share the port.
+        server = await self.loop.create_server(
+            lambda: PeerConnection(self), "::", port, reuse_address=True
+        )
+        udp = None
+        try:
+            if not server.sockets:  # asyncio skips an address family the host lacks
+                raise OSError(errno.EAFNOSUPPORT, "the host has no IPv6")
+            udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            udp.bind(("::", port))
+            udp.setblocking(False)
+            await self.loop.create_datagram_endpoint(lambda: self.datagrams, sock=udp)
+        except OSError:
+            server.close()
+            if udp is not None:
+                udp.close()
+            raise
+        self._servers.append(server)
 
     async def add(
         self,

@@ -129,13 +129,9 @@ class TorrentTask:
         """Verified bytes and total bytes (0, 0 while the metadata is unknown)."""
         torrent = self.torrent
         swarm = self.swarm
-        if torrent is None or swarm is None or swarm.picker is None:
+        if torrent is None or swarm is None:
             return 0, 0
-        have = swarm.picker.have
-        done = sum(have) * torrent.piece_length
-        if have and have[-1]:
-            done -= torrent.piece_length - torrent.piece_size(len(have) - 1)
-        return done, torrent.total_length
+        return swarm.verified_bytes(), torrent.total_length
 
     def tracker_problem(self) -> str | None:
         """The last error of the trackers, if every one of them is failing."""
@@ -426,12 +422,12 @@ class TorrentTask:
 
     def _save_resume(self) -> None:
         """Fold the journal into the record, in a thread; one save at a time, in order."""
-        swarm = self.swarm
-        if swarm is None or swarm.picker is None or self.storage is None:
+        pieces = self.swarm.verified_pieces() if self.swarm is not None else None
+        if pieces is None or self.storage is None:
             return
         if self._saving is not None and not self._saving.done():
             return  # the next tick or stop() saves again
-        self._saving = self.node.io_pool.submit(self.resume.save, bytearray(swarm.picker.have))
+        self._saving = self.node.io_pool.submit(self.resume.save, pieces)
         self._saving.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._outcome, f))
         self._resume_dirty = False
         self._last_resume_save = self.loop.time()

@@ -23,6 +23,7 @@ from ..swarm.budget import WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW
 from ..swarm.ratelimit import Limits, TokenBucket
 from ..swarm.runner import run_outputs
 from ..wire.connection import PeerWire
+from ..wire.messages import ProtocolError
 from .kernel import EventQueue, Link
 
 LATENCY = 0.005
@@ -53,7 +54,7 @@ class SendBuffer:
             leaving -= size
             if leaving <= 0:
                 return when
-        return self.departures[-1][0]
+        raise ValueError(f"the buffer holds no more than {low} bytes")
 
 
 @dataclass(eq=False)
@@ -88,7 +89,8 @@ class SimPeer:
         self.swarm = swarm
         self.content = content
         self.data = data  # the torrent's bytes; pieces not yet verified are garbage
-        self.links: dict[int, tuple[SimPeer, int]] = {}
+        # Each connection's other end; its key is None until it has read our handshake.
+        self.links: dict[int, tuple[SimPeer, int | None]] = {}
         # What each connection has queued on the uplink that has not left yet (its "unsent").
         self.buffers: dict[int, SendBuffer] = {}
         self.metadata_ready: bytes | None = None
@@ -115,11 +117,11 @@ class SimPeer:
         payload = b"".join(data)
         size = len(payload)
         network = self.network
-        other, other_key = entry
+        other = entry[0]
         uplink = self.node.uplink
         arrival = uplink.send(size, network.now) + other.node.uplink.latency
         network.bytes_moved += size
-        network.events.at(arrival, lambda: other.arrive(other_key, payload))
+        network.events.at(arrival, lambda: other.arrive_from(self, peer, payload))
         buffer = self.buffers.get(peer)
         if buffer is None:
             buffer = self.buffers[peer] = SendBuffer()
@@ -155,7 +157,7 @@ class SimPeer:
         """The other end sees the connection close."""
         entry = self.links.pop(peer, None)
         self.buffers.pop(peer, None)
-        if entry is not None:
+        if entry is not None and entry[1] is not None:
             entry[0].unlink(entry[1])
 
     def connect_to(self, address: Address, encrypted: bool) -> None:
@@ -187,11 +189,39 @@ class SimPeer:
 
     # -- what the network does to this torrent ------------------------------------------------
 
-    def arrive(self, key: int, data: bytes) -> None:
-        """Bytes from the other end of a connection."""
-        if self.node.alive and key in self.links:
-            self.swarm.receive(key, data, self.network.now)
+    def arrive_from(self, sender: SimPeer, sender_key: int, data: bytes) -> None:
+        """Bytes from the other end of a connection; the first ones of a connection dialled
+        to us carry its handshake, and it is accepted or refused then, as on a real socket."""
+        entry = sender.links.get(sender_key)
+        if entry is None:
+            return  # the sender has closed the connection since
+        key = entry[1]
+        if key is not None:
+            if self.node.alive and key in self.links:
+                self.swarm.receive(key, data, self.network.now)
+                self.settle()
+            return
+        if not self.node.alive:
+            sender.unlink(sender_key)
+            return
+        now = self.network.now
+        wire = PeerWire(None, self.swarm.peer_id)
+        try:
+            events = wire.receive(data)
+        except ProtocolError:
+            sender.unlink(sender_key)
+            return
+        accepted = self.swarm.add_peer(wire, sender.address, False, now)
+        if accepted is None:
+            sender.unlink(sender_key)
             self.settle()
+            return
+        self.links[accepted] = (sender, sender_key)
+        sender.links[sender_key] = (self, accepted)
+        self.swarm.handle_events(accepted, events, now)
+        self.settle()
+        network = self.network
+        network.peak_connections = max(network.peak_connections, len(self.links))
 
     def unlink(self, key: int) -> None:
         """The other end closed the connection."""
@@ -216,13 +246,17 @@ class SimPeer:
         self.network.events.at(wake, self.tick)
 
     def _drained(self, key: int) -> None:
-        """A full send buffer drained (asyncio's resume_writing)."""
+        """A full send buffer drained below the low mark (asyncio's resume_writing)."""
         buffer = self.buffers.get(key)
         if buffer is None:
             return
+        now = self.network.now
+        if buffer.unsent(now) > WRITE_BUFFER_LOW:  # written to since: not drained yet
+            self.network.events.at(buffer.drained_at(WRITE_BUFFER_LOW), lambda: self._drained(key))
+            return
         buffer.waking = False
         if self.node.alive and key in self.links:
-            self.swarm.flushed(key, buffer.unsent(self.network.now), self.network.now)
+            self.swarm.flushed(key, buffer.size, now)
             self.settle()
 
     def _linked_to(self, address: Address) -> bool:
@@ -330,28 +364,14 @@ class SimNetwork:
         self.events.at(when, arrive)
 
     def connect(self, a: SimPeer, b: SimPeer, dialled: Address | None = None) -> None:
-        """Open a connection from a to b (dialled: the ConnectTo it answers); either may refuse."""
-        wire_a = PeerWire(a.swarm.info_hash, a.swarm.peer_id)
-        wire_b = PeerWire(None, b.swarm.peer_id)
-        key_a = a.swarm.add_peer(wire_a, b.address, True, self.now, dialled=dialled)
-        if key_a is None:
-            a.settle()
-            return
-        # b learns of the connection once a's handshake arrives; give it the wire up front.
-        first = b"".join(wire_a.data_to_send())
-        events = wire_b.receive(first)
-        key_b = b.swarm.add_peer(wire_b, a.address, False, self.now)
-        if key_b is None:
-            a.swarm.remove_peer(key_a, self.now)
-            a.settle()
-            b.settle()
-            return
-        a.links[key_a] = (b, key_b)
-        b.links[key_b] = (a, key_a)
-        b.swarm.handle_events(key_b, events, self.now)
+        """Open a connection from a to b (dialled: the ConnectTo it answers); a may refuse at
+        once, b when a's handshake reaches it."""
+        wire = PeerWire(a.swarm.info_hash, a.swarm.peer_id)
+        key = a.swarm.add_peer(wire, b.address, True, self.now, dialled=dialled)
+        if key is not None:
+            a.links[key] = (b, None)
+            self.peak_connections = max(self.peak_connections, len(a.links))
         a.settle()
-        b.settle()
-        self.peak_connections = max(self.peak_connections, len(a.links), len(b.links))
 
     def leave(self, node: SimNode) -> None:
         """The node goes away: every connection of each of its torrents closes."""
@@ -364,7 +384,8 @@ class SimNetwork:
                 self.incomplete -= 1
             for key, (other, other_key) in list(peer.links.items()):
                 peer.swarm.remove_peer(key, self.now)
-                other.unlink(other_key)
+                if other_key is not None:
+                    other.unlink(other_key)
             peer.links.clear()
 
     def listen(self, node: SimNode, handler: DatagramHandler) -> None:

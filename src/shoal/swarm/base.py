@@ -87,7 +87,22 @@ class SwarmBase:
     @property
     def have_count(self) -> int:
         """How many pieces are verified."""
-        return 0 if self.picker is None else sum(self.picker.have)
+        return 0 if self.picker is None else self.picker.have_count
+
+    def verified_bytes(self) -> int:
+        """Bytes of the verified pieces (0 while the metadata is unknown)."""
+        picker, torrent = self.picker, self.torrent
+        if picker is None or torrent is None:
+            return 0
+        done = picker.have_count * torrent.piece_length
+        last = len(picker.have) - 1
+        if last >= 0 and picker.have[last]:
+            done -= torrent.piece_length - torrent.piece_size(last)
+        return done
+
+    def verified_pieces(self) -> bytearray | None:
+        """A copy of which pieces are verified; None while the metadata is unknown."""
+        return None if self.picker is None else bytearray(self.picker.have)
 
     def transfer_totals(self) -> dict[Address, tuple[int, int]]:
         """Payload bytes (downloaded from, uploaded to) per peer address, past peers included."""
@@ -116,7 +131,7 @@ class SwarmBase:
                     ), f"request for piece {index} block {block} is not in flight"
         assert self.reply_budget.used >= sum(peer.unsent for peer in self.peers.values())
         groups = Counter(admission.address_group(peer.address[0]) for peer in self.peers.values())
-        assert +self._groups == groups, "peers per address group miscounted"
+        assert self._groups == groups, "peers per address group miscounted"
 
     def take_outputs(self) -> list[Action]:
         """Everything the core asks of the adapter, in order: its actions, then the bytes
@@ -185,7 +200,10 @@ class SwarmBase:
         peer = self.peers.pop(key, None)
         if peer is None:
             return
-        self._groups[admission.address_group(peer.address[0])] -= 1
+        group = admission.address_group(peer.address[0])
+        self._groups[group] -= 1
+        if not self._groups[group]:
+            del self._groups[group]  # a long-running node meets addresses without end
         self._release_all(peer)
         self.reply_budget.change(-peer.unsent)
         if peer.dialled is not None:

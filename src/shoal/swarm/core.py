@@ -98,6 +98,8 @@ class Swarm(Uploads):
             peer.listen_address = address
         self.peers[key] = peer
         self._groups[admission.address_group(address[0])] += 1
+        # The newcomer itself may be evicted once its grace ends, maybe before the others.
+        self._no_eviction_before = min(self._no_eviction_before, now + admission.EVICTION_GRACE)
         if outgoing:
             wire.send_handshake(self.info_hash)
             self._mark(peer, now)
@@ -173,7 +175,7 @@ class Swarm(Uploads):
     def _send_have_state(self, peer: Peer) -> None:
         wire = peer.wire
         have = self.picker.have if self.picker else None
-        count = sum(have) if have is not None else 0
+        count = self.picker.have_count if self.picker else 0
         if wire.supports_fast:
             if have is not None and count == len(have):
                 wire.send_simple(m.HAVE_ALL)

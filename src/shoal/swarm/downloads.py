@@ -92,6 +92,10 @@ class Downloads(SwarmBase):
         peer.resting.pop(index, None)
         assert self.picker is not None
         self.picker.add_have(index)
+        if self.complete:
+            if peer.is_seed:
+                self._close(peer, "both sides are seeds", now=now)
+            return
         if not peer.am_interested and not self.picker.have[index]:
             peer.am_interested = True
             peer.wire.send_simple(m.INTERESTED)
@@ -209,7 +213,7 @@ class Downloads(SwarmBase):
             for peer in self.peers.values():
                 # No have to a peer that has the piece (seeds included): it could not want
                 # it from us, and haves are most of a swarm's messages. Once we are done,
-                # we close connections to seeds ourselves.
+                # those held back are sent (below).
                 has = peer.has
                 if peer.handshaken and not (has is not None and has[index]):
                     peer.wire.send_have(index)
@@ -219,8 +223,15 @@ class Downloads(SwarmBase):
                 for peer in list(self.peers.values()):
                     if peer.is_seed:
                         self._close(peer, "both sides are seeds", now=now)
-                    else:
-                        self._update_interest(peer, now)
+                        continue
+                    # The haves held back (the peer had those pieces) go now, so it sees
+                    # a seed in us, and closes when it completes too.
+                    if peer.handshaken and peer.has is not None:
+                        for held, had in enumerate(peer.has):
+                            if had:
+                                peer.wire.send_have(held)
+                        self._mark(peer, now)
+                    self._update_interest(peer, now)
             return
         for key in self.blame.failed(index):
             self._strike(key, 1, now)

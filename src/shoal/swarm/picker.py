@@ -50,6 +50,11 @@ class PiecePicker:
         self.piece_sizes = piece_sizes
         self.have = have
         self.have_count = sum(have)
+        self._piece_blocks = [(size + BLOCK_SIZE - 1) // BLOCK_SIZE for size in piece_sizes]
+        # Blocks of the pieces not yet verified, whether started or not.
+        self._missing_blocks = sum(
+            b for b, h in zip(self._piece_blocks, have, strict=True) if not h
+        )
         self.availability = [0] * len(piece_sizes)
         self.partials: dict[int, PartialPiece] = {}
         self.verifying: set[int] = set()
@@ -137,7 +142,7 @@ class PiecePicker:
         ]
         if not candidates:
             return None
-        if sum(have) < RANDOM_FIRST_PIECES:
+        if self.have_count < RANDOM_FIRST_PIECES:
             return self.rng.choice(candidates)
         availability = self.availability
         rarest = min(availability[index] for index in candidates)
@@ -183,9 +188,9 @@ class PiecePicker:
 
     def _blocks_left(self) -> int:
         """Blocks of the whole download still to arrive (pieces not started count whole)."""
-        unstarted = len(self.have) - self.have_count - len(self.partials) - len(self.verifying)
-        in_partials = sum(p.num_blocks - len(p.received) for p in self.partials.values())
-        return in_partials + unstarted * (self.piece_sizes[0] + BLOCK_SIZE - 1) // BLOCK_SIZE
+        received = sum(len(partial.received) for partial in self.partials.values())
+        checking = sum(self._piece_blocks[index] for index in self.verifying)
+        return self._missing_blocks - received - checking
 
     def release(self, index: int, block: int) -> None:
         """A request ended without data (choke, reject, timeout, disconnect)."""
@@ -235,6 +240,7 @@ class PiecePicker:
         if ok and not self.have[index]:
             self.have[index] = 1
             self.have_count += 1
+            self._missing_blocks -= self._piece_blocks[index]
 
     @property
     def done(self) -> bool:
@@ -245,6 +251,8 @@ class PiecePicker:
         """Raise AssertionError if the picker's bookkeeping contradicts itself (for tests)."""
         assert all(count >= 0 for count in self.availability), "negative availability"
         assert self.have_count == sum(self.have), "pieces had miscounted"
+        missing = sum(b for b, h in zip(self._piece_blocks, self.have, strict=True) if not h)
+        assert self._missing_blocks == missing, "blocks missing miscounted"
         for index, partial in self.partials.items():
             assert not self.have[index] and index not in self.verifying, f"piece {index} twice"
             free = set(partial.free)
