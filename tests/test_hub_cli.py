@@ -8,6 +8,7 @@ import signal
 from conftest import LOOPBACK, free_port, port_open, wait_for
 from rich.console import Console
 
+from shoal.addresses import host_has_ipv6
 from shoal.hub.client import SearchResult
 from shoal.metainfo import create_torrent
 from shoal.progress import results_table
@@ -114,3 +115,16 @@ def test_an_unreachable_hub_is_named_in_the_progress_line(shoal_cli, tmp_path):
     getter.send_signal(signal.SIGINT)
     assert getter.wait(timeout=30) == 130
     assert "run the same command again" in shoal_cli.output()[1]
+
+
+def test_a_hub_on_every_address_answers_on_ipv4_and_ipv6_and_says_where(shoal_cli, tmp_path):
+    hub_port = free_port()
+    shoal_cli.start("hub", "--port", hub_port, "--db", tmp_path / "hub.db")
+    wait_for(lambda: "hub at" in shoal_cli.output()[1], message="the hub never said where")
+    # Said once it listens, as an address that works when pasted.
+    said = shoal_cli.output()[1]
+    assert f"hub at http://127.0.0.1:{hub_port} " in said
+    hosts = [LOOPBACK, "[::1]"] if host_has_ipv6() else [LOOPBACK]
+    for host in hosts:
+        result = shoal_cli.run("search", "anything", "--hub", f"http://{host}:{hub_port}")
+        assert result.returncode == 0, result.stderr

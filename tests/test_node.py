@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import until
 
+from shoal.addresses import host_has_ipv6
 from shoal.metainfo import Torrent, create_torrent
 from shoal.node import Node, TorrentTask
 from shoal.wire import messages as m
@@ -28,17 +29,7 @@ def make_content(tmp_path: Path, size: int, piece_length: int) -> tuple[Torrent,
     return create_torrent(folder / "content.bin", piece_length=piece_length), content, folder
 
 
-def has_ipv6() -> bool:
-    """Whether ::1 can be bound here."""
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not has_ipv6(), reason="the host has no IPv6")
+needs_ipv6 = pytest.mark.skipif(not host_has_ipv6(), reason="the host has no IPv6")
 
 
 async def start_node(host: str = LOOPBACK, **options) -> Node:

@@ -190,3 +190,19 @@ def test_a_connection_is_accepted_when_the_handshake_has_crossed_the_link(tmp_pa
     assert len(seeder.links) == 1
     network.run(until=30)
     assert leecher.data == content
+
+
+def test_each_node_has_its_own_link():
+    network = SimNetwork(latency=0.1)
+    near = network.add_node("near")
+    far = network.add_node("far", latency=0.5)
+    arrived: dict[str, float] = {}
+    network.listen(near, lambda _data, _sender: arrived.setdefault("near", network.now))
+    network.listen(far, lambda _data, _sender: arrived.setdefault("far", network.now))
+    start = network.now
+    network.send_datagram(far, near.address, b"x")
+    network.send_datagram(near, far.address, b"x")
+    network.events.run(start + 5, lambda: len(arrived) == 2)
+    # Half of each end's one-way latency: 0.25 + 0.05 both ways.
+    assert arrived["near"] - start == pytest.approx(0.3)
+    assert arrived["far"] - start == pytest.approx(0.3)

@@ -73,3 +73,13 @@ def unpack(data: bytes, *, ipv6: bool, limit: int | None = None) -> list[Address
         if port:
             found.append((socket.inet_ntop(family, data[start : start + step - 2]), port))
     return found
+
+
+def host_has_ipv6() -> bool:
+    """Whether this host can open IPv6 sockets (its loopback ::1 can be bound)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

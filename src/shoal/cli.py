@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import re
 import signal
 import sys
@@ -68,8 +69,8 @@ def peer_addresses(values: tuple[str, ...]) -> list[tuple[str, int]]:
     """Parse --peer HOST:PORT options."""
     try:
         return [parse_peer(value) for value in values]
-    except MetainfoError:
-        raise click.BadParameter("expected HOST:PORT", param_hint="--peer") from None
+    except MetainfoError as exc:
+        raise click.BadParameter(str(exc), param_hint="--peer") from None
 
 
 def until_signal(node: Node | None = None) -> asyncio.Event:
@@ -513,7 +514,7 @@ def search(words: tuple[str, ...], hub: str, limit: int, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--host", default="0.0.0.0", help="Address to listen on (default: all).")
+@click.option("--host", default="::", help="Address to listen on (default: all, IPv4 and IPv6).")
 @click.option("--port", type=click.IntRange(1, 65535), default=HUB_PORT, help="TCP and UDP port.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Index database.")
 @click.option(
@@ -523,19 +524,21 @@ def search(words: tuple[str, ...], hub: str, limit: int, as_json: bool) -> None:
 )
 def hub(host: str, port: int, db: Path | None, allow: Path | None) -> None:
     """Run a hub: a BitTorrent tracker and a keyword index, until interrupted."""
-    from .hub.server import run_hub
+    from .hub.server import Hub, run_hub
 
     db_path = db or state_dir() / "hub.db"
 
-    async def serve_hub() -> None:
-        stop = until_signal()
-        shown = "127.0.0.1" if host == "0.0.0.0" else host
+    def ready(hub: Hub) -> None:
+        # What to paste into another command: a wildcard address is reached on loopback.
+        shown = hub.url.replace("[::]", "127.0.0.1").replace("0.0.0.0", "127.0.0.1")
         click.echo(
-            f"hub at http://{shown}:{port} (tracker http://{shown}:{port}/announce and"
-            f" udp://{shown}:{port}/announce; index in {db_path})",
+            f"hub at {shown} (tracker {shown}/announce and"
+            f" {shown.replace('http', 'udp', 1)}/announce; index in {db_path})",
             err=True,
         )
-        await run_hub(host, port, db_path, allow=allow, stop=stop)
+
+    async def serve_hub() -> None:
+        await run_hub(host, port, db_path, allow=allow, stop=until_signal(), ready=ready)
 
     run(serve_hub)
 
@@ -555,24 +558,40 @@ def sim() -> None:
     """Run the real cores by the thousand on a simulated network and clock."""
 
 
+class FiniteRange(click.FloatRange):
+    """A number in a range; nan, which compares false with every bound, is refused."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, or a usage error."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
 @sim.command("swarm")
 @click.option(
-    "--nodes", type=click.IntRange(2, 100_000), default=100, help="Nodes, the seeder too."
+    "--nodes",
+    type=click.IntRange(2, 5000),
+    default=100,
+    help="Nodes, the seeder too (1,000 take about a minute, 5,000 several and 4 GiB).",
 )
-@click.option("--size-mib", type=click.IntRange(1, 1024), default=4, help="Size of the torrent.")
+@click.option("--size-mib", type=click.IntRange(1, 256), default=4, help="Size of the torrent.")
 @click.option(
     "--churn",
-    type=click.FloatRange(0, 100),
+    type=FiniteRange(0, 100),
     default=0.0,
     help="Departures per leecher per simulated second (0: nobody leaves).",
 )
 @click.option(
     "--session-shape",
-    type=click.FloatRange(0.1, 10),
+    type=FiniteRange(0.1, 10),
     default=1.0,
     help="Weibull shape of session lengths (1: exponential; measured P2P traces: 0.3-0.6).",
 )
-@click.option("--seed", type=int, default=1, help="Seed of every random choice.")
+@click.option(
+    "--seed", type=click.IntRange(0, 2**63), default=1, help="Seed of every random choice."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def sim_swarm(
     nodes: int, size_mib: int, churn: float, session_shape: float, seed: int, as_json: bool

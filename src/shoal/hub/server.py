@@ -262,6 +262,8 @@ class Hub:
 
     def _bind(self) -> tuple[socket.socket, socket.socket]:
         """A listening TCP socket and a UDP socket on the same address and port."""
+        if self.host == "::" and not addresses.host_has_ipv6():
+            self.host = "0.0.0.0"  # "every address" on a host without IPv6
         try:
             family, _, _, _, address = socket.getaddrinfo(
                 self.host or None, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -456,14 +458,18 @@ async def run_hub(
     allow: Path | None = None,
     announce_rate: float = 20.0,
     stop: asyncio.Event | None = None,
+    ready: Callable[[Hub], None] | None = None,
 ) -> None:
-    """Serve the hub on host:port until stop is set (forever without one).
+    """Serve the hub on host:port until stop is set (forever without one); ready(hub) is
+    called once it listens.
 
     announce_rate is the announces (and index requests) per second allowed per source
     address, with bursts of 100; 0 turns the limit off. Raises HubError if it cannot start.
     """
     hub = Hub(host, port, db_path, config=tracker_config(allow, announce_rate))
     await hub.start()
+    if ready is not None:
+        ready(hub)
     try:
         await (stop or asyncio.Event()).wait()
     finally:

@@ -102,7 +102,9 @@ class Node:
                 self.datagrams.close()
                 if attempt == len(candidates) - 1:
                     what = f"port {port}" if port else "a port free for TCP and UDP"
-                    raise ShoalError(f"cannot listen on {what}: {exc.strerror}") from None
+                    # asyncio's message repeats the address; the system's reason is enough.
+                    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                    raise ShoalError(f"cannot listen on {what}: {reason.lower()}") from None
 
     async def _listen(self, port: int) -> int:
         """TCP and UDP on one port number (any free one for 0): IPv4 on the host asked for,

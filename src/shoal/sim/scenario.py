@@ -25,6 +25,7 @@ UPLOAD = 1024 * 1024
 LATENCY = 0.05
 # Addresses a new node gets from the swarm's tracker, as a tracker would hand them out.
 TRACKER_PEERS = 50
+CONTENT_SLICE = 1 << 20
 # A run stops after this much simulated time even if leechers are missing pieces.
 TIME_LIMIT = 3600.0
 
@@ -62,7 +63,10 @@ def run_swarm(
     if nodes < 2:
         raise ValueError("a swarm needs a seeder and at least one leecher")
     rng = random.Random(seed)
-    content = rng.randbytes(size)
+    # In slices: randbytes takes at most 2**31 bits at a time.
+    content = b"".join(
+        rng.randbytes(min(CONTENT_SLICE, size - at)) for at in range(0, size, CONTENT_SLICE)
+    )
     with tempfile.TemporaryDirectory(prefix="shoal-sim-") as scratch:
         path = Path(scratch) / "content.bin"
         path.write_bytes(content)
@@ -97,7 +101,7 @@ def run_swarm(
     times = sorted(
         p.completed_at - p.node.joined_at for p in leechers if p.completed_at is not None
     )
-    departed = sum(1 for peer in leechers if not peer.node.alive)
+    departed = sum(1 for peer in leechers if not peer.node.alive and peer.completed_at is None)
     unfinished = sum(1 for peer in leechers if peer.node.alive and peer.completed_at is None)
     return SwarmReport(
         nodes=nodes,

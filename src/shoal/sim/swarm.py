@@ -298,11 +298,23 @@ class SimNetwork:
         """The virtual time."""
         return self.events.now
 
-    def add_node(self, name: str) -> SimNode:
-        """A host with its own address; half the one-way latency is on each end's link."""
+    def add_node(
+        self,
+        name: str,
+        *,
+        latency: float | None = None,
+        upload: float | None = None,
+        loss: float | None = None,
+    ) -> SimNode:
+        """A host with its own address and access link: the network's defaults unless given
+        (latency is one way to any node with the same link; half of it is on each end)."""
         number = len(self.nodes)
         address = (f"10.{number // 62500}.{number // 250 % 250}.{number % 250 + 1}", PORT)
-        uplink = Link(self.latency / 2, self.upload, self.loss)
+        uplink = Link(
+            (self.latency if latency is None else latency) / 2,
+            self.upload if upload is None else upload,
+            self.loss if loss is None else loss,
+        )
         node = SimNode(name, address, uplink, joined_at=self.now)
         self.nodes.append(node)
         self.by_address[address] = node
