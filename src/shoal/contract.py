@@ -10,8 +10,7 @@ no socket, reads no clock and starts no thread, so the simulator runs it unchang
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from .addresses import Address
 
@@ -32,9 +31,9 @@ class Core(Protocol[OutputT_co]):
         """Everything queued since the last call, in order; each output is returned once."""
 
 
-@dataclass(frozen=True, slots=True)
-class Datagram:
-    """A datagram to send to address (an output of datagram cores)."""
+class Datagram(NamedTuple):
+    """A datagram to send to address (an output of datagram cores); a tuple, as trackers and
+    the DHT make one per request and a frozen dataclass costs several times more to build."""
 
     data: bytes
     address: Address
