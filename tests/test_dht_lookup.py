@@ -1,0 +1,74 @@
+"""The iterative lookup against a model network: it converges on the true closest nodes."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.dht.lookup import Lookup
+from shoal.dht.routing import NodeInfo
+
+
+def network(size: int, seed: int) -> list[NodeInfo]:
+    rng = random.Random(seed)
+    return [
+        NodeInfo(rng.randbytes(20), (f"10.0.{i // 250}.{i % 250 + 1}", 6881)) for i in range(size)
+    ]
+
+
+def closest(nodes: list[NodeInfo], target: bytes, count: int) -> list[NodeInfo]:
+    key = int.from_bytes(target, "big")
+    return sorted(nodes, key=lambda n: int.from_bytes(n.id, "big") ^ key)[:count]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0, 0.3))
+def test_a_lookup_finds_the_true_closest_nodes_even_when_some_never_answer(seed, loss):
+    nodes = network(300, seed)
+    rng = random.Random(seed)
+    dead = {n.id for n in nodes if rng.random() < loss}
+    live = [n for n in nodes if n.id not in dead]
+    target = rng.randbytes(20)
+    # Each node knows the 8 closest to any target among a random fifth of the network.
+    views = {n.id: rng.sample(nodes, 60) for n in nodes}
+    lookup = Lookup(target, rng.sample(live, 8), now=0.0)
+    now = 0.0
+    while not lookup.done(now):
+        asked = lookup.next_queries(now)
+        if not asked and lookup.in_flight == 0:
+            break
+        for node in asked:
+            if node.id in dead:
+                lookup.failed(node.id)
+            else:
+                lookup.answered(node.id, closest(views[node.id] + [node], target, 8))
+        now += 0.1
+    assert lookup.in_flight == 0
+    found = lookup.closest()
+    assert found and all(n.id not in dead for n in found)
+    # Sparse views do not guarantee the very closest, but the lookup gets near it.
+    truth = closest(live, target, 8)
+    assert len({n.id for n in found} & {n.id for n in truth}) >= 4
+
+
+def test_a_lookup_keeps_alpha_in_flight_and_ends_at_its_deadline():
+    nodes = network(20, 1)
+    lookup = Lookup(b"\x00" * 20, nodes, now=0.0, alpha=3, deadline=5.0)
+    assert len(lookup.next_queries(0.0)) == 3
+    assert lookup.next_queries(0.0) == []  # nobody answered yet
+    assert not lookup.done(4.9)
+    assert lookup.done(5.0) and lookup.timed_out
+    assert lookup.next_queries(5.0) == []
+
+
+def test_hops_count_steps_from_our_table():
+    near = NodeInfo(b"\x00" * 19 + b"\x01", ("10.0.0.1", 1))
+    far = NodeInfo(b"\xff" * 20, ("10.0.0.2", 1))
+    lookup = Lookup(b"\x00" * 20, [far], now=0.0)
+    [asked] = lookup.next_queries(0.0)
+    lookup.answered(asked.id, [near])
+    [asked] = lookup.next_queries(0.0)
+    lookup.answered(asked.id, [])
+    assert lookup.done(0.0) and lookup.closest()[0] == near and lookup.hops() == 2
