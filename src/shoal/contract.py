@@ -40,8 +40,9 @@ class Datagram(NamedTuple):
 
 
 @runtime_checkable
-class DatagramCore(Core[Datagram], Protocol):
-    """A core on the node's UDP port: datagrams in with their sender, datagrams out."""
+class DatagramCore(Core[OutputT_co], Protocol[OutputT_co]):
+    """A core on the node's UDP port: datagrams in with their sender; out, `Datagram`s and
+    whatever events it has for the layer above."""
 
     def receive(self, data: bytes, sender: Address, now: float) -> None:
         """A datagram arrived from sender."""

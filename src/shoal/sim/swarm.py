@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..addresses import Address
-from ..contract import DatagramCore
+from ..contract import Datagram, DatagramCore
 from ..metainfo import Torrent, parse_info
 from ..swarm import core
 from ..swarm.budget import WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW
@@ -422,14 +422,23 @@ class SimNetwork:
 
         self.events.at(arrival, deliver)
 
-    def serve(self, node: SimNode, core: DatagramCore) -> None:
-        """Give node's UDP port to a datagram core, as the node does: datagrams in, its outputs
-        sent, its timer honoured."""
+    def serve(
+        self,
+        node: SimNode,
+        core: DatagramCore[object],
+        events: Callable[[object], None] | None = None,
+    ) -> Callable[[], None]:
+        """Give node's UDP port to a datagram core, as the node does: datagrams in, its
+        datagrams sent and its other outputs to events, its timer honoured. Returns the
+        function to call after commanding the core from outside."""
         wake: list[float] = []  # the time of the timer event queued, if any
 
         def pump() -> None:
-            for datagram in core.take_outputs():
-                self.send_datagram(node, datagram.address, datagram.data)
+            for output in core.take_outputs():
+                if isinstance(output, Datagram):
+                    self.send_datagram(node, output.address, output.data)
+                elif events is not None:
+                    events(output)
             when = core.get_timer()
             if when is not None and (not wake or when < wake[0]):
                 wake[:] = [when]
@@ -448,6 +457,7 @@ class SimNetwork:
 
         self.listen(node, on_datagram)
         pump()
+        return pump
 
     def run(self, until: float = 600.0) -> float:
         """Run until every live node is complete or until seconds pass; returns elapsed seconds."""

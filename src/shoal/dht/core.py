@@ -1,0 +1,405 @@
+"""A Mainline DHT node (BEP 5) as a sans-IO datagram core: KRPC in, datagrams and results out.
+
+It answers ping, find_node, get_peers and announce_peer; runs lookups (find_node, get_peers,
+and get_peers then announce_peer) with the iterative `Lookup`; keeps its routing table fresh;
+and stores the peers announced to it. Like every core (see shoal/contract.py), it takes
+`now`, says when it next needs `handle_timer`, and leaves its outputs in one queue: datagrams
+to send, and `PeersFound` / `LookupDone` for the layer above.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import addresses
+from ..addresses import Address
+from ..contract import Datagram
+from ..ratelimit import RateLimiter
+from . import krpc
+from .lookup import Lookup
+from .routing import K, NodeInfo, RoutingTable
+from .store import PeerStore
+from .tokens import Tokens
+
+QUERY_TIMEOUT = 3.0
+MAINTENANCE_INTERVAL = 60.0
+# Queries we answer per source IP: a DHT node asks a few a second at most.
+QUERY_RATE = 20.0
+QUERY_BURST = 50.0
+MAX_RATE_LIMITED_IPS = 10_000
+# Queries of ours in flight at once, whatever asks for them.
+MAX_PENDING = 1000
+# Nodes read from one reply.
+MAX_REPLY_NODES = 2 * K
+
+PING, FIND_NODE, GET_PEERS, ANNOUNCE_PEER = b"ping", b"find_node", b"get_peers", b"announce_peer"
+
+
+@dataclass(frozen=True, slots=True)
+class PeersFound:
+    """Peers of the info-hash a get_peers lookup asked for (more may follow)."""
+
+    lookup: int
+    info_hash: bytes
+    peers: list[Address]
+
+
+@dataclass(frozen=True, slots=True)
+class LookupDone:
+    """A lookup ended: the closest nodes that answered, how far it went, what it cost."""
+
+    lookup: int
+    target: bytes
+    closest: list[NodeInfo]
+    hops: int
+    queries: int
+    timed_out: bool
+
+
+Output = Datagram | PeersFound | LookupDone
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One query of ours awaiting its answer."""
+
+    address: Address
+    node_id: bytes | None  # None for a bootstrap address, whose id we do not know yet
+    deadline: float
+    search: int | None
+
+
+@dataclass(slots=True)
+class _Search:
+    """A lookup in progress and what it is for."""
+
+    number: int
+    lookup: Lookup
+    method: bytes
+    announce_port: int | None = None  # get_peers then announce_peer; 0: the port we send from
+    report: bool = True  # internal lookups (bootstrap, refresh) say nothing above
+    tokens: dict[bytes, bytes] = field(default_factory=dict)  # node id -> announce token
+    peers: set[Address] = field(default_factory=set)
+
+
+class DhtNode:
+    """One DHT node."""
+
+    def __init__(
+        self,
+        node_id: bytes,
+        now: float,
+        *,
+        rng: random.Random | None = None,
+        read_only: bool = False,
+        table: RoutingTable | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.rng = rng or random.Random()
+        self.read_only = read_only
+        self.table = table or RoutingTable(node_id, rng=self.rng)
+        self.store = PeerStore(self.rng)
+        self._tokens = Tokens(self.rng, now)
+        self._limiter = RateLimiter(QUERY_RATE, QUERY_BURST, MAX_RATE_LIMITED_IPS)
+        self._outputs: list[Output] = []
+        self._pending: dict[bytes, _Pending] = {}
+        self._deadlines: list[tuple[float, bytes]] = []  # heap over _pending
+        self._searches: dict[int, _Search] = {}
+        self._next_search = 0
+        self._joining: int | None = None  # the lookup of our own id that joins the network
+        self._pinging: set[bytes] = set()  # questionable nodes we asked whether they live
+        self._next_transaction = self.rng.getrandbits(16)
+        self._next_maintenance = now + MAINTENANCE_INTERVAL
+        self.queries_sent = 0
+        self.queries_answered = 0
+
+    # -- commands from the layer above -----------------------------------------------------------
+
+    def bootstrap(self, routers: Iterable[Address], now: float) -> None:
+        """Join through known addresses (their ids unknown): ask each for the nodes closest
+        to our own id; their answers seed a lookup of our own id, which fills the table."""
+        for address in routers:
+            self._send_query(address, None, FIND_NODE, {b"target": self.node_id}, now, None)
+        if len(self.table):
+            self._join(now, [])
+
+    def find_node(self, target: bytes, now: float) -> int:
+        """Look up the nodes closest to target; a LookupDone follows."""
+        return self._start(target, FIND_NODE, now)
+
+    def get_peers(self, info_hash: bytes, now: float, *, announce_port: int | None = None) -> int:
+        """Look up the peers of info_hash (PeersFound as they come, then LookupDone); with
+        announce_port, announce ourselves to the closest nodes at the end (0: the port our
+        datagrams come from, BEP 5's implied_port)."""
+        return self._start(info_hash, GET_PEERS, now, announce_port=announce_port)
+
+    # -- the core contract -----------------------------------------------------------------------
+
+    def take_outputs(self) -> list[Output]:
+        """Datagrams to send and results, in order."""
+        outputs, self._outputs = self._outputs, []
+        return outputs
+
+    def get_timer(self) -> float | None:
+        """The next query deadline, lookup deadline or maintenance, whichever is first."""
+        wake = self._next_maintenance
+        if self._deadlines:
+            wake = min(wake, self._deadlines[0][0])
+        for search in self._searches.values():
+            wake = min(wake, search.lookup.deadline)
+        return wake
+
+    def handle_timer(self, now: float) -> None:
+        """Time out queries, end overdue lookups, and keep the table and stores fresh."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _deadline, transaction = heapq.heappop(deadlines)
+            pending = self._pending.pop(transaction, None)
+            if pending is not None:
+                self._timed_out(pending, now)
+        for search in list(self._searches.values()):
+            self._advance(search, now)
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + MAINTENANCE_INTERVAL
+            self._tokens.rotate(now)
+            self.store.expire(now)
+            for target in self.table.refresh_targets(now):
+                self._start(target, FIND_NODE, now, report=False)
+
+    def receive(self, data: bytes, sender: Address, now: float) -> None:
+        """A datagram from sender; malformed ones are dropped without a reply."""
+        try:
+            message = krpc.parse(data)
+        except krpc.KrpcError:
+            return
+        if isinstance(message, krpc.Query):
+            self._on_query(message, sender, now)
+        else:
+            self._on_reply(message, sender, now)
+
+    # -- answering queries -----------------------------------------------------------------------
+
+    def _on_query(self, query: krpc.Query, sender: Address, now: float) -> None:
+        if self.read_only:
+            return  # BEP 43: a read-only node asks but never answers
+        try:
+            ip = addresses.pack_ip(sender[0])
+        except ValueError:
+            return
+        if not self._limiter.allow(ip, now):
+            return
+        if not query.read_only:
+            self._heard_from(NodeInfo(query.sender, sender), now, responded=False)
+        try:
+            values = self._answer(query, sender, ip, now)
+        except krpc.KrpcError as exc:
+            self._send(krpc.error(query.transaction, krpc.PROTOCOL_ERROR, str(exc)), sender)
+            return
+        if values is None:
+            reply = krpc.error(query.transaction, krpc.METHOD_UNKNOWN, "method unknown")
+        else:
+            reply = krpc.response(query.transaction, values, sender=self.node_id, requester=sender)
+        self._send(reply, sender)
+
+    def _answer(
+        self, query: krpc.Query, sender: Address, ip: bytes, now: float
+    ) -> dict[bytes, Any] | None:
+        """The values of the response to a query; None for a method we do not know."""
+        args = query.args
+        method = query.method
+        if method == PING:
+            return {}
+        if method == FIND_NODE:
+            return self._nodes(krpc.node_id(args, b"target"), sender, args)
+        if method == GET_PEERS:
+            info_hash = krpc.node_id(args, b"info_hash")
+            values = self._nodes(info_hash, sender, args)
+            values[b"token"] = self._tokens.issue(ip)
+            peers = self.store.peers(info_hash, now)
+            if peers:
+                values[b"values"] = [addresses.pack(peer) for peer in peers]
+            return values
+        if method == ANNOUNCE_PEER:
+            info_hash = krpc.node_id(args, b"info_hash")
+            if not self._tokens.valid(args.get(b"token"), ip):
+                raise krpc.KrpcError("the token is wrong or too old")
+            port = sender[1] if args.get(b"implied_port") == 1 else krpc.port(args, b"port")
+            self.store.announce(info_hash, (sender[0], port), now)
+            return {}
+        return None
+
+    def _nodes(self, target: bytes, sender: Address, args: dict[bytes, Any]) -> dict[bytes, Any]:
+        """The closest nodes we know to target, for the families the requester wants."""
+        closest = self.table.closest(target, K)
+        v4, v6 = krpc.pack_nodes(closest)
+        want = args.get(b"want")
+        if not isinstance(want, list):
+            want = [b"n6" if ":" in sender[0] else b"n4"]
+        values: dict[bytes, Any] = {}
+        if b"n4" in want:
+            values[b"nodes"] = v4
+        if b"n6" in want:
+            values[b"nodes6"] = v6
+        return values
+
+    # -- our queries and their answers -----------------------------------------------------------
+
+    def _join(self, now: float, nodes: list[NodeInfo]) -> None:
+        """Look up our own id (once at a time), with these nodes to start from too."""
+        joining = self._searches.get(self._joining) if self._joining is not None else None
+        if joining is None:
+            self._joining = self._start(self.node_id, FIND_NODE, now, report=False, seeds=nodes)
+        else:
+            joining.lookup.add(nodes)
+            self._advance(joining, now)
+
+    def _start(
+        self,
+        target: bytes,
+        method: bytes,
+        now: float,
+        *,
+        announce_port: int | None = None,
+        report: bool = True,
+        seeds: list[NodeInfo] | None = None,
+    ) -> int:
+        number = self._next_search
+        self._next_search += 1
+        lookup = Lookup(target, self.table.closest(target, K) + (seeds or []), now)
+        search = _Search(number, lookup, method, announce_port, report)
+        self._searches[number] = search
+        self._advance(search, now)
+        return number
+
+    def _advance(self, search: _Search, now: float) -> None:
+        """Send the queries the lookup wants next, or finish it."""
+        lookup = search.lookup
+        if lookup.done(now):
+            self._finish(search, now)
+            return
+        args = {b"target" if search.method == FIND_NODE else b"info_hash": lookup.target}
+        for node in lookup.next_queries(now):
+            if not self._send_query(node.address, node.id, search.method, args, now, search.number):
+                lookup.failed(node.id)
+
+    def _finish(self, search: _Search, now: float) -> None:
+        del self._searches[search.number]
+        lookup = search.lookup
+        closest = lookup.closest()
+        if search.announce_port is not None:
+            args: dict[bytes, Any] = {b"info_hash": lookup.target, b"port": search.announce_port}
+            if search.announce_port == 0:
+                args[b"port"] = 1  # ignored with implied_port, but some nodes require it
+                args[b"implied_port"] = 1
+            for node in closest:
+                token = search.tokens.get(node.id)
+                if token is not None:
+                    self._send_query(
+                        node.address, node.id, ANNOUNCE_PEER, {**args, b"token": token}, now, None
+                    )
+        if search.report:
+            self._outputs.append(
+                LookupDone(
+                    search.number,
+                    lookup.target,
+                    closest,
+                    lookup.hops(),
+                    lookup.queries,
+                    lookup.timed_out,
+                )
+            )
+
+    def _send_query(
+        self,
+        address: Address,
+        node_id: bytes | None,
+        method: bytes,
+        args: dict[bytes, Any],
+        now: float,
+        search: int | None,
+    ) -> bool:
+        """Send a query and wait for its answer; False if too many are in flight already."""
+        if len(self._pending) >= MAX_PENDING:
+            return False
+        transaction = self._transaction()
+        deadline = now + QUERY_TIMEOUT
+        self._pending[transaction] = _Pending(address, node_id, deadline, search)
+        heapq.heappush(self._deadlines, (deadline, transaction))
+        data = krpc.query(transaction, method, args, sender=self.node_id, read_only=self.read_only)
+        self._send(data, address)
+        self.queries_sent += 1
+        return True
+
+    def _transaction(self) -> bytes:
+        while True:
+            self._next_transaction = (self._next_transaction + 1) & 0xFFFF
+            transaction = self._next_transaction.to_bytes(2, "big")
+            if transaction not in self._pending:
+                return transaction
+
+    def _on_reply(self, message: krpc.Response | krpc.Error, sender: Address, now: float) -> None:
+        pending = self._pending.get(message.transaction)
+        if pending is None or pending.address != sender:
+            return  # not ours, or not from whom we asked: a late or forged reply
+        del self._pending[message.transaction]
+        self._pinging.discard(pending.node_id or b"")
+        search = self._searches.get(pending.search) if pending.search is not None else None
+        if isinstance(message, krpc.Error):
+            if search is not None and pending.node_id is not None:
+                search.lookup.failed(pending.node_id)
+                self._advance(search, now)
+            return
+        self.queries_answered += 1
+        node = NodeInfo(message.sender, sender)
+        self._heard_from(node, now, responded=True)
+        values = message.values
+        nodes = krpc.unpack_nodes(values.get(b"nodes"), ipv6=False, limit=MAX_REPLY_NODES)
+        nodes += krpc.unpack_nodes(values.get(b"nodes6"), ipv6=True, limit=MAX_REPLY_NODES)
+        nodes = [n for n in nodes if n.id != self.node_id]
+        if pending.node_id is None:
+            self._join(now, [node, *nodes])  # a router answered
+            return
+        if search is None:
+            return
+        if search.method == GET_PEERS:
+            token = values.get(b"token")
+            if isinstance(token, bytes) and len(token) <= krpc.MAX_TRANSACTION:
+                search.tokens[node.id] = token
+            peers = [
+                peer
+                for peer in krpc.unpack_peers(values.get(b"values"), limit=MAX_REPLY_NODES * 4)
+                if peer not in search.peers
+            ]
+            if peers:
+                search.peers.update(peers)
+                if search.report:
+                    self._outputs.append(PeersFound(search.number, search.lookup.target, peers))
+        search.lookup.answered(pending.node_id, nodes)
+        self._advance(search, now)
+
+    def _timed_out(self, pending: _Pending, now: float) -> None:
+        if pending.node_id is None:
+            return
+        self._pinging.discard(pending.node_id)
+        self.table.failed(pending.node_id, now)
+        search = self._searches.get(pending.search) if pending.search is not None else None
+        if search is not None:
+            search.lookup.failed(pending.node_id)
+            self._advance(search, now)
+
+    def _heard_from(self, node: NodeInfo, now: float, *, responded: bool) -> None:
+        """Tell the table; ping the questionable node it names, to see if it may go."""
+        try:
+            questionable = self.table.heard_from(node, now, responded=responded)
+        except ValueError:
+            return
+        if questionable is not None and questionable.id not in self._pinging:
+            self._pinging.add(questionable.id)  # every newcomer names it until it answers
+            self._send_query(questionable.address, questionable.id, PING, {}, now, None)
+
+    def _send(self, data: bytes, address: Address) -> None:
+        self._outputs.append(Datagram(data, address))

@@ -1,0 +1,161 @@
+"""The DHT core on the simulated network: joining, lookups, peers, abuse."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from shoal.contract import Datagram
+from shoal.dht import krpc
+from shoal.dht.core import DhtNode, LookupDone, PeersFound
+from shoal.sim.swarm import SimNetwork, SimNode
+
+
+class DhtNet:
+    """N DHT nodes on a simulated network, each joined through the first."""
+
+    def __init__(self, size: int, seed: int, loss: float = 0.0) -> None:
+        self.network = SimNetwork(seed=seed, latency=0.05, loss=loss)
+        self.rng = random.Random(seed)
+        self.cores: list[DhtNode] = []
+        self.hosts: list[SimNode] = []
+        self.pumps = []
+        self.events: list[tuple[int, object]] = []  # (which node, what it said)
+        first = self.add()
+        for number in range(1, size):
+            self.network.events.at(
+                self.network.now + number * 0.05, lambda: self.add(first.address)
+            )
+        self.settle(60.0)
+
+    def add(self, router=None) -> SimNode:
+        host = self.network.add_node(f"dht{len(self.hosts)}")
+        core = DhtNode(
+            self.rng.randbytes(20), self.network.now, rng=random.Random(self.rng.random())
+        )
+        if router is not None:
+            core.bootstrap([router], self.network.now)
+        number = len(self.cores)
+        self.pumps.append(
+            self.network.serve(host, core, lambda event: self.events.append((number, event)))
+        )
+        self.cores.append(core)
+        self.hosts.append(host)
+        return host
+
+    def settle(self, seconds: float) -> None:
+        self.network.events.run(self.network.now + seconds, lambda: False)
+
+    def live(self) -> list[int]:
+        return [i for i, host in enumerate(self.hosts) if host.alive]
+
+    def run_lookup(self, index: int, start) -> LookupDone:
+        """Start a lookup on one node and run until its LookupDone."""
+        number = start(self.cores[index], self.network.now)
+        self.pumps[index]()
+
+        def finished() -> LookupDone | None:
+            for source, event in self.events:
+                if source == index and isinstance(event, LookupDone) and event.lookup == number:
+                    return event
+            return None
+
+        self.network.events.run(self.network.now + 60, lambda: finished() is not None)
+        done = finished()
+        assert done is not None
+        return done
+
+
+def true_closest(net: DhtNet, target: bytes, count: int = 8, asker: int = -1) -> list[bytes]:
+    """The ids of the live nodes closest to target, the asking node left out."""
+    key = int.from_bytes(target, "big")
+    ids = [net.cores[i].node_id for i in net.live() if i != asker]
+    return sorted(ids, key=lambda i: int.from_bytes(i, "big") ^ key)[:count]
+
+
+@pytest.fixture(scope="module")
+def net() -> DhtNet:
+    return DhtNet(60, seed=3)
+
+
+def test_every_node_joins_and_fills_its_table(net):
+    sizes = [len(core.table) for core in net.cores]
+    assert min(sizes) >= 8
+    for core in net.cores:
+        core.table.check()
+
+
+def test_lookups_reach_the_true_closest_nodes(net):
+    rng = random.Random(5)
+    for _ in range(10):
+        target = rng.randbytes(20)
+        asker = rng.randrange(len(net.cores))
+        done = net.run_lookup(asker, lambda c, now, t=target: c.find_node(t, now))
+        assert [n.id for n in done.closest][:1] == true_closest(net, target, 1, asker)
+        assert not done.timed_out and done.queries < 60
+
+
+def test_get_peers_finds_an_announced_peer(net):
+    info_hash = random.Random(7).randbytes(20)
+    net.run_lookup(4, lambda c, now: c.get_peers(info_hash, now, announce_port=51413))
+    net.settle(5)
+    net.events.clear()
+    net.run_lookup(30, lambda c, now: c.get_peers(info_hash, now))
+    found = [e for _, e in net.events if isinstance(e, PeersFound) and e.info_hash == info_hash]
+    assert any((net.hosts[4].address[0], 51413) in e.peers for e in found)
+
+
+def test_lookups_survive_a_fifth_of_the_nodes_leaving(tmp_path):
+    net = DhtNet(50, seed=11)
+    rng = random.Random(2)
+    for index in rng.sample(range(1, 50), 10):
+        net.network.leave(net.hosts[index])
+    for _ in range(8):
+        target = rng.randbytes(20)
+        asker = rng.choice(net.live())
+        done = net.run_lookup(asker, lambda c, now, t=target: c.find_node(t, now))
+        assert [n.id for n in done.closest][:1] == true_closest(net, target, 1, asker)
+
+
+def test_malformed_queries_get_no_reply_and_unknown_methods_get_204():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    core.receive(b"garbage", ("10.0.0.9", 6881), 0.0)
+    assert core.take_outputs() == []
+    core.receive(krpc.query(b"aa", b"frobnicate", {}, sender=b"\x02" * 20), ("10.0.0.9", 6881), 0.0)
+    [reply] = core.take_outputs()
+    assert isinstance(reply, Datagram)
+    assert krpc.parse(reply.data) == krpc.Error(b"aa", 204, "method unknown")
+
+
+def test_announces_need_a_token_from_the_same_ip():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    info_hash = b"\x03" * 20
+    asker = ("10.0.0.9", 6881)
+    core.receive(
+        krpc.query(b"a1", b"get_peers", {b"info_hash": info_hash}, sender=b"\x02" * 20), asker, 0.0
+    )
+    [reply] = core.take_outputs()
+    response = krpc.parse(reply.data)
+    assert isinstance(response, krpc.Response)
+    token = response.values[b"token"]
+    announce = {b"info_hash": info_hash, b"port": 7000, b"token": token}
+    # The same token from another IP is refused.
+    core.receive(
+        krpc.query(b"a2", b"announce_peer", announce, sender=b"\x04" * 20), ("10.0.0.10", 1), 1.0
+    )
+    [refused] = core.take_outputs()
+    assert isinstance(krpc.parse(refused.data), krpc.Error)
+    core.receive(krpc.query(b"a3", b"announce_peer", announce, sender=b"\x02" * 20), asker, 1.0)
+    core.take_outputs()
+    assert core.store.peers(info_hash, 2.0) == [("10.0.0.9", 7000)]
+
+
+def test_a_flood_from_one_ip_is_rate_limited():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    replies = 0
+    for n in range(1000):
+        ping = krpc.query(n.to_bytes(2, "big"), b"ping", {}, sender=b"\x02" * 20)
+        core.receive(ping, ("10.0.0.9", 6881), 0.0)
+        replies += len(core.take_outputs())
+    assert replies <= 60
