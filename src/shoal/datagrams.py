@@ -25,6 +25,8 @@ class DatagramPort(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._listeners: dict[Address, list[Listener]] = {}
+        # Datagrams from anyone else, by their first byte (b"d": a bencoded KRPC message).
+        self._protocols: dict[int, Callable[[bytes, Address], None]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """A socket (IPv4 or IPv6) is bound."""
@@ -36,9 +38,21 @@ class DatagramPort(asyncio.DatagramProtocol):
         return family in self._transports
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        """Dispatch by sender; datagrams nobody listens for are dropped."""
-        for listener in list(self._listeners.get((addr[0], addr[1]), ())):
-            listener(data)
+        """Dispatch by sender, else by first byte; datagrams nobody takes are dropped."""
+        sender = (addr[0], addr[1])
+        listeners = self._listeners.get(sender)
+        if listeners:
+            for listener in list(listeners):
+                listener(data)
+            return
+        handler = self._protocols.get(data[0]) if data else None
+        if handler is not None:
+            handler(data, sender)
+
+    def serve(self, first_byte: bytes, handler: Callable[[bytes, Address], None]) -> None:
+        """Hand datagrams that start with first_byte, from senders no exchange listens to,
+        to handler(data, sender) (the DHT takes b"d")."""
+        self._protocols[first_byte[0]] = handler
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error names no exchange; each one's own timeout covers it."""
