@@ -23,6 +23,7 @@ from ..swarm.ratelimit import TokenBucket
 from ..swarm.sources import ENCRYPTION_POLICIES
 from ..wire import mse
 from .connection import PeerConnection
+from .dht import DhtService
 from .torrent import TorrentTask
 
 DEFAULT_PORT = 6881
@@ -50,7 +51,11 @@ class Node:
         upload_limit: int | None = None,
         download_limit: int | None = None,
         encryption: str = "prefer",
+        dht_routers: Sequence[Address] | None = None,
+        state: Path | None = None,
     ) -> None:
+        """dht_routers: join the DHT through these (None: no DHT); state: where the DHT keeps
+        its routing table between runs (None: nowhere)."""
         if encryption not in ENCRYPTION_POLICIES:
             raise ShoalError(f"unknown encryption policy {encryption!r}")
         self.encryption = encryption
@@ -78,6 +83,8 @@ class Node:
         self.halt = threading.Event()
         self._servers: list[asyncio.AbstractServer] = []
         self.datagrams = DatagramPort()  # the UDP socket on the same port number
+        self._dht_routers = dht_routers
+        self.dht = DhtService(self.datagrams, state) if dht_routers is not None else None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -85,8 +92,8 @@ class Node:
         return asyncio.get_running_loop()
 
     async def start(self) -> None:
-        """Listen on one port number for TCP and UDP; without a port asked for, take 6881 or
-        else any port free for both."""
+        """Listen on one port number for TCP and UDP (without a port asked for, 6881 or else
+        any port free for both), then join the DHT if it is on."""
         if self.requested_port is not None:
             candidates = [self.requested_port]
         else:
@@ -94,7 +101,7 @@ class Node:
         for attempt, port in enumerate(candidates):
             try:
                 self.port = await self._listen(port)
-                return
+                break
             except OSError as exc:
                 for server in self._servers:
                     server.close()
@@ -105,6 +112,8 @@ class Node:
                     # asyncio's message repeats the address; the system's reason is enough.
                     reason = os.strerror(exc.errno) if exc.errno else str(exc)
                     raise ShoalError(f"cannot listen on {what}: {reason.lower()}") from None
+        if self.dht is not None and self._dht_routers is not None:
+            await self.dht.start(self._dht_routers, self.port)
 
     async def _listen(self, port: int) -> int:
         """TCP and UDP on one port number (any free one for 0): IPv4 on the host asked for,
@@ -208,6 +217,8 @@ class Node:
         self.halt.set()
         for server in self._servers:
             server.close()
+        if self.dht is not None:
+            self.dht.stop()
         self.datagrams.close()
         for connection, _timer in list(self._handshaking.values()):
             connection.close()

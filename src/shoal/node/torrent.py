@@ -33,6 +33,9 @@ CONNECT_TIMEOUT = 10.0
 # Each verified piece goes to the resume journal at once; the record absorbs it this often.
 RESUME_SAVE_INTERVAL = 60.0
 CLIENT_NAME = f"shoal {__version__}"
+# DHT lookups: again this often to renew our announce, and at most this often when starving.
+DHT_ANNOUNCE_INTERVAL = 15 * 60.0
+DHT_RETRY = 30.0
 
 
 class TorrentTask:
@@ -75,6 +78,7 @@ class TorrentTask:
         self._background: set[asyncio.Task[None]] = set()
         self._resume_dirty = False
         self._last_resume_save = 0.0
+        self._last_dht_lookup = float("-inf")
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -330,9 +334,24 @@ class TorrentTask:
 
     def find_peers(self) -> None:
         """Ask the trackers again now rather than at their next interval (the schedule
-        still honours each tracker's min interval)."""
+        still honours each tracker's min interval), and the DHT if its last lookup is old."""
         if self.tracker is not None:
             self.tracker.reannounce()
+        if self.loop.time() - self._last_dht_lookup >= DHT_RETRY:
+            self._ask_dht()
+
+    def _ask_dht(self) -> None:
+        """Look up peers in the DHT and announce ourselves there (never for a private
+        torrent, BEP 27)."""
+        dht = self.node.dht
+        if dht is None or (self.torrent is not None and self.torrent.private):
+            return
+        self._last_dht_lookup = self.loop.time()
+        dht.find_peers(
+            self.info_hash,
+            lambda peers: self.add_peers(peers, learned=True),
+            announce_port=self.node.port,
+        )
 
     def read_block(self, action: core.ReadBlock) -> None:
         """Send a block from the read cache, or read its piece in a thread first."""
@@ -452,6 +471,8 @@ class TorrentTask:
         wake = self.swarm.get_timer()
         if self._resume_dirty and now - self._last_resume_save >= RESUME_SAVE_INTERVAL:
             self._save_resume()
+        if now - self._last_dht_lookup >= DHT_ANNOUNCE_INTERVAL:
+            self._ask_dht()  # announces expire after 30 minutes: renew them well before
         try:
             self.pump()
         finally:

@@ -1,0 +1,187 @@
+"""The DHT on the node's UDP port: the sans-IO `DhtNode` run on the event loop's clock, its
+routing table kept in the state folder between runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..addresses import Address
+from ..contract import Datagram
+from ..datagrams import DatagramPort
+from ..dht.core import DhtNode, LookupDone, PeersFound
+from ..dht.routing import NodeInfo, RoutingTable
+
+log = logging.getLogger(__name__)
+
+# The well-known routers, for real use only: tests and the demo always name local nodes.
+PUBLIC_ROUTERS: tuple[Address, ...] = (
+    ("router.bittorrent.com", 6881),
+    ("dht.transmissionbt.com", 6881),
+    ("router.utorrent.com", 6881),
+    ("dht.libtorrent.org", 25401),
+)
+# One table per port: two shoal processes on one machine are two nodes, with two ids.
+TABLE_FILE = "dht-{port}.dat"
+SAVE_INTERVAL = 300.0
+
+PeersCallback = Callable[[list[Address]], None]
+
+
+class DhtService:
+    """One DHT node on the node's datagram port."""
+
+    def __init__(self, datagrams: DatagramPort, state: Path | None) -> None:
+        self.datagrams = datagrams
+        self.state = state
+        self.table_path: Path | None = None
+        self.core: DhtNode | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._on_peers: dict[int, PeersCallback] = {}
+        self._finished: dict[int, asyncio.Future[LookupDone]] = {}
+        self._deferred: list[tuple[bytes, PeersCallback, int | None]] = []
+        self._last_save = 0.0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop."""
+        return asyncio.get_running_loop()
+
+    async def start(self, routers: Sequence[Address], port: int) -> None:
+        """Load the table saved last time on this port (or pick a new id), take the port's
+        KRPC datagrams, and join through the routers and the nodes remembered."""
+        if self.state is not None:
+            self.table_path = self.state / TABLE_FILE.format(port=port)
+        now = self.loop.time()
+        rng = random.Random()
+        node_id, remembered = self._load()
+        table = RoutingTable(node_id or rng.randbytes(20), rng=rng)
+        for node in remembered:
+            with contextlib.suppress(ValueError):
+                table.heard_from(node, now, responded=False)
+        self.core = DhtNode(table.own_id, now, rng=rng, table=table)
+        self.datagrams.serve(b"d", self._receive)
+        resolved = await self._resolve(routers)
+        self.core.bootstrap(resolved, self.loop.time())
+        self._last_save = self.loop.time()
+        self._pump()
+
+    def find_peers(
+        self, info_hash: bytes, on_peers: PeersCallback, *, announce_port: int | None = None
+    ) -> None:
+        """Look up peers of info_hash, handing each batch to on_peers; with announce_port,
+        announce ourselves at the end (0: our UDP port)."""
+        if self.core is None:
+            return
+        if not len(self.core.table):
+            # Still joining: a lookup now would have nobody to ask. It starts once the
+            # first node is in the table (a router's answer puts one there).
+            self._deferred.append((info_hash, on_peers, announce_port))
+            return
+        number = self.core.get_peers(info_hash, self.loop.time(), announce_port=announce_port)
+        self._on_peers[number] = on_peers
+        self._pump()
+
+    async def find_node(self, target: bytes) -> LookupDone:
+        """Look up the nodes closest to target."""
+        assert self.core is not None
+        number = self.core.find_node(target, self.loop.time())
+        done: asyncio.Future[LookupDone] = self.loop.create_future()
+        self._finished[number] = done
+        self._pump()
+        return await done
+
+    def stop(self) -> None:
+        """Save the table and stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._save()
+        self.core = None
+
+    # -- the core's loop ---------------------------------------------------------------------------
+
+    def _receive(self, data: bytes, sender: Address) -> None:
+        if self.core is not None:
+            self.core.receive(data, sender, self.loop.time())
+            self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.core is None:
+            return
+        now = self.loop.time()
+        self.core.handle_timer(now)
+        if now - self._last_save >= SAVE_INTERVAL:
+            self._last_save = now
+            self._save()
+        self._pump()
+
+    def _pump(self) -> None:
+        core = self.core
+        if core is None:
+            return
+        for output in core.take_outputs():
+            if isinstance(output, Datagram):
+                self.datagrams.send(output.data, output.address)
+            elif isinstance(output, PeersFound):
+                callback = self._on_peers.get(output.lookup)
+                if callback is not None:
+                    callback(output.peers)
+            elif isinstance(output, LookupDone):
+                self._on_peers.pop(output.lookup, None)
+                done = self._finished.pop(output.lookup, None)
+                if done is not None and not done.done():
+                    done.set_result(output)
+        if self._deferred and len(core.table):
+            deferred, self._deferred = self._deferred, []
+            for info_hash, on_peers, announce_port in deferred:
+                self.find_peers(info_hash, on_peers, announce_port=announce_port)
+            return  # find_peers pumped
+        wake = core.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None if wake is None else self.loop.call_at(wake, self._on_timer)
+
+    # -- routers and the saved table ---------------------------------------------------------------
+
+    async def _resolve(self, routers: Sequence[Address]) -> list[Address]:
+        """Numeric addresses of the routers; names that do not resolve are skipped."""
+        resolved: list[Address] = []
+        for host, port in routers:
+            try:
+                infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.info("DHT router %s:%d does not resolve: %s", host, port, exc)
+                continue
+            for family, _type, _proto, _name, address in infos:
+                if self.datagrams.serves(family):
+                    resolved.append((str(address[0]), int(address[1])))
+                    break
+        return resolved
+
+    def _load(self) -> tuple[bytes | None, list[NodeInfo]]:
+        if self.table_path is None:
+            return None, []
+        try:
+            data = self.table_path.read_bytes()
+            return RoutingTable.load(data)
+        except (OSError, ValueError):
+            return None, []  # none yet, or unreadable: start afresh
+
+    def _save(self) -> None:
+        if self.table_path is None or self.core is None:
+            return
+        temporary = self.table_path.with_suffix(".tmp")
+        try:
+            self.table_path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(self.core.table.dump())
+            os.replace(temporary, self.table_path)
+        except OSError as exc:
+            log.info("cannot save the DHT table in %s: %s", self.table_path, exc.strerror)
