@@ -21,6 +21,7 @@ from shoal.hub.server import HubThread
 
 LOOPBACK = "127.0.0.1"
 SHOAL = Path(sys.executable).parent / "shoal"
+DHT_OPTIONS = {"--dht-bootstrap", "--no-dht"}
 
 
 def wait_for(
@@ -126,6 +127,9 @@ class ShoalCli:
     def start(self, *args: str | int | os.PathLike[str]) -> subprocess.Popen[bytes]:
         """Start shoal in the background; it is stopped at teardown if still running."""
         argv = tuple(str(arg) for arg in args)
+        if argv[:1] in (("seed",), ("share",), ("get",)) and not DHT_OPTIONS & set(argv):
+            # Without DHT options shoal joins the public DHT: tests talk to loopback only.
+            argv = (*argv, "--no-dht")
         entry = self._log_files(argv)
         with entry.stdout.open("wb") as out, entry.stderr.open("wb") as err:
             process = subprocess.Popen(

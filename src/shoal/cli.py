@@ -184,13 +184,19 @@ class Sources:
     peers: list[tuple[str, int]] = field(default_factory=list)
     tiers: list[list[str]] = field(default_factory=list)
     hub: str | None = None
+    dht_routers: list[tuple[str, int]] | None = None  # None: no DHT
 
     @classmethod
     def from_options(
-        cls, peers: tuple[str, ...], trackers: tuple[str, ...], hub: str | None
+        cls,
+        peers: tuple[str, ...],
+        trackers: tuple[str, ...],
+        hub: str | None,
+        dht: DhtChoice,
     ) -> Sources:
-        """Build from --peer, --tracker and --hub."""
+        """Build from --peer, --tracker, --hub and the DHT options."""
         sources = cls(peer_addresses(peers), [[url] for url in trackers])
+        sources.dht_routers = dht.routers()
         if hub:
             try:
                 sources.hub = base_url(hub)
@@ -207,6 +213,40 @@ class Sources:
             if fresh:
                 self.tiers.append(fresh)
                 known.update(fresh)
+
+
+@dataclass(frozen=True)
+class DhtChoice:
+    """--dht-bootstrap HOST:PORT (repeatable) and --no-dht."""
+
+    bootstrap: tuple[str, ...] = ()
+    off: bool = False
+
+    def routers(self) -> list[tuple[str, int]] | None:
+        """Where to join the DHT: the nodes given, else the public routers; None if off."""
+        if self.off:
+            if self.bootstrap:
+                raise click.UsageError("--no-dht and --dht-bootstrap contradict each other")
+            return None
+        if not self.bootstrap:
+            from .node.dht import PUBLIC_ROUTERS
+
+            return list(PUBLIC_ROUTERS)
+        try:
+            return [parse_peer(value) for value in self.bootstrap]
+        except MetainfoError as exc:
+            raise click.BadParameter(str(exc), param_hint="--dht-bootstrap") from None
+
+
+def dht_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--dht-bootstrap HOST:PORT (repeatable) and --no-dht."""
+    command = click.option("--no-dht", is_flag=True, help="Do not use the DHT (BEP 5).")(command)
+    return click.option(
+        "--dht-bootstrap",
+        multiple=True,
+        metavar="HOST:PORT",
+        help="A DHT node to join through (repeatable; default: the public routers).",
+    )(command)
 
 
 def peer_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -250,7 +290,13 @@ async def serve(
     announce: Callable[[Node], None] | None = None,
 ) -> None:
     """Seed a torrent until SIGINT or SIGTERM; with a hub, keep its listing published."""
-    node = Node(port=port, upload_limit=upload_limit, encryption=encryption)
+    node = Node(
+        port=port,
+        upload_limit=upload_limit,
+        encryption=encryption,
+        dht_routers=sources.dht_routers,
+        state=state_dir(),
+    )
     stop = until_signal(node)
     await node.start()
     sources.add_tiers(torrent.trackers)
@@ -328,6 +374,7 @@ async def withdraw_quietly(hub: str | None, torrent: Torrent) -> None:
 @peer_option
 @tracker_option
 @hub_option
+@dht_options
 @rate_option("up")
 @encryption_option
 def seed(
@@ -337,6 +384,8 @@ def seed(
     peers: tuple[str, ...],
     trackers: tuple[str, ...],
     hub: str | None,
+    dht_bootstrap: tuple[str, ...],
+    no_dht: bool,
     up_limit: int | None,
     encryption: str,
 ) -> None:
@@ -345,7 +394,7 @@ def seed(
         torrent = load_torrent(torrent_file)
     except ShoalError as exc:
         fail(str(exc))
-    sources = Sources.from_options(peers, trackers, hub)
+    sources = Sources.from_options(peers, trackers, hub, DhtChoice(dht_bootstrap, no_dht))
     run(lambda: serve(torrent, data_dir, port, sources, kib(up_limit), encryption))
 
 
@@ -354,6 +403,7 @@ def seed(
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help=PORT_HELP)
 @tracker_option
 @hub_option
+@dht_options
 @rate_option("up")
 @encryption_option
 def share(
@@ -361,11 +411,13 @@ def share(
     port: int | None,
     trackers: tuple[str, ...],
     hub: str | None,
+    dht_bootstrap: tuple[str, ...],
+    no_dht: bool,
     up_limit: int | None,
     encryption: str,
 ) -> None:
     """Make a torrent of PATH, print its magnet link and seed it (and list it on a hub)."""
-    sources = Sources.from_options((), trackers, hub)
+    sources = Sources.from_options((), trackers, hub, DhtChoice(dht_bootstrap, no_dht))
     try:
         torrent = create_torrent(path, trackers=[url for tier in sources.tiers for url in tier])
     except ShoalError as exc:
@@ -391,6 +443,7 @@ def share(
 @peer_option
 @tracker_option
 @hub_option
+@dht_options
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help=PORT_HELP)
 @click.option("--seed", "keep_seeding", is_flag=True, help="Keep seeding after the download.")
 @rate_option("up")
@@ -402,6 +455,8 @@ def get(
     peers: tuple[str, ...],
     trackers: tuple[str, ...],
     hub: str | None,
+    dht_bootstrap: tuple[str, ...],
+    no_dht: bool,
     port: int | None,
     keep_seeding: bool,
     up_limit: int | None,
@@ -409,7 +464,7 @@ def get(
     encryption: str,
 ) -> None:
     """Download SOURCE (a .torrent file, a magnet link or an info-hash) into the output folder."""
-    sources = Sources.from_options(peers, trackers, hub)
+    sources = Sources.from_options(peers, trackers, hub, DhtChoice(dht_bootstrap, no_dht))
     torrent: Torrent | None = None
     name: str | None = None
     try:
@@ -426,8 +481,11 @@ def get(
             sources.add_tiers(torrent.trackers)
     except ShoalError as exc:
         fail(str(exc))
-    if not sources.peers and not sources.tiers:
-        fail("no way to find peers: give --peer HOST:PORT, --tracker URL or --hub URL")
+    if not sources.peers and not sources.tiers and sources.dht_routers is None:
+        fail(
+            "no way to find peers: give --peer HOST:PORT, --tracker URL or --hub URL,"
+            " or leave the DHT on"
+        )
     output.mkdir(parents=True, exist_ok=True)
     code = run(
         lambda: download(
@@ -460,7 +518,12 @@ async def download(
 ) -> int:
     """Download until every piece is verified; returns the exit status."""
     node = Node(
-        port=port, upload_limit=upload_limit, download_limit=download_limit, encryption=encryption
+        port=port,
+        upload_limit=upload_limit,
+        download_limit=download_limit,
+        encryption=encryption,
+        dht_routers=sources.dht_routers,
+        state=state_dir(),
     )
     stop = until_signal(node)
     await node.start()
@@ -541,6 +604,35 @@ def hub(host: str, port: int, db: Path | None, allow: Path | None) -> None:
         await run_hub(host, port, db_path, allow=allow, stop=until_signal(), ready=ready)
 
     run(serve_hub)
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help=PORT_HELP)
+@click.option(
+    "--dht-bootstrap",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A DHT node to join through (repeatable; none: this node starts a network).",
+)
+def dht(port: int | None, dht_bootstrap: tuple[str, ...]) -> None:
+    """Run a DHT node and nothing else (a bootstrap node for a private network) until
+    interrupted."""
+    routers = DhtChoice(dht_bootstrap).routers() if dht_bootstrap else []
+
+    async def serve_dht() -> None:
+        node = Node(port=port, dht_routers=routers, state=state_dir())
+        stop = until_signal(node)
+        await node.start()
+        try:
+            assert node.dht is not None and node.dht.core is not None
+            click.echo(
+                f"DHT node on port {node.port} (UDP), id {node.dht.core.node_id.hex()}", err=True
+            )
+            await stop.wait()
+        finally:
+            await node.stop()
+
+    run(serve_dht)
 
 
 @main.command()

@@ -1,0 +1,32 @@
+"""The DHT as a user drives it: `shoal dht` as a bootstrap node, `share` announcing to it,
+`get INFOHASH` finding the seeder with no other source."""
+
+from __future__ import annotations
+
+from conftest import LOOPBACK, free_port, wait_for
+
+from shoal.metainfo import create_torrent
+
+
+def test_get_finds_a_shared_file_through_a_private_dht(shoal_cli, random_file, tmp_path):
+    router_port = free_port()
+    shoal_cli.start("dht", "--port", router_port)
+    wait_for(lambda: "DHT node on port" in shoal_cli.output()[1], message="no DHT node")
+    router = f"{LOOPBACK}:{router_port}"
+    source = random_file(1_500_000, "shared/tune.ogg", seed=3)
+    info_hash = create_torrent(source).info_hash.hex()
+    shoal_cli.start("share", source, "--port", free_port(), "--dht-bootstrap", router)
+    wait_for(lambda: "seeding" in shoal_cli.output()[1], message="the share never seeded")
+    # A bare info-hash: no peer, no tracker, no hub. Only the DHT can find the seeder.
+    got = shoal_cli.run(
+        "get", info_hash, "-o", tmp_path / "out", "--dht-bootstrap", router, timeout=90
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out" / "tune.ogg").read_bytes() == source.read_bytes()
+
+
+def test_dht_options_that_contradict_each_other_are_refused(shoal_cli):
+    result = shoal_cli.run("get", "0" * 40, "--no-dht", "--dht-bootstrap", f"{LOOPBACK}:1")
+    assert result.returncode == 2 and "contradict" in result.stderr
+    result = shoal_cli.run("get", "0" * 40, "--no-dht")
+    assert result.returncode == 1 and "no way to find peers" in result.stderr
