@@ -160,6 +160,7 @@ class Bench:
                     str(self.seed_dir),
                     "--port",
                     str(self.shoal_seed_port),
+                    "--no-dht",  # loopback only: never the public DHT
                     *self.shoal_encryption(),
                 ],
                 stdin=subprocess.DEVNULL,
@@ -223,6 +224,7 @@ class Bench:
             f"{ltclient.LOOPBACK}:{self.lt_seed_port}",
             "--port",
             str(free_port()),
+            "--no-dht",  # loopback only: never the public DHT
             *self.shoal_encryption(),
         ]
         with log_path.open("wb") as out:
