@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
 from typing import Any
 
 import pytest
+from conftest import SHOAL
 
 from shoal.sim.dht import run_dht
 
@@ -44,3 +47,17 @@ def test_another_seed_gives_another_run():
 def test_nonsense_is_refused(nodes, churn):
     with pytest.raises(ValueError):
         run_dht(nodes, churn=churn)
+
+
+def test_sim_dht_prints_one_json_object():
+    result = subprocess.run(
+        [str(SHOAL), "sim", "dht", "--nodes", "40", "--lookups", "5", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"success_rate", "hops", "messages_per_lookup", "latency_seconds"} <= set(report)
+    assert report["completed"] == 5

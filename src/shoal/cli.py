@@ -715,3 +715,53 @@ def sim_swarm(
             "completion times (s): "
             + ", ".join(f"{name} {value:.1f}" for name, value in spread.items())
         )
+
+
+@sim.command("dht")
+@click.option("--nodes", type=click.IntRange(2, 20_000), default=1000, help="DHT nodes.")
+@click.option(
+    "--churn",
+    type=FiniteRange(0, 1),
+    default=0.0,
+    help="Share of the nodes that leave, each replaced by a newcomer, during the lookups.",
+)
+@click.option("--lookups", type=click.IntRange(1, 100_000), default=100, help="Lookups to run.")
+@click.option(
+    "--session-shape",
+    type=FiniteRange(0.1, 10),
+    default=1.0,
+    help="Weibull shape of session lengths (1: exponential; measured P2P traces: 0.3-0.6).",
+)
+@click.option(
+    "--seed", type=click.IntRange(0, 2**63), default=1, help="Seed of every random choice."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sim_dht(
+    nodes: int, churn: float, lookups: int, session_shape: float, seed: int, as_json: bool
+) -> None:
+    """A DHT of NODES nodes joining, settling, then random lookups while nodes come and go."""
+    from .sim.dht import run_dht
+
+    report = run_dht(nodes, churn, lookups, seed, session_shape)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    click.echo(
+        f"{report.nodes} DHT nodes, churn {report.churn:g} ({report.departed} replaced),"
+        f" seed {report.seed}"
+    )
+    click.echo(
+        f"simulated {report.simulated_seconds:.1f} s in {report.wall_seconds:.1f} s of wall time;"
+        f" {report.events} events, {report.datagrams} datagrams"
+    )
+    click.echo(
+        f"lookups: {report.completed} of {report.lookups} completed,"
+        f" {report.success_rate:.1%} reached the closest live node,"
+        f" {report.timed_out} ran out of time"
+    )
+    for label, figures in (
+        ("hops", report.hops),
+        ("messages per lookup", report.messages_per_lookup),
+        ("latency (s)", report.latency_seconds),
+    ):
+        click.echo(f"{label}: " + ", ".join(f"{k} {v:g}" for k, v in figures.items()))
