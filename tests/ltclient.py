@@ -76,13 +76,64 @@ def session_settings(port: int | None = None, *, rc4: bool = False) -> dict[str,
     return settings
 
 
-def make_session(port: int | None = None, *, rc4: bool = False) -> lt.session:
-    """A session listening on 127.0.0.1 (port, or any free one) with discovery off."""
-    session = lt.session(session_settings(port, rc4=rc4))
+def dht_session_settings(router_port: int, port: int | None = None) -> dict[str, object]:
+    """session_settings with the DHT on, joining only through the node on 127.0.0.1:router_port."""
+    settings = session_settings(port)
+    settings.update(
+        {
+            "enable_dht": True,
+            # Never the public routers: the local node named here is the only way in.
+            "dht_bootstrap_nodes": f"{LOOPBACK}:{router_port}",
+            # Every node of a test is 127.0.0.1, and by default libtorrent keeps one node
+            # per IP in its routing table, and asks one per IP in a lookup.
+            "dht_restrict_routing_ips": False,
+            "dht_restrict_search_ips": False,
+        }
+    )
+    return settings
+
+
+def _listening(session: lt.session, port: int | None) -> lt.session:
     actual = listen_port(session)
     if actual == 0 or (port is not None and actual != port):
         raise AssertionError(f"libtorrent failed to listen on 127.0.0.1:{port}: got {actual}")
     return session
+
+
+def make_session(port: int | None = None, *, rc4: bool = False) -> lt.session:
+    """A session listening on 127.0.0.1 (port, or any free one) with discovery off."""
+    return _listening(lt.session(session_settings(port, rc4=rc4)), port)
+
+
+def make_dht_session(router_port: int, port: int | None = None) -> lt.session:
+    """A session on 127.0.0.1 whose DHT joins through 127.0.0.1:router_port; no other discovery.
+
+    Torrents find peers through the DHT only if added with dht=True.
+    """
+    return _listening(lt.session(dht_session_settings(router_port, port)), port)
+
+
+def dht_node_id(session: lt.session) -> bytes:
+    """The session's DHT node id (on its IPv4 socket)."""
+    # session_state().dht_state.nids has no Python conversion; its bencoded form does.
+    state = lt.write_session_params(session.session_state())
+    ids = state[b"dht state"][b"node-id"]  # 20-byte id then the socket's IP, per socket
+    return ids[0][:20]
+
+
+def dht_routing_nodes(session: lt.session, timeout: float = 5.0) -> int:
+    """How many nodes the session's DHT routing table holds (replacements not counted).
+
+    It pops the session's alerts: not to be called while flush() waits.
+    """
+    session.post_dht_stats()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session.wait_for_alert(100)
+        for alert in session.pop_alerts():
+            if isinstance(alert, lt.dht_stats_alert):
+                return sum(bucket["num_nodes"] for bucket in alert.routing_table)
+    raise AssertionError(f"libtorrent posted no DHT stats within {timeout}s")
 
 
 def listen_port(session: lt.session) -> int:
@@ -109,38 +160,53 @@ def torrent_info(torrent: TorrentSource) -> lt.torrent_info:
     return lt.torrent_info(str(torrent))
 
 
-def _add(session: lt.session, params: lt.add_torrent_params, save_dir: Path) -> lt.torrent_handle:
+def _add(
+    session: lt.session, params: lt.add_torrent_params, save_dir: Path, dht: bool
+) -> lt.torrent_handle:
     params.save_path = str(save_dir)
-    # Peers come only from connect(); never from a tracker the torrent might name.
+    # Peers come only from connect() (and the DHT if asked); never from a tracker the
+    # torrent might name.
     params.trackers = []
     params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
-    params.flags |= lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+    params.flags |= lt.torrent_flags.disable_lsd
+    if dht:
+        params.flags &= ~lt.torrent_flags.disable_dht
+    else:
+        params.flags |= lt.torrent_flags.disable_dht
     return session.add_torrent(params)
 
 
 def seed(
-    session: lt.session, torrent: TorrentSource, data_dir: Path, *, check: bool = False
+    session: lt.session,
+    torrent: TorrentSource,
+    data_dir: Path,
+    *,
+    check: bool = False,
+    dht: bool = False,
 ) -> lt.torrent_handle:
     """Seed torrent from data_dir (libtorrent's save_path layout).
 
     Without check the data is trusted (seed_mode) and is seeding at once; with it, call
-    wait_seeding().
+    wait_seeding(). With dht it announces itself in the session's DHT.
     """
     params = lt.add_torrent_params()
     params.ti = torrent_info(torrent)
     if not check:
         params.flags |= lt.torrent_flags.seed_mode
-    return _add(session, params, Path(data_dir))
+    return _add(session, params, Path(data_dir), dht)
 
 
-def leech(session: lt.session, torrent: TorrentSource, save_dir: Path) -> lt.torrent_handle:
-    """Download a torrent (path or bytes) or a magnet URI (str starting "magnet:") into save_dir."""
+def leech(
+    session: lt.session, torrent: TorrentSource, save_dir: Path, *, dht: bool = False
+) -> lt.torrent_handle:
+    """Download a torrent (path or bytes) or a magnet URI (str starting "magnet:") into save_dir;
+    with dht, the session's DHT is a source of peers too."""
     if isinstance(torrent, str) and torrent.startswith("magnet:"):
         params = lt.parse_magnet_uri(torrent)
     else:
         params = lt.add_torrent_params()
         params.ti = torrent_info(torrent)
-    return _add(session, params, Path(save_dir))
+    return _add(session, params, Path(save_dir), dht)
 
 
 def connect(handle: lt.torrent_handle, port: int) -> None:
