@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from shoal.errors import ShoalError
 from shoal.hub.listing import MAX_CLOCK_SKEW, Listing, ListingForbidden, Withdrawal
+from shoal.words import WORD
 
 __all__ = [
     "IndexFull",
@@ -26,8 +26,6 @@ MAX_QUERY_WORDS = 16
 _MAX_MATCHES = 2000
 # bm25 weights of the name and the file paths: a word in the name says more.
 _NAME_WEIGHT, _PATHS_WEIGHT = 4.0, 1.0
-# Words as FTS5's unicode61 tokenizer sees them: letters and digits; '.', '-', '_' separate.
-_WORD = re.compile(r"[^\W_]+")
 
 # One key may list this many torrents: keys are free, but a flood from one is easy to stop.
 MAX_LISTINGS_PER_KEY = 1000
@@ -102,7 +100,7 @@ class IndexHit:
 
 def match_expression(words: str) -> str:
     """An FTS5 query for words: each one required, the last also as a prefix."""
-    found = _WORD.findall(words)[:MAX_QUERY_WORDS]
+    found = WORD.findall(words)[:MAX_QUERY_WORDS]
     if not found:
         raise SearchError("the search has no words to look for")
     # Quoted, so that nothing a user types is FTS5 syntax (AND, NEAR, column filters...).
