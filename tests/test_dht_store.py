@@ -27,8 +27,9 @@ def test_peers_expire_unless_announced_again():
     peers = PeerStore(random.Random(1))
     info_hash = b"\x01" * 20
     peers.announce(info_hash, ("10.0.0.1", 6881), now=0.0)
-    peers.announce(info_hash, ("10.0.0.1", 7000), now=10.0)  # one port per IP: the latest
-    assert peers.peers(info_hash, 20.0) == [("10.0.0.1", 7000)]
+    peers.announce(info_hash, ("10.0.0.1", 7000), now=10.0)  # two clients behind one IP
+    assert sorted(peers.peers(info_hash, 20.0)) == [("10.0.0.1", 6881), ("10.0.0.1", 7000)]
+    assert peers.peers(info_hash, PEER_LIFETIME) == [("10.0.0.1", 7000)]
     assert peers.peers(info_hash, 10.0 + PEER_LIFETIME) == []
     peers.expire(10.0 + PEER_LIFETIME)
     assert len(peers) == 0
@@ -43,3 +44,11 @@ def test_the_store_is_bounded(monkeypatch):
         peers.announce(b"\xff" * 20, (f"10.0.1.{n}", 1), now=0.0)
     assert len(peers) == 3
     assert len(peers.peers(b"\xff" * 20, 1.0)) == 5
+
+
+def test_one_ip_cannot_fill_a_torrents_list():
+    peers = PeerStore(random.Random(1))
+    for port in range(1, 100):
+        peers.announce(b"\xee" * 20, ("10.0.0.9", port), now=0.0)
+    peers.announce(b"\xee" * 20, ("10.0.0.10", 1), now=0.0)
+    assert len(peers.peers(b"\xee" * 20, 1.0)) == store_module.MAX_PORTS_PER_IP + 1

@@ -10,16 +10,19 @@ PEER_LIFETIME = 30 * 60.0
 # Like libtorrent's defaults: enough for the swarms this node is close to, bounded in memory.
 MAX_TORRENTS = 2000
 MAX_PEERS_PER_TORRENT = 500
+# Peers behind one IP (a NAT, a machine running several clients) that one torrent keeps; more
+# from one IP would let it fill the torrent's list.
+MAX_PORTS_PER_IP = 8
 # Peers returned in one get_peers reply (it must fit a datagram).
 MAX_VALUES = 50
 
 
 class PeerStore:
-    """Announced peers, keyed by info-hash then by IP (one port per IP and torrent)."""
+    """Announced peers, keyed by info-hash then by address (as libtorrent keeps them)."""
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
-        self._torrents: dict[bytes, dict[str, tuple[int, float]]] = {}  # ip -> (port, expiry)
+        self._torrents: dict[bytes, dict[Address, float]] = {}  # address -> expiry
 
     def __len__(self) -> int:
         return len(self._torrents)
@@ -33,10 +36,12 @@ class PeerStore:
                 if len(self._torrents) >= MAX_TORRENTS:
                     return False
             peers = self._torrents[info_hash] = {}
-        host, port = address
-        if host not in peers and len(peers) >= MAX_PEERS_PER_TORRENT:
-            return False
-        peers[host] = (port, now + PEER_LIFETIME)
+        if address not in peers:
+            if len(peers) >= MAX_PEERS_PER_TORRENT:
+                return False
+            if sum(1 for host, _port in peers if host == address[0]) >= MAX_PORTS_PER_IP:
+                return False
+        peers[address] = now + PEER_LIFETIME
         return True
 
     def peers(self, info_hash: bytes, now: float) -> list[Address]:
@@ -44,7 +49,7 @@ class PeerStore:
         peers = self._torrents.get(info_hash)
         if not peers:
             return []
-        live = [(host, port) for host, (port, expiry) in peers.items() if expiry > now]
+        live = [address for address, expiry in peers.items() if expiry > now]
         if len(live) > MAX_VALUES:
             live = self._rng.sample(live, MAX_VALUES)
         return live
@@ -53,7 +58,7 @@ class PeerStore:
         """Forget peers that were not announced again in time."""
         for info_hash in list(self._torrents):
             peers = self._torrents[info_hash]
-            for host in [h for h, (_port, expiry) in peers.items() if expiry <= now]:
-                del peers[host]
+            for address in [a for a, expiry in peers.items() if expiry <= now]:
+                del peers[address]
             if not peers:
                 del self._torrents[info_hash]

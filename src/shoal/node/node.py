@@ -94,8 +94,10 @@ class Node:
     async def start(self) -> None:
         """Listen on one port number for TCP and UDP (without a port asked for, 6881 or else
         any port free for both), then join the DHT if it is on."""
-        if self.requested_port is not None:
+        if self.requested_port:
             candidates = [self.requested_port]
+        elif self.requested_port == 0:
+            candidates = [0] * FREE_PORT_TRIES  # any port: a few tries, each free for TCP
         else:
             candidates = [DEFAULT_PORT] + [0] * FREE_PORT_TRIES
         for attempt, port in enumerate(candidates):
