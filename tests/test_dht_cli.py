@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from conftest import LOOPBACK, free_port, wait_for
 
 from shoal.metainfo import create_torrent
@@ -30,3 +32,32 @@ def test_dht_options_that_contradict_each_other_are_refused(shoal_cli):
     assert result.returncode == 2 and "contradict" in result.stderr
     result = shoal_cli.run("get", "0" * 40, "--no-dht")
     assert result.returncode == 1 and "no way to find peers" in result.stderr
+
+
+def test_search_via_the_dht_finds_what_share_listed(shoal_cli, random_file, tmp_path):
+    router_port = free_port()
+    shoal_cli.start("dht", "--port", router_port)
+    wait_for(lambda: "DHT node on port" in shoal_cli.output()[1], message="no DHT node")
+    router = f"{LOOPBACK}:{router_port}"
+    # A few nodes, so the listing has somewhere to live besides the router.
+    for _ in range(4):
+        shoal_cli.start("dht", "--port", free_port(), "--dht-bootstrap", router)
+    source = random_file(300_000, "shared/Alpine Sunrise Timelapse.webm", seed=4)
+    info_hash = create_torrent(source).info_hash.hex()
+    shoal_cli.start("share", source, "--port", free_port(), "--dht-bootstrap", router)
+    wait_for(lambda: "seeding" in shoal_cli.output()[1], message="the share never seeded")
+
+    def found() -> list[dict]:
+        result = shoal_cli.run(
+            "search", "sunrise", "alpine", "--via", "dht", "--dht-bootstrap", router, "--json"
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    wait_for(lambda: found(), timeout=60, message="the listing was never found")
+    [result] = found()
+    assert result["info_hash"] == info_hash
+    assert result["name"] == "Alpine Sunrise Timelapse.webm"
+    assert result["seeders"] >= 1  # the sharer announced itself too
+    table = shoal_cli.run("search", "timelapse", "--dht-bootstrap", router)
+    assert info_hash in table.stdout

@@ -159,3 +159,27 @@ def test_a_flood_from_one_ip_is_rate_limited():
         core.receive(ping, ("10.0.0.9", 6881), 0.0)
         replies += len(core.take_outputs())
     assert replies <= 60
+
+
+def test_routers_that_do_not_answer_are_asked_again():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    core.bootstrap([("10.0.0.1", 6881)], 0.0)
+    [first] = core.take_outputs()
+    assert first.address == ("10.0.0.1", 6881)
+    wake = core.get_timer()
+    assert wake is not None and wake <= 15.0
+    core.handle_timer(15.0)
+    asked = [o for o in core.take_outputs() if isinstance(o, Datagram)]
+    assert [o.address for o in asked] == [("10.0.0.1", 6881)]
+    query = krpc.parse(asked[0].data)
+    assert isinstance(query, krpc.Query) and query.method == b"find_node"
+
+
+def test_loopback_nodes_are_rate_limited_each_on_its_own():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    answered = 0
+    for port in range(1000, 1200):
+        ping = krpc.query(b"pp", b"ping", {}, sender=port.to_bytes(20, "big"))
+        core.receive(ping, ("127.0.0.1", port), 0.0)
+        answered += len(core.take_outputs())
+    assert answered >= 200  # 200 nodes on one machine, one ping each

@@ -11,10 +11,11 @@ import math
 import re
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -28,6 +29,10 @@ from .storage.files import RecheckStopped
 from .storage.resume import state_dir
 from .swarm.sources import ENCRYPTION_POLICIES
 
+if TYPE_CHECKING:
+    from .hub.client import SearchResult
+    from .node.dht import DhtService
+
 T = TypeVar("T")
 INTERRUPTED = 130
 INFO_HASH = re.compile(r"[0-9a-fA-F]{40}")
@@ -35,6 +40,8 @@ HUB_PORT = 6969
 # Listings live an hour on the hub unless refreshed, and are refreshed every half hour.
 LISTING_TTL = 3600
 LISTING_REFRESH = 1800
+# A DHT search gives up after this long (a lookup ends in 30 s at most, and counts follow).
+SEARCH_TIMEOUT = 60.0
 PORT_HELP = "TCP port to listen on (default: 6881, or any free port if that is taken)."
 
 
@@ -288,8 +295,10 @@ async def serve(
     upload_limit: int | None,
     encryption: str,
     announce: Callable[[Node], None] | None = None,
+    list_in_dht: bool = False,
 ) -> None:
-    """Seed a torrent until SIGINT or SIGTERM; with a hub, keep its listing published."""
+    """Seed a torrent until SIGINT or SIGTERM; with a hub, keep its listing published there,
+    and with list_in_dht in the DHT's keyword index."""
     node = Node(
         port=port,
         upload_limit=upload_limit,
@@ -301,6 +310,7 @@ async def serve(
     await node.start()
     sources.add_tiers(torrent.trackers)
     listing: asyncio.Task[None] | None = None
+    dht_listing: asyncio.Future[None] | None = None
     try:
         task = await node.add(
             torrent.info_hash, torrent, data_dir, sources.peers, trackers=sources.tiers
@@ -316,11 +326,16 @@ async def serve(
             listing.add_done_callback(report_listing_failure)
         if announce is not None:
             announce(node)
+        if list_in_dht and node.dht is not None and not torrent.private:
+            dht_listing = asyncio.ensure_future(keep_listed_in_dht(node.dht, torrent))
+            dht_listing.add_done_callback(report_listing_failure)
         click.echo(f"seeding {inert(torrent.name)} on port {node.port}", err=True)
         await first_of(stop, task.stopped)
         if task.failed is not None:
             raise task.failed
     finally:
+        if dht_listing is not None:
+            dht_listing.cancel()  # a DHT listing cannot be withdrawn: it expires in an hour
         if listing is not None:
             listing.cancel()
             await withdraw_quietly(sources.hub, torrent)
@@ -348,10 +363,25 @@ async def keep_published(hub: str, torrent: Torrent) -> None:
         await asyncio.sleep(delay)
 
 
+async def keep_listed_in_dht(dht: DhtService, torrent: Torrent) -> None:
+    """List the torrent in the DHT's keyword index under its name's words, signed by this
+    node's identity, and again before the listing expires."""
+    from .dht.listings import REPUBLISH_INTERVAL, sign_listing
+    from .identity import Identity
+
+    identity = Identity.load_or_create()
+    files = ["/".join(entry.path) for entry in torrent.files if not entry.padding]
+    while True:
+        published = int(time.time())
+        size = torrent.total_length
+        dht.publish(sign_listing(identity, torrent.info_hash, torrent.name, size, files, published))
+        await asyncio.sleep(REPUBLISH_INTERVAL)
+
+
 def report_listing_failure(listing: asyncio.Task[None]) -> None:
     """Say why publishing stopped for good (a broken identity file, say)."""
     if not listing.cancelled() and listing.exception() is not None:
-        click.echo(f"shoal: not listed on the hub: {inert(str(listing.exception()))}", err=True)
+        click.echo(f"shoal: not listed: {inert(str(listing.exception()))}", err=True)
 
 
 async def withdraw_quietly(hub: str | None, torrent: Torrent) -> None:
@@ -428,7 +458,11 @@ def share(
         sys.stdout.flush()
 
     folder = path.resolve().parent
-    run(lambda: serve(torrent, folder, port, sources, kib(up_limit), encryption, announce))
+    run(
+        lambda: serve(
+            torrent, folder, port, sources, kib(up_limit), encryption, announce, list_in_dht=True
+        )
+    )
 
 
 @main.command()
@@ -556,16 +590,38 @@ async def download(
 
 @main.command()
 @click.argument("words", nargs=-1, required=True)
+@click.option("--hub", metavar="URL", help="The hub to search, e.g. http://host:6969.")
 @click.option(
-    "--hub", required=True, metavar="URL", help="The hub to search, e.g. http://host:6969."
+    "--via",
+    type=click.Choice(["hub", "dht"]),
+    help="Where to search (default: the hub if --hub is given, else the DHT).",
 )
+@dht_options
 @click.option("--limit", type=click.IntRange(1, 200), default=50, help="At most this many results.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
-def search(words: tuple[str, ...], hub: str, limit: int, as_json: bool) -> None:
-    """Search a hub's index for WORDS; prints name, size, seeders and info-hash."""
+def search(
+    words: tuple[str, ...],
+    hub: str | None,
+    via: str | None,
+    dht_bootstrap: tuple[str, ...],
+    no_dht: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Search a hub's index or the DHT for WORDS; prints name, size, seeders and info-hash."""
     from .hub import client as hub_client
 
-    results = run(lambda: hub_client.search(hub, " ".join(words), limit=limit))
+    via = via or ("hub" if hub else "dht")
+    query = " ".join(words)
+    if via == "hub":
+        if not hub:
+            raise click.UsageError("--via hub needs --hub URL")
+        results = run(lambda: hub_client.search(hub, query, limit=limit))
+    else:
+        routers = DhtChoice(dht_bootstrap, no_dht).routers()
+        if routers is None:
+            raise click.UsageError("--via dht needs the DHT: drop --no-dht")
+        results = run(lambda: search_dht(query, routers, limit))
     if as_json:
         rows = [{**dataclasses.asdict(r), "info_hash": r.info_hash.hex()} for r in results]
         click.echo(json.dumps(rows, indent=2))
@@ -574,6 +630,36 @@ def search(words: tuple[str, ...], hub: str, limit: int, as_json: bool) -> None:
         click.echo("no results", err=True)
         return
     wide_console().print(results_table(results))
+
+
+async def search_dht(query: str, routers: list[tuple[str, int]], limit: int) -> list[SearchResult]:
+    """Search the DHT's keyword index; seeders are the peers the DHT knows of each result."""
+    from .hub.client import SearchResult
+
+    node = Node(port=0, dht_routers=routers)  # no state: a search leaves nothing behind
+    await node.start()
+    try:
+        assert node.dht is not None
+        found = (await asyncio.wait_for(node.dht.search(query), SEARCH_TIMEOUT))[:limit]
+        publishers: dict[bytes, set[bytes]] = {}
+        for listing in found:
+            publishers.setdefault(listing.info_hash, set()).add(listing.public_key)
+        unique = list({listing.info_hash: listing for listing in found}.values())
+        counts = await asyncio.gather(*(node.dht.count_peers(item.info_hash) for item in unique))
+        return [
+            SearchResult(
+                listing.info_hash,
+                listing.name,
+                listing.size,
+                len(listing.files),
+                peers,
+                0,
+                len(publishers[listing.info_hash]),
+            )
+            for listing, peers in zip(unique, counts, strict=True)
+        ]
+    finally:
+        await node.stop()
 
 
 @main.command()

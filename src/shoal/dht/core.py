@@ -20,6 +20,7 @@ from ..addresses import Address
 from ..contract import Datagram
 from ..ratelimit import RateLimiter
 from . import krpc
+from .listings import MAX_REPLY_LISTINGS, DhtListing, ListingError, ListingStore, parse_listing
 from .lookup import Lookup
 from .routing import K, NodeInfo, RoutingTable
 from .store import PeerStore
@@ -27,6 +28,9 @@ from .tokens import Tokens
 
 QUERY_TIMEOUT = 3.0
 MAINTENANCE_INTERVAL = 60.0
+# With an empty table, the routers are asked again this often.
+BOOTSTRAP_RETRY = 15.0
+IPV6_LOOPBACK = bytes(15) + b"\x01"
 # Queries we answer per source IP: a DHT node asks a few a second at most.
 QUERY_RATE = 20.0
 QUERY_BURST = 50.0
@@ -37,6 +41,10 @@ MAX_PENDING = 1000
 MAX_REPLY_NODES = 2 * K
 
 PING, FIND_NODE, GET_PEERS, ANNOUNCE_PEER = b"ping", b"find_node", b"get_peers", b"announce_peer"
+# shoal's own methods, for the keyword index; other clients answer them with error 204.
+GET_LISTINGS, PUT_LISTING = b"shoal_get_listings", b"shoal_put_listing"
+# The argument that names each lookup's target.
+TARGET_ARGUMENT = {FIND_NODE: b"target", GET_PEERS: b"info_hash", GET_LISTINGS: b"key"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,16 @@ class PeersFound:
     lookup: int
     info_hash: bytes
     peers: list[Address]
+
+
+@dataclass(frozen=True, slots=True)
+class ListingsFound:
+    """Listings under the key a listing search asked for, signatures checked (more may
+    follow)."""
+
+    lookup: int
+    key: bytes
+    listings: list[DhtListing]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +78,7 @@ class LookupDone:
     timed_out: bool
 
 
-Output = Datagram | PeersFound | LookupDone
+Output = Datagram | PeersFound | ListingsFound | LookupDone
 
 
 @dataclass(slots=True)
@@ -80,10 +98,13 @@ class _Search:
     number: int
     lookup: Lookup
     method: bytes
-    announce_port: int | None = None  # get_peers then announce_peer; 0: the port we send from
+    # At the end, this query (with each node's token) to the closest nodes: announce_peer
+    # after get_peers, put_listing after get_listings.
+    store: tuple[bytes, dict[bytes, Any]] | None = None
     report: bool = True  # internal lookups (bootstrap, refresh) say nothing above
-    tokens: dict[bytes, bytes] = field(default_factory=dict)  # node id -> announce token
+    tokens: dict[bytes, bytes] = field(default_factory=dict)  # node id -> its token
     peers: set[Address] = field(default_factory=set)
+    listings: set[tuple[bytes, bytes]] = field(default_factory=set)  # (info-hash, publisher)
 
 
 class DhtNode:
@@ -103,6 +124,7 @@ class DhtNode:
         self.read_only = read_only
         self.table = table or RoutingTable(node_id, rng=self.rng)
         self.store = PeerStore(self.rng)
+        self.listings = ListingStore(self.rng)
         self._tokens = Tokens(self.rng, now)
         self._limiter = RateLimiter(QUERY_RATE, QUERY_BURST, MAX_RATE_LIMITED_IPS)
         self._outputs: list[Output] = []
@@ -112,6 +134,8 @@ class DhtNode:
         self._next_search = 0
         self._joining: int | None = None  # the lookup of our own id that joins the network
         self._pinging: set[bytes] = set()  # questionable nodes we asked whether they live
+        self._routers: list[Address] = []
+        self._next_bootstrap = now
         self._next_transaction = self.rng.getrandbits(16)
         self._next_maintenance = now + MAINTENANCE_INTERVAL
         self.queries_sent = 0
@@ -122,10 +146,15 @@ class DhtNode:
     def bootstrap(self, routers: Iterable[Address], now: float) -> None:
         """Join through known addresses (their ids unknown): ask each for the nodes closest
         to our own id; their answers seed a lookup of our own id, which fills the table."""
-        for address in routers:
-            self._send_query(address, None, FIND_NODE, {b"target": self.node_id}, now, None)
+        self._routers = list(routers)
+        self._ask_routers(now)
         if len(self.table):
             self._join(now, [])
+
+    def _ask_routers(self, now: float) -> None:
+        for address in self._routers:
+            self._send_query(address, None, FIND_NODE, {b"target": self.node_id}, now, None)
+        self._next_bootstrap = now + BOOTSTRAP_RETRY
 
     def find_node(self, target: bytes, now: float) -> int:
         """Look up the nodes closest to target; a LookupDone follows."""
@@ -135,7 +164,31 @@ class DhtNode:
         """Look up the peers of info_hash (PeersFound as they come, then LookupDone); with
         announce_port, announce ourselves to the closest nodes at the end (0: the port our
         datagrams come from, BEP 5's implied_port)."""
-        return self._start(info_hash, GET_PEERS, now, announce_port=announce_port)
+        store = None
+        if announce_port is not None:
+            args: dict[bytes, Any] = {b"info_hash": info_hash, b"port": announce_port or 1}
+            if not announce_port:
+                args[b"implied_port"] = 1  # the port then is ignored, but some nodes need one
+            store = (ANNOUNCE_PEER, args)
+        return self._start(info_hash, GET_PEERS, now, store=store)
+
+    def search_listings(self, key: bytes, now: float) -> int:
+        """Look up the listings under a keyword key (ListingsFound as they come, then
+        LookupDone)."""
+        return self._start(key, GET_LISTINGS, now)
+
+    def publish_listing(self, listing: DhtListing, now: float) -> list[int]:
+        """Store a signed listing on the nodes closest to each of its keyword keys."""
+        return [
+            self._start(
+                key,
+                GET_LISTINGS,
+                now,
+                store=(PUT_LISTING, {b"key": key, b"listing": listing.to_value()}),
+                report=False,
+            )
+            for key in listing.keyword_keys()
+        ]
 
     # -- the core contract -----------------------------------------------------------------------
 
@@ -147,6 +200,8 @@ class DhtNode:
     def get_timer(self) -> float | None:
         """The next query deadline, lookup deadline or maintenance, whichever is first."""
         wake = self._next_maintenance
+        if not len(self.table) and self._routers:
+            wake = min(wake, self._next_bootstrap)
         if self._deadlines:
             wake = min(wake, self._deadlines[0][0])
         for search in self._searches.values():
@@ -163,10 +218,13 @@ class DhtNode:
                 self._timed_out(pending, now)
         for search in list(self._searches.values()):
             self._advance(search, now)
+        if not len(self.table) and self._routers and now >= self._next_bootstrap:
+            self._ask_routers(now)  # nobody answered, or everybody left: try again
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_INTERVAL
             self._tokens.rotate(now)
             self.store.expire(now)
+            self.listings.expire(now)
             for target in self.table.refresh_targets(now):
                 self._start(target, FIND_NODE, now, report=False)
 
@@ -190,7 +248,10 @@ class DhtNode:
             ip = addresses.pack_ip(sender[0])
         except ValueError:
             return
-        if not self._limiter.allow(ip, now):
+        # Per IP; on loopback, where tests run many nodes on one IP, per address.
+        loopback = ip[0] == 127 if len(ip) == 4 else ip == IPV6_LOOPBACK
+        source = ip + sender[1].to_bytes(2, "big") if loopback else ip
+        if not self._limiter.allow(source, now):
             return
         if not query.read_only:
             self._heard_from(NodeInfo(query.sender, sender), now, responded=False)
@@ -217,24 +278,52 @@ class DhtNode:
             return self._nodes(krpc.node_id(args, b"target"), sender, args)
         if method == GET_PEERS:
             info_hash = krpc.node_id(args, b"info_hash")
-            values = self._nodes(info_hash, sender, args)
-            values[b"token"] = self._tokens.issue(ip)
-            peers = self.store.peers(info_hash, now)
-            if peers:
-                values[b"values"] = [addresses.pack(peer) for peer in peers]
-            return values
+            peers = [addresses.pack(peer) for peer in self.store.peers(info_hash, now)]
+            return self._held(info_hash, sender, args, ip, b"values", peers)
         if method == ANNOUNCE_PEER:
             info_hash = krpc.node_id(args, b"info_hash")
-            if not self._tokens.valid(args.get(b"token"), ip):
-                raise krpc.KrpcError("the token is wrong or too old")
+            self._check_token(args, ip)
             port = sender[1] if args.get(b"implied_port") == 1 else krpc.port(args, b"port")
             self.store.announce(info_hash, (sender[0], port), now)
             return {}
+        if method == GET_LISTINGS:
+            key = krpc.node_id(args, b"key")
+            found = [listing.to_value() for listing in self.listings.get(key, now)]
+            return self._held(key, sender, args, ip, b"listings", found)
+        if method == PUT_LISTING:
+            key = krpc.node_id(args, b"key")
+            self._check_token(args, ip)
+            try:
+                self.listings.put(key, parse_listing(args.get(b"listing")), now)
+            except ListingError as exc:
+                raise krpc.KrpcError(str(exc)) from None
+            return {}
         return None
+
+    def _held(
+        self,
+        target: bytes,
+        sender: Address,
+        args: dict[bytes, Any],
+        ip: bytes,
+        field: bytes,
+        held: list[Any],
+    ) -> dict[bytes, Any]:
+        """The closest nodes to target, a token to store there later, and what we hold."""
+        values = self._nodes(target, sender, args)
+        values[b"token"] = self._tokens.issue(ip)
+        if held:
+            values[field] = held
+        return values
+
+    def _check_token(self, args: dict[bytes, Any], ip: bytes) -> None:
+        if not self._tokens.valid(args.get(b"token"), ip):
+            raise krpc.KrpcError("the token is wrong or too old")
 
     def _nodes(self, target: bytes, sender: Address, args: dict[bytes, Any]) -> dict[bytes, Any]:
         """The closest nodes we know to target, for the families the requester wants."""
-        closest = self.table.closest(target, K)
+        # The asker is left out: it knows itself (libtorrent would query itself).
+        closest = [n for n in self.table.closest(target, K + 1) if n.address != sender][:K]
         v4, v6 = krpc.pack_nodes(closest)
         want = args.get(b"want")
         if not isinstance(want, list):
@@ -263,14 +352,14 @@ class DhtNode:
         method: bytes,
         now: float,
         *,
-        announce_port: int | None = None,
+        store: tuple[bytes, dict[bytes, Any]] | None = None,
         report: bool = True,
         seeds: list[NodeInfo] | None = None,
     ) -> int:
         number = self._next_search
         self._next_search += 1
         lookup = Lookup(target, self.table.closest(target, K) + (seeds or []), now)
-        search = _Search(number, lookup, method, announce_port, report)
+        search = _Search(number, lookup, method, store, report)
         self._searches[number] = search
         self._advance(search, now)
         return number
@@ -281,7 +370,7 @@ class DhtNode:
         if lookup.done(now):
             self._finish(search, now)
             return
-        args = {b"target" if search.method == FIND_NODE else b"info_hash": lookup.target}
+        args = {TARGET_ARGUMENT[search.method]: lookup.target}
         for node in lookup.next_queries(now):
             if not self._send_query(node.address, node.id, search.method, args, now, search.number):
                 lookup.failed(node.id)
@@ -290,16 +379,13 @@ class DhtNode:
         del self._searches[search.number]
         lookup = search.lookup
         closest = lookup.closest()
-        if search.announce_port is not None:
-            args: dict[bytes, Any] = {b"info_hash": lookup.target, b"port": search.announce_port}
-            if search.announce_port == 0:
-                args[b"port"] = 1  # ignored with implied_port, but some nodes require it
-                args[b"implied_port"] = 1
+        if search.store is not None:
+            method, args = search.store
             for node in closest:
                 token = search.tokens.get(node.id)
                 if token is not None:
                     self._send_query(
-                        node.address, node.id, ANNOUNCE_PEER, {**args, b"token": token}, now, None
+                        node.address, node.id, method, {**args, b"token": token}, now, None
                     )
         if search.report:
             self._outputs.append(
@@ -365,10 +451,12 @@ class DhtNode:
             return
         if search is None:
             return
-        if search.method == GET_PEERS:
-            token = values.get(b"token")
-            if isinstance(token, bytes) and len(token) <= krpc.MAX_TRANSACTION:
-                search.tokens[node.id] = token
+        token = values.get(b"token")
+        if isinstance(token, bytes) and len(token) <= krpc.MAX_TRANSACTION:
+            search.tokens[node.id] = token
+        if search.method == GET_LISTINGS:
+            self._take_listings(search, values.get(b"listings"))
+        elif search.method == GET_PEERS:
             peers = [
                 peer
                 for peer in krpc.unpack_peers(values.get(b"values"), limit=MAX_REPLY_NODES * 4)
@@ -380,6 +468,23 @@ class DhtNode:
                     self._outputs.append(PeersFound(search.number, search.lookup.target, peers))
         search.lookup.answered(pending.node_id, nodes)
         self._advance(search, now)
+
+    def _take_listings(self, search: _Search, found: object) -> None:
+        """Listings from a reply: new ones whose signatures hold go up."""
+        if not isinstance(found, list):
+            return
+        fresh = []
+        for value in found[:MAX_REPLY_LISTINGS]:
+            try:
+                listing = parse_listing(value)
+            except ListingError:
+                continue  # a node that stores junk is not our problem, its junk is not ours
+            slot = (listing.info_hash, listing.public_key)
+            if slot not in search.listings and search.lookup.target in listing.keyword_keys():
+                search.listings.add(slot)
+                fresh.append(listing)
+        if fresh and search.report:
+            self._outputs.append(ListingsFound(search.number, search.lookup.target, fresh))
 
     def _timed_out(self, pending: _Pending, now: float) -> None:
         if pending.node_id is None:

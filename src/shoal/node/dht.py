@@ -15,7 +15,8 @@ from pathlib import Path
 from ..addresses import Address
 from ..contract import Datagram
 from ..datagrams import DatagramPort
-from ..dht.core import DhtNode, LookupDone, PeersFound
+from ..dht.core import DhtNode, ListingsFound, LookupDone, PeersFound
+from ..dht.listings import DhtListing, keyword_key, keywords, matches
 from ..dht.routing import NodeInfo, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ PUBLIC_ROUTERS: tuple[Address, ...] = (
 # One table per port: two shoal processes on one machine are two nodes, with two ids.
 TABLE_FILE = "dht-{port}.dat"
 SAVE_INTERVAL = 300.0
+# How often a search waiting for the table to hold a node looks again.
+JOIN_POLL = 0.05
 
 PeersCallback = Callable[[list[Address]], None]
 
@@ -46,6 +49,8 @@ class DhtService:
         self._on_peers: dict[int, PeersCallback] = {}
         self._finished: dict[int, asyncio.Future[LookupDone]] = {}
         self._deferred: list[tuple[bytes, PeersCallback, int | None]] = []
+        self._deferred_publish: list[DhtListing] = []
+        self._on_listings: dict[int, Callable[[list[DhtListing]], None]] = {}
         self._last_save = 0.0
 
     @property
@@ -88,14 +93,56 @@ class DhtService:
         self._on_peers[number] = on_peers
         self._pump()
 
-    async def find_node(self, target: bytes) -> LookupDone:
-        """Look up the nodes closest to target."""
+    def publish(self, listing: DhtListing) -> None:
+        """Store a signed listing under each of its words' keys (again before it expires)."""
+        if self.core is None:
+            return
+        if not len(self.core.table):
+            self._deferred_publish.append(listing)
+            return
+        self.core.publish_listing(listing, self.loop.time())
+        self._pump()
+
+    async def search(self, query: str) -> list[DhtListing]:
+        """Listings whose names hold every word of query: the nodes closest to the key of
+        its longest keyword are asked, and what they hold is filtered by all the words."""
+        chosen = sorted(keywords(query), key=len, reverse=True)
+        if not chosen or self.core is None:
+            return []
+        await self.joined()
+        number = self.core.search_listings(keyword_key(chosen[0]), self.loop.time())
+        found: list[DhtListing] = []
+        self._on_listings[number] = found.extend
+        await self._wait(number)
+        words = query.lower().split()
+        return [listing for listing in found if matches(listing, [w for w in words if w])]
+
+    async def count_peers(self, info_hash: bytes) -> int:
+        """How many peers of info_hash the DHT knows."""
+        await self.joined()
         assert self.core is not None
-        number = self.core.find_node(target, self.loop.time())
+        peers: set[Address] = set()
+        number = self.core.get_peers(info_hash, self.loop.time())
+        self._on_peers[number] = peers.update
+        await self._wait(number)
+        return len(peers)
+
+    async def joined(self) -> None:
+        """Wait until the table holds a node (a lookup before would have nobody to ask)."""
+        while self.core is not None and not len(self.core.table):
+            await asyncio.sleep(JOIN_POLL)
+
+    async def _wait(self, number: int) -> LookupDone:
         done: asyncio.Future[LookupDone] = self.loop.create_future()
         self._finished[number] = done
         self._pump()
         return await done
+
+    async def find_node(self, target: bytes) -> LookupDone:
+        """Look up the nodes closest to target."""
+        assert self.core is not None
+        number = self.core.find_node(target, self.loop.time())
+        return await self._wait(number)
 
     def stop(self) -> None:
         """Save the table and stop the timer."""
@@ -134,16 +181,24 @@ class DhtService:
                 callback = self._on_peers.get(output.lookup)
                 if callback is not None:
                     callback(output.peers)
+            elif isinstance(output, ListingsFound):
+                on_listings = self._on_listings.get(output.lookup)
+                if on_listings is not None:
+                    on_listings(output.listings)
             elif isinstance(output, LookupDone):
                 self._on_peers.pop(output.lookup, None)
+                self._on_listings.pop(output.lookup, None)
                 done = self._finished.pop(output.lookup, None)
                 if done is not None and not done.done():
                     done.set_result(output)
-        if self._deferred and len(core.table):
+        if (self._deferred or self._deferred_publish) and len(core.table):
             deferred, self._deferred = self._deferred, []
+            publish, self._deferred_publish = self._deferred_publish, []
             for info_hash, on_peers, announce_port in deferred:
                 self.find_peers(info_hash, on_peers, announce_port=announce_port)
-            return  # find_peers pumped
+            for listing in publish:
+                self.publish(listing)
+            return  # find_peers and publish pumped
         wake = core.get_timer()
         if self._timer is not None:
             self._timer.cancel()
