@@ -9,6 +9,9 @@ import pytest
 from shoal.contract import Datagram
 from shoal.dht import krpc
 from shoal.dht.core import DhtNode, LookupDone, PeersFound
+from shoal.dht.listings import keyword_key, sign_listing
+from shoal.dht.routing import NodeInfo
+from shoal.identity import Identity
 from shoal.sim.swarm import SimNetwork, SimNode
 
 
@@ -183,3 +186,54 @@ def test_loopback_nodes_are_rate_limited_each_on_its_own():
         core.receive(ping, ("127.0.0.1", port), 0.0)
         answered += len(core.take_outputs())
     assert answered >= 200  # 200 nodes on one machine, one ping each
+
+
+def test_a_node_answering_with_another_id_counts_as_gone():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    asked = b"\x02" * 20
+    core.table.heard_from(NodeInfo(asked, ("10.0.0.2", 6881)), 0.0, responded=True)
+    number = core.find_node(b"\x03" * 20, 0.0)
+    [query] = [o for o in core.take_outputs() if isinstance(o, Datagram)]
+    transaction = krpc.parse(query.data).transaction
+    impostor = krpc.response(transaction, {b"nodes": b""}, sender=b"\x09" * 20, requester=None)
+    core.receive(impostor, ("10.0.0.2", 6881), 1.0)
+    entry = core.table.get(asked)
+    assert entry is not None and entry.failures == 1
+    [done] = [o for o in core.take_outputs() if isinstance(o, LookupDone)]
+    assert done.lookup == number and done.closest == []
+
+
+def test_a_listings_reply_fits_a_datagram_whatever_was_published():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    for number in range(20):
+        big = sign_listing(
+            Identity.generate(),
+            bytes([number]) * 20,
+            "Trail " + "x" * 190,
+            1,
+            ["y" * 40] * 4,
+            1000,
+        )
+        core.listings.put(keyword_key("trail"), big, 0.0)
+    ask = krpc.query(
+        b"aa", b"shoal_get_listings", {b"key": keyword_key("trail")}, sender=b"\x02" * 20
+    )
+    core.receive(ask, ("10.0.0.9", 6881), 1.0)
+    [reply] = core.take_outputs()
+    assert len(reply.data) <= 1500
+    response = krpc.parse(reply.data)
+    assert isinstance(response, krpc.Response) and response.values[b"listings"]
+
+
+def test_a_node_cut_off_asks_its_routers_and_its_silent_nodes_again():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    core.bootstrap([("10.0.0.1", 6881)], 0.0)
+    node = NodeInfo(b"\x02" * 20, ("10.0.0.2", 6881))
+    core.table.heard_from(node, 0.0, responded=True)
+    core.table.failed(node.id, 1.0)
+    core.table.failed(node.id, 2.0)
+    assert not core.usable()
+    core.take_outputs()
+    core.handle_timer(100.0)
+    asked = {o.address for o in core.take_outputs() if isinstance(o, Datagram)}
+    assert asked == {("10.0.0.1", 6881), ("10.0.0.2", 6881)}

@@ -640,7 +640,12 @@ async def search_dht(query: str, routers: list[tuple[str, int]], limit: int) -> 
     await node.start()
     try:
         assert node.dht is not None
-        found = (await asyncio.wait_for(node.dht.search(query), SEARCH_TIMEOUT))[:limit]
+        try:
+            found = (await asyncio.wait_for(node.dht.search(query), SEARCH_TIMEOUT))[:limit]
+        except TimeoutError:
+            raise ShoalError(
+                f"no answer from the DHT in {SEARCH_TIMEOUT:.0f} s: are its bootstrap nodes up?"
+            ) from None
         publishers: dict[bytes, set[bytes]] = {}
         for listing in found:
             publishers.setdefault(listing.info_hash, set()).add(listing.public_key)
@@ -706,7 +711,8 @@ def dht(port: int | None, dht_bootstrap: tuple[str, ...]) -> None:
     routers = DhtChoice(dht_bootstrap).routers() if dht_bootstrap else []
 
     async def serve_dht() -> None:
-        node = Node(port=port, dht_routers=routers, state=state_dir())
+        # A table of its own: one saved by a seed or get on this port may hold public nodes.
+        node = Node(port=port, dht_routers=routers, state=state_dir() / "dht-node")
         stop = until_signal(node)
         await node.start()
         try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import addresses
 from ..addresses import Address
+from ..bencode import encode
 from ..contract import Datagram
 from ..ratelimit import RateLimiter
 from . import krpc
@@ -37,6 +38,8 @@ QUERY_BURST = 50.0
 MAX_RATE_LIMITED_IPS = 10_000
 # Queries of ours in flight at once, whatever asks for them.
 MAX_PENDING = 1000
+# Bytes of listings in one reply: with the nodes and the rest, it stays under 1,500.
+MAX_LISTINGS_BYTES = 900
 # Nodes read from one reply.
 MAX_REPLY_NODES = 2 * K
 
@@ -136,7 +139,6 @@ class DhtNode:
         self._pinging: set[bytes] = set()  # questionable nodes we asked whether they live
         self._routers: list[Address] = []
         self._next_bootstrap = now
-        self._next_transaction = self.rng.getrandbits(16)
         self._next_maintenance = now + MAINTENANCE_INTERVAL
         self.queries_sent = 0
         self.queries_answered = 0
@@ -148,12 +150,19 @@ class DhtNode:
         to our own id; their answers seed a lookup of our own id, which fills the table."""
         self._routers = list(routers)
         self._ask_routers(now)
-        if len(self.table):
+        if self.usable():
             self._join(now, [])
 
+    def usable(self) -> bool:
+        """Whether the table holds a node worth asking (not one that stopped answering)."""
+        return bool(self.table.closest(self.node_id, 1))
+
     def _ask_routers(self, now: float) -> None:
+        """Ask the routers, and the nodes that stopped answering, for a way back in."""
         for address in self._routers:
             self._send_query(address, None, FIND_NODE, {b"target": self.node_id}, now, None)
+        for node in self.table.closest(self.node_id, K, include_bad=True):
+            self._send_query(node.address, None, FIND_NODE, {b"target": self.node_id}, now, None)
         self._next_bootstrap = now + BOOTSTRAP_RETRY
 
     def find_node(self, target: bytes, now: float) -> int:
@@ -200,7 +209,7 @@ class DhtNode:
     def get_timer(self) -> float | None:
         """The next query deadline, lookup deadline or maintenance, whichever is first."""
         wake = self._next_maintenance
-        if not len(self.table) and self._routers:
+        if not self.usable():
             wake = min(wake, self._next_bootstrap)
         if self._deadlines:
             wake = min(wake, self._deadlines[0][0])
@@ -218,7 +227,7 @@ class DhtNode:
                 self._timed_out(pending, now)
         for search in list(self._searches.values()):
             self._advance(search, now)
-        if not len(self.table) and self._routers and now >= self._next_bootstrap:
+        if now >= self._next_bootstrap and not self.usable():
             self._ask_routers(now)  # nobody answered, or everybody left: try again
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_INTERVAL
@@ -288,7 +297,14 @@ class DhtNode:
             return {}
         if method == GET_LISTINGS:
             key = krpc.node_id(args, b"key")
-            found = [listing.to_value() for listing in self.listings.get(key, now)]
+            found: list[Any] = []
+            room = MAX_LISTINGS_BYTES
+            for listing in self.listings.get(key, now):
+                value = listing.to_value()
+                room -= len(encode(value))
+                if room < 0:
+                    break  # a reply must fit a datagram, whatever was published
+                found.append(value)
             return self._held(key, sender, args, ip, b"listings", found)
         if method == PUT_LISTING:
             key = krpc.node_id(args, b"key")
@@ -421,9 +437,9 @@ class DhtNode:
         return True
 
     def _transaction(self) -> bytes:
+        """A random id no query in flight has: a forged reply must guess it."""
         while True:
-            self._next_transaction = (self._next_transaction + 1) & 0xFFFF
-            transaction = self._next_transaction.to_bytes(2, "big")
+            transaction = self.rng.getrandbits(16).to_bytes(2, "big")
             if transaction not in self._pending:
                 return transaction
 
@@ -438,6 +454,11 @@ class DhtNode:
             if search is not None and pending.node_id is not None:
                 search.lookup.failed(pending.node_id)
                 self._advance(search, now)
+            return
+        if pending.node_id is not None and message.sender != pending.node_id:
+            # Another node at that address now (a restart with a new id): the one we asked
+            # is gone, whatever answered.
+            self._timed_out(pending, now)
             return
         self.queries_answered += 1
         node = NodeInfo(message.sender, sender)
@@ -503,8 +524,9 @@ class DhtNode:
         except ValueError:
             return
         if questionable is not None and questionable.id not in self._pinging:
-            self._pinging.add(questionable.id)  # every newcomer names it until it answers
-            self._send_query(questionable.address, questionable.id, PING, {}, now, None)
+            address, node_id = questionable.address, questionable.id
+            if self._send_query(address, node_id, PING, {}, now, None):
+                self._pinging.add(node_id)  # every newcomer names it until it answers
 
     def _send(self, data: bytes, address: Address) -> None:
         self._outputs.append(Datagram(data, address))

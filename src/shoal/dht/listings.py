@@ -26,8 +26,8 @@ STOP_WORDS = frozenset({"the", "and", "for", "with", "from", "mp3", "avi", "mkv"
 MAX_KEYWORDS = 8
 # A listing must fit a datagram with room to spare: a short name and a few files.
 MAX_NAME = 200
-MAX_FILES = 8
-MAX_FILE_NAME = 60
+MAX_FILES = 4
+MAX_FILE_NAME = 40
 LISTING_LIFETIME = 3600.0
 REPUBLISH_INTERVAL = 1800.0
 MAX_KEYS = 2000

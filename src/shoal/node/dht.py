@@ -18,6 +18,7 @@ from ..datagrams import DatagramPort
 from ..dht.core import DhtNode, ListingsFound, LookupDone, PeersFound
 from ..dht.listings import DhtListing, keyword_key, keywords, matches
 from ..dht.routing import NodeInfo, RoutingTable
+from ..words import words
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ class DhtService:
         self._timer: asyncio.TimerHandle | None = None
         self._on_peers: dict[int, PeersCallback] = {}
         self._finished: dict[int, asyncio.Future[LookupDone]] = {}
-        self._deferred: list[tuple[bytes, PeersCallback, int | None]] = []
-        self._deferred_publish: list[DhtListing] = []
+        self._deferred: dict[bytes, tuple[PeersCallback, int | None]] = {}
+        self._deferred_publish: dict[bytes, DhtListing] = {}
         self._on_listings: dict[int, Callable[[list[DhtListing]], None]] = {}
         self._last_save = 0.0
 
@@ -84,10 +85,10 @@ class DhtService:
         announce ourselves at the end (0: our UDP port)."""
         if self.core is None:
             return
-        if not len(self.core.table):
-            # Still joining: a lookup now would have nobody to ask. It starts once the
-            # first node is in the table (a router's answer puts one there).
-            self._deferred.append((info_hash, on_peers, announce_port))
+        if not self.core.usable():
+            # Still joining (or cut off): a lookup now would have nobody to ask. It starts
+            # once a node answers (a router's answer puts one in the table); one per torrent.
+            self._deferred[info_hash] = (on_peers, announce_port)
             return
         number = self.core.get_peers(info_hash, self.loop.time(), announce_port=announce_port)
         self._on_peers[number] = on_peers
@@ -97,8 +98,8 @@ class DhtService:
         """Store a signed listing under each of its words' keys (again before it expires)."""
         if self.core is None:
             return
-        if not len(self.core.table):
-            self._deferred_publish.append(listing)
+        if not self.core.usable():
+            self._deferred_publish[listing.info_hash] = listing
             return
         self.core.publish_listing(listing, self.loop.time())
         self._pump()
@@ -114,8 +115,8 @@ class DhtService:
         found: list[DhtListing] = []
         self._on_listings[number] = found.extend
         await self._wait(number)
-        words = query.lower().split()
-        return [listing for listing in found if matches(listing, [w for w in words if w])]
+        wanted = words(query)
+        return [listing for listing in found if matches(listing, wanted)]
 
     async def count_peers(self, info_hash: bytes) -> int:
         """How many peers of info_hash the DHT knows."""
@@ -129,7 +130,7 @@ class DhtService:
 
     async def joined(self) -> None:
         """Wait until the table holds a node (a lookup before would have nobody to ask)."""
-        while self.core is not None and not len(self.core.table):
+        while self.core is not None and not self.core.usable():
             await asyncio.sleep(JOIN_POLL)
 
     async def _wait(self, number: int) -> LookupDone:
@@ -151,6 +152,9 @@ class DhtService:
             self._timer = None
         self._save()
         self.core = None
+        for waiting in self._finished.values():
+            waiting.cancel()
+        self._finished.clear()
 
     # -- the core's loop ---------------------------------------------------------------------------
 
@@ -180,7 +184,8 @@ class DhtService:
             elif isinstance(output, PeersFound):
                 callback = self._on_peers.get(output.lookup)
                 if callback is not None:
-                    callback(output.peers)
+                    # Later, not here: a torrent's callback must not break this loop.
+                    self.loop.call_soon(callback, output.peers)
             elif isinstance(output, ListingsFound):
                 on_listings = self._on_listings.get(output.lookup)
                 if on_listings is not None:
@@ -191,12 +196,12 @@ class DhtService:
                 done = self._finished.pop(output.lookup, None)
                 if done is not None and not done.done():
                     done.set_result(output)
-        if (self._deferred or self._deferred_publish) and len(core.table):
-            deferred, self._deferred = self._deferred, []
-            publish, self._deferred_publish = self._deferred_publish, []
-            for info_hash, on_peers, announce_port in deferred:
+        if (self._deferred or self._deferred_publish) and core.usable():
+            deferred, self._deferred = self._deferred, {}
+            publish, self._deferred_publish = self._deferred_publish, {}
+            for info_hash, (on_peers, announce_port) in deferred.items():
                 self.find_peers(info_hash, on_peers, announce_port=announce_port)
-            for listing in publish:
+            for listing in publish.values():
                 self.publish(listing)
             return  # find_peers and publish pumped
         wake = core.get_timer()
