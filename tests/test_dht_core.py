@@ -237,3 +237,21 @@ def test_a_node_cut_off_asks_its_routers_and_its_silent_nodes_again():
     core.handle_timer(100.0)
     asked = {o.address for o in core.take_outputs() if isinstance(o, Datagram)}
     assert asked == {("10.0.0.1", 6881), ("10.0.0.2", 6881)}
+
+
+def test_each_family_gets_its_own_closest_nodes():
+    core = DhtNode(b"\x00" * 20, 0.0, rng=random.Random(1))
+    target = b"\x00" * 20
+    # IPv6 nodes closest to the target, IPv4 ones farther (each in a bucket of its own):
+    # an asker still gets 8 of each family.
+    for number in range(12):
+        near = (1 << number).to_bytes(20, "big")
+        core.table.heard_from(NodeInfo(near, (f"2001:db8:{number + 1}::1", 1)), 0.0, responded=True)
+        far = (1 << (number + 40)).to_bytes(20, "big")
+        core.table.heard_from(NodeInfo(far, (f"10.3.0.{number + 1}", 1)), 0.0, responded=True)
+    args = {b"target": target, b"want": [b"n4", b"n6"]}
+    core.receive(krpc.query(b"aa", b"find_node", args, sender=b"\x42" * 20), ("10.0.0.9", 1), 0.0)
+    [reply] = core.take_outputs()
+    values = krpc.parse(reply.data).values
+    assert len(krpc.unpack_nodes(values[b"nodes"], ipv6=False, limit=20)) == 8
+    assert len(krpc.unpack_nodes(values[b"nodes6"], ipv6=True, limit=20)) == 8

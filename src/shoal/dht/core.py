@@ -338,9 +338,12 @@ class DhtNode:
 
     def _nodes(self, target: bytes, sender: Address, args: dict[bytes, Any]) -> dict[bytes, Any]:
         """The closest nodes we know to target, for the families the requester wants."""
-        # The asker is left out: it knows itself (libtorrent would query itself).
-        closest = [n for n in self.table.closest(target, K + 1) if n.address != sender][:K]
-        v4, v6 = krpc.pack_nodes(closest)
+        # The asker is left out: it knows itself (libtorrent would query itself). Up to K
+        # of each family: the closest of both might all be of one.
+        closest = [n for n in self.table.closest(target, 4 * K) if n.address != sender]
+        v4_nodes = [n for n in closest if ":" not in n.address[0]][:K]
+        v6_nodes = [n for n in closest if ":" in n.address[0]][:K]
+        v4, v6 = krpc.pack_nodes(v4_nodes + v6_nodes)
         want = args.get(b"want")
         if not isinstance(want, list):
             want = [b"n6" if ":" in sender[0] else b"n4"]
