@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,3 +238,12 @@ def hub(tmp_path: Path) -> Iterator[HubThread]:
     """A hub on a free loopback port, without per-IP limits (loopback clients share one IP)."""
     with HubThread(tmp_path / "hub.db", config=TrackerConfig(announce_rate=None)) as running:
         yield running
+
+
+def shoal_json(*args: str) -> Any:
+    """Run shoal with args (a command that prints one JSON object) and return the object."""
+    result = subprocess.run(
+        [str(SHOAL), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

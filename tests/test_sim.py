@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
-import subprocess
 
 import pytest
-from conftest import SHOAL
+from conftest import shoal_json
 
 from shoal.addresses import Address
 from shoal.contract import Datagram
@@ -68,15 +66,7 @@ def test_with_churn_leechers_leave_and_the_run_still_ends():
 
 
 def test_sim_swarm_prints_one_json_object():
-    result = subprocess.run(
-        [str(SHOAL), "sim", "swarm", "--nodes", "8", "--size-mib", "1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = shoal_json("sim", "swarm", "--nodes", "8", "--size-mib", "1", "--json")
     assert {
         "nodes",
         "simulated_seconds",

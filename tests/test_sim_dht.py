@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
 from typing import Any
 
 import pytest
-from conftest import SHOAL
+from conftest import shoal_json
 
 from shoal.sim.dht import run_dht
 
@@ -50,14 +48,6 @@ def test_nonsense_is_refused(nodes, churn):
 
 
 def test_sim_dht_prints_one_json_object():
-    result = subprocess.run(
-        [str(SHOAL), "sim", "dht", "--nodes", "40", "--lookups", "5", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = shoal_json("sim", "dht", "--nodes", "40", "--lookups", "5", "--json")
     assert {"success_rate", "hops", "messages_per_lookup", "latency_seconds"} <= set(report)
     assert report["completed"] == 5

@@ -753,6 +753,22 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+def scenario_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--session-shape, --seed and --json, which every simulated scenario takes."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(
+        command
+    )
+    command = click.option(
+        "--seed", type=click.IntRange(0, 2**63), default=1, help="Seed of every random choice."
+    )(command)
+    return click.option(
+        "--session-shape",
+        type=FiniteRange(0.1, 10),
+        default=1.0,
+        help="Weibull shape of session lengths (1: exponential; measured P2P traces: 0.3-0.6).",
+    )(command)
+
+
 @sim.command("swarm")
 @click.option(
     "--nodes",
@@ -767,16 +783,7 @@ class FiniteRange(click.FloatRange):
     default=0.0,
     help="Departures per leecher per simulated second (0: nobody leaves).",
 )
-@click.option(
-    "--session-shape",
-    type=FiniteRange(0.1, 10),
-    default=1.0,
-    help="Weibull shape of session lengths (1: exponential; measured P2P traces: 0.3-0.6).",
-)
-@click.option(
-    "--seed", type=click.IntRange(0, 2**63), default=1, help="Seed of every random choice."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@scenario_options
 def sim_swarm(
     nodes: int, size_mib: int, churn: float, session_shape: float, seed: int, as_json: bool
 ) -> None:
@@ -818,16 +825,7 @@ def sim_swarm(
     help="Share of the nodes that leave, each replaced by a newcomer, during the lookups.",
 )
 @click.option("--lookups", type=click.IntRange(1, 100_000), default=100, help="Lookups to run.")
-@click.option(
-    "--session-shape",
-    type=FiniteRange(0.1, 10),
-    default=1.0,
-    help="Weibull shape of session lengths (1: exponential; measured P2P traces: 0.3-0.6).",
-)
-@click.option(
-    "--seed", type=click.IntRange(0, 2**63), default=1, help="Seed of every random choice."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@scenario_options
 def sim_dht(
     nodes: int, churn: float, lookups: int, session_shape: float, seed: int, as_json: bool
 ) -> None:
