@@ -32,8 +32,6 @@ PUBLIC_ROUTERS: tuple[Address, ...] = (
 # One table per port: two shoal processes on one machine are two nodes, with two ids.
 TABLE_FILE = "dht-{port}.dat"
 SAVE_INTERVAL = 300.0
-# How often a search waiting for the table to hold a node looks again.
-JOIN_POLL = 0.05
 
 PeersCallback = Callable[[list[Address]], None]
 
@@ -51,6 +49,7 @@ class DhtService:
         self._finished: dict[int, asyncio.Future[LookupDone]] = {}
         self._deferred: dict[bytes, tuple[PeersCallback, int | None]] = {}
         self._deferred_publish: dict[bytes, DhtListing] = {}
+        self._join_waiters: list[asyncio.Future[None]] = []  # see joined()
         self._on_listings: dict[int, Callable[[list[DhtListing]], None]] = {}
         self._last_save = 0.0
 
@@ -130,8 +129,11 @@ class DhtService:
 
     async def joined(self) -> None:
         """Wait until the table holds a node (a lookup before would have nobody to ask)."""
-        while self.core is not None and not self.core.usable():
-            await asyncio.sleep(JOIN_POLL)
+        if self.core is None or self.core.usable():
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._join_waiters.append(waiter)
+        await waiter
 
     async def _wait(self, number: int) -> LookupDone:
         done: asyncio.Future[LookupDone] = self.loop.create_future()
@@ -152,9 +154,12 @@ class DhtService:
             self._timer = None
         self._save()
         self.core = None
-        for waiting in self._finished.values():
-            waiting.cancel()
+        for lookup in self._finished.values():
+            lookup.cancel()
+        for waiter in self._join_waiters:
+            waiter.cancel()
         self._finished.clear()
+        self._join_waiters.clear()
 
     # -- the core's loop ---------------------------------------------------------------------------
 
@@ -196,7 +201,11 @@ class DhtService:
                 done = self._finished.pop(output.lookup, None)
                 if done is not None and not done.done():
                     done.set_result(output)
-        if (self._deferred or self._deferred_publish) and core.usable():
+        if (self._deferred or self._deferred_publish or self._join_waiters) and core.usable():
+            waiters, self._join_waiters = self._join_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
             deferred, self._deferred = self._deferred, {}
             publish, self._deferred_publish = self._deferred_publish, {}
             for info_hash, (on_peers, announce_port) in deferred.items():
