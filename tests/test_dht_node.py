@@ -1,5 +1,6 @@
 """The DHT on real sockets: 30 nodes on loopback, a download found through the DHT alone, a
-restart that keeps the routing table."""
+keyword search, lookups after a fifth of the nodes died, a restart that keeps the routing
+table."""
 
 from __future__ import annotations
 
@@ -9,32 +10,76 @@ import random
 from conftest import LOOPBACK, until
 from test_node import make_content
 
+from shoal.dht.core import DhtNode
+from shoal.dht.listings import DhtListing, keyword_key, sign_listing
+from shoal.identity import Identity
 from shoal.node import Node
+from shoal.node.dht import DhtService
 
 NODES = 30
+K = 8
 
 
-async def dht_nodes(tmp_path, count: int) -> list[Node]:
-    """count DHT nodes on loopback, all joined through the first."""
-    first = Node(port=0, host=LOOPBACK, dht_routers=[], state=tmp_path / "dht0")
+async def dht_nodes(tmp_path, count: int, host: str = LOOPBACK) -> list[Node]:
+    """count DHT nodes on host (a loopback address), all joined through the first."""
+    first = Node(port=0, host=host, dht_routers=[], state=tmp_path / "dht0")
     await first.start()
-    routers = [(LOOPBACK, first.port)]
+    routers = [(host, first.port)]
     nodes = [first]
     for number in range(1, count):
-        node = Node(port=0, host=LOOPBACK, dht_routers=routers, state=tmp_path / f"dht{number}")
+        node = Node(port=0, host=host, dht_routers=routers, state=tmp_path / f"dht{number}")
         await node.start()
         nodes.append(node)
     return nodes
 
 
-def table_size(node: Node) -> int:
+async def stop_all(nodes: list[Node | None]) -> None:
+    """Stop every node started (None: never started); stopping twice is harmless."""
+    for node in nodes:
+        if node is not None:
+            await node.stop()
+
+
+def dht(node: Node) -> DhtService:
+    assert node.dht is not None
+    return node.dht
+
+
+def core(node: Node) -> DhtNode:
     assert node.dht is not None and node.dht.core is not None
-    return len(node.dht.core.table)
+    return node.dht.core
+
+
+def table_size(node: Node) -> int:
+    return len(core(node).table)
 
 
 def node_id(node: Node) -> bytes:
-    assert node.dht is not None and node.dht.core is not None
-    return node.dht.core.node_id
+    return core(node).node_id
+
+
+def true_closest(nodes: list[Node], target: bytes, count: int = K) -> list[bytes]:
+    """The ids of the count nodes closest to target, closest first."""
+    key = int.from_bytes(target, "big")
+    return sorted(map(node_id, nodes), key=lambda i: int.from_bytes(i, "big") ^ key)[:count]
+
+
+def holding_listing(nodes: list[Node], key: bytes, listing: DhtListing) -> int:
+    """How many nodes store listing under key."""
+    now = asyncio.get_running_loop().time()
+    return sum(listing in core(n).server.listings.get(key, now) for n in nodes)
+
+
+def holding_peer(nodes: list[Node], info_hash: bytes, peer: tuple[str, int]) -> int:
+    """How many nodes store peer as a peer of info_hash."""
+    now = asyncio.get_running_loop().time()
+    return sum(peer in core(n).server.peers.peers(info_hash, now) for n in nodes)
+
+
+def alpine_listing() -> DhtListing:
+    """A listing of a made-up torrent, signed by a fresh identity."""
+    files = ["alpine-sunrise.webm", "credits.txt"]
+    return sign_listing(Identity.generate(), b"\x42" * 20, "Alpine Sunrise Timelapse", 5, files, 1)
 
 
 def test_thirty_nodes_find_the_true_closest_and_a_torrent_through_the_dht_alone(tmp_path):
@@ -90,5 +135,93 @@ def test_a_restarted_node_keeps_its_id_and_its_table(tmp_path):
         finally:
             for node in nodes:
                 await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_keyword_search_finds_a_listing_another_node_published(tmp_path):
+    listing = alpine_listing()
+    key = keyword_key("timelapse")  # the longest word of the searches below: the key asked
+
+    async def scenario() -> None:
+        nodes = await dht_nodes(tmp_path, NODES)
+        publisher, searcher = nodes[7], nodes[21]
+        try:
+            await until(lambda: all(table_size(n) >= K for n in nodes), "tables to fill", 30)
+            dht(publisher).publish(listing)
+            await until(lambda: holding_listing(nodes, key, listing) >= 6, "the listing stored", 30)
+            # Stored on the nodes closest to the word's key, and nowhere else.
+            others = [n for n in nodes if n is not publisher]
+            holders = {node_id(n) for n in others if holding_listing([n], key, listing)}
+            assert holders <= set(true_closest(others, key))
+            found = await asyncio.wait_for(dht(searcher).search("Timelapse alp"), 40)
+            assert found == [listing]
+            # Same key asked, but the listing lacks a word: filtered out.
+            assert await asyncio.wait_for(dht(searcher).search("timelapse night"), 40) == []
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+def test_with_a_fifth_of_the_nodes_dead_lookups_peers_and_searches_still_succeed(tmp_path):
+    listing = alpine_listing()
+    key = keyword_key("timelapse")
+    info_hash = b"\x17" * 20
+
+    async def scenario() -> None:
+        nodes = await dht_nodes(tmp_path, NODES)
+        seeder, publisher, *askers = nodes[1:8]
+        peer = (LOOPBACK, seeder.port)
+        try:
+            await until(lambda: all(table_size(n) >= K for n in nodes), "tables to fill", 30)
+            dht(publisher).publish(listing)
+            dht(seeder).find_peers(info_hash, lambda _peers: None, announce_port=0)
+            await until(
+                lambda: (
+                    holding_listing(nodes, key, listing) >= 6
+                    and holding_peer(nodes, info_hash, peer) >= 6
+                ),
+                "the listing and the seeder stored",
+                30,
+            )
+            # The dead: the two closest to the key, the two closest to the info-hash (among
+            # the nodes that hold the listing and the seeder), and two at random; no node has
+            # yet learnt that they are gone.
+            candidates = [n for n in nodes if n not in (seeder, publisher, *askers)]
+            dead: list[Node] = []
+            for target in (key, info_hash):
+                closest = true_closest([n for n in candidates if n not in dead], target, 2)
+                dead += [n for n in candidates if node_id(n) in closest]
+            dead += random.Random(5).sample([n for n in candidates if n not in dead], 2)
+            assert len(dead) == NODES // 5
+            dead_ids = {node_id(n) for n in dead}
+            # Targets whose closest nodes are dead: the key, the info-hash, and next to the
+            # ids of the two dead at random.
+            near = [bytes([*node_id(n)[:19], node_id(n)[19] ^ 1]) for n in dead[4:]]
+            for node in dead:
+                await node.stop()
+            live = [n for n in nodes if n not in dead]
+
+            async def look_up(asker: Node, target: bytes) -> None:
+                done = await dht(asker).find_node(target)
+                truth = true_closest([n for n in live if n is not asker], target)
+                found = [n.id for n in done.closest]
+                assert not set(found) & dead_ids
+                assert found[0] == truth[0] and len(set(found) & set(truth)) >= 6
+
+            seen: set[tuple[str, int]] = set()
+            dht(askers[0]).find_peers(info_hash, seen.update)
+            checks = [
+                look_up(askers[i % len(askers)], target)
+                for i, target in enumerate([key, info_hash, *near])
+            ]
+            found, *_ = await asyncio.wait_for(
+                asyncio.gather(dht(askers[-1]).search("alpine timelapse"), *checks), 40
+            )
+            assert found == [listing]
+            await until(lambda: peer in seen, "the seeder found", 30)
+        finally:
+            await stop_all(nodes)
 
     asyncio.run(scenario())
