@@ -151,7 +151,7 @@ def test_announces_need_a_token_from_the_same_ip():
     assert isinstance(krpc.parse(refused.data), krpc.Error)
     core.receive(krpc.query(b"a3", b"announce_peer", announce, sender=b"\x02" * 20), asker, 1.0)
     core.take_outputs()
-    assert core.store.peers(info_hash, 2.0) == [("10.0.0.9", 7000)]
+    assert core.server.peers.peers(info_hash, 2.0) == [("10.0.0.9", 7000)]
 
 
 def test_a_flood_from_one_ip_is_rate_limited():
@@ -214,12 +214,21 @@ def test_a_listings_reply_fits_a_datagram_whatever_was_published():
             ["y" * 40] * 4,
             1000,
         )
-        core.listings.put(keyword_key("trail"), big, 0.0)
+        core.server.listings.put(keyword_key("trail"), big, 0.0)
+    stranger = ("10.0.0.9", 6881)
     ask = krpc.query(
         b"aa", b"shoal_get_listings", {b"key": keyword_key("trail")}, sender=b"\x02" * 20
     )
-    core.receive(ask, ("10.0.0.9", 6881), 1.0)
+    core.receive(ask, stranger, 1.0)
     [reply] = core.take_outputs()
+    # A stranger gets its nodes and a token, but no more listings than its query's size allows.
+    response = krpc.parse(reply.data)
+    assert isinstance(response, krpc.Response) and b"listings" not in response.values
+    assert len(reply.data) <= 4 * len(ask)
+    # With the token, which proves its address, it gets what a datagram holds.
+    args = {b"key": keyword_key("trail"), b"token": response.values[b"token"]}
+    core.receive(krpc.query(b"ab", b"shoal_get_listings", args, sender=b"\x02" * 20), stranger, 2.0)
+    [reply] = [o for o in core.take_outputs() if o.address == stranger]
     assert len(reply.data) <= 1500
     response = krpc.parse(reply.data)
     assert isinstance(response, krpc.Response) and response.values[b"listings"]

@@ -93,7 +93,7 @@ def tables_holding(nodes: list[Node], wanted: NodeInfo) -> int:
 def stores_holding(nodes: list[Node], info_hash: bytes, peer: Address) -> int:
     """How many of the nodes give out peer for info_hash in answer to get_peers."""
     now = asyncio.get_running_loop().time()
-    return sum(peer in core(node).store.peers(info_hash, now) for node in nodes)
+    return sum(peer in core(node).server.peers.peers(info_hash, now) for node in nodes)
 
 
 def lt_joined(session: lt.session) -> Callable[[], bool]:

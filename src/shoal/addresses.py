@@ -15,6 +15,7 @@ Address = tuple[str, int]
 IPV4_ENTRY = 6
 IPV6_ENTRY = 18
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+_IPV6_LOOPBACK = bytes(15) + b"\x01"
 
 
 def pack_ip(host: str) -> bytes:
@@ -32,6 +33,17 @@ def pack_ip(host: str) -> bytes:
     except OSError:
         raise ValueError(f"{host!r} is not an IP address") from None
     return packed[12:] if packed.startswith(_MAPPED_PREFIX) else packed
+
+
+def is_loopback_ip(packed_ip: bytes) -> bool:
+    """Whether a packed IP is a loopback address (127.0.0.0/8, ::1)."""
+    return packed_ip[:1] == b"\x7f" if len(packed_ip) == 4 else packed_ip == _IPV6_LOOPBACK
+
+
+def source_key(packed_ip: bytes, port: int) -> bytes:
+    """What per-source limits count by: the IP, but on loopback, where tests and the demo run
+    many nodes on one IP, the IP and the port."""
+    return join(packed_ip, port) if is_loopback_ip(packed_ip) else packed_ip
 
 
 def join(packed_ip: bytes, port: int) -> bytes:

@@ -15,39 +15,33 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import addresses
 from ..addresses import Address
-from ..bencode import encode
 from ..contract import Datagram
-from ..ratelimit import RateLimiter
 from . import krpc
-from .listings import MAX_REPLY_LISTINGS, DhtListing, ListingError, ListingStore, parse_listing
+from .items import Item, ItemError, parse_item
+from .krpc import (
+    ANNOUNCE_PEER,
+    FIND_NODE,
+    GET,
+    GET_LISTINGS,
+    GET_PEERS,
+    PING,
+    PUT,
+    PUT_LISTING,
+)
+from .listings import MAX_REPLY_LISTINGS, DhtListing, ListingError, parse_listing
 from .lookup import Lookup
 from .routing import K, NodeInfo, RoutingTable
-from .store import PeerStore
-from .tokens import Tokens
+from .server import TARGET, Server
 
 QUERY_TIMEOUT = 3.0
 MAINTENANCE_INTERVAL = 60.0
 # With an empty table, the routers are asked again this often.
 BOOTSTRAP_RETRY = 15.0
-IPV6_LOOPBACK = bytes(15) + b"\x01"
-# Queries we answer per source IP: a DHT node asks a few a second at most.
-QUERY_RATE = 20.0
-QUERY_BURST = 50.0
-MAX_RATE_LIMITED_IPS = 10_000
 # Queries of ours in flight at once, whatever asks for them.
 MAX_PENDING = 1000
-# Bytes of listings in one reply: with the nodes and the rest, it stays under 1,500.
-MAX_LISTINGS_BYTES = 900
 # Nodes read from one reply.
 MAX_REPLY_NODES = 2 * K
-
-PING, FIND_NODE, GET_PEERS, ANNOUNCE_PEER = b"ping", b"find_node", b"get_peers", b"announce_peer"
-# shoal's own methods, for the keyword index; other clients answer them with error 204.
-GET_LISTINGS, PUT_LISTING = b"shoal_get_listings", b"shoal_put_listing"
-# The argument that names each lookup's target.
-TARGET_ARGUMENT = {FIND_NODE: b"target", GET_PEERS: b"info_hash", GET_LISTINGS: b"key"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +75,16 @@ class LookupDone:
     timed_out: bool
 
 
-Output = Datagram | PeersFound | ListingsFound | LookupDone
+@dataclass(frozen=True, slots=True)
+class ItemFound:
+    """A BEP 44 item under the target a get asked for, checked (a mutable one may be followed
+    by one with a higher sequence number)."""
+
+    lookup: int
+    item: Item
+
+
+Output = Datagram | PeersFound | ListingsFound | ItemFound | LookupDone
 
 
 @dataclass(slots=True)
@@ -92,6 +95,7 @@ class _Pending:
     node_id: bytes | None  # None for a bootstrap address, whose id we do not know yet
     deadline: float
     search: int | None
+    again: bool = False  # a search's second ask, with a token (see _ask_again)
 
 
 @dataclass(slots=True)
@@ -108,6 +112,13 @@ class _Search:
     tokens: dict[bytes, bytes] = field(default_factory=dict)  # node id -> its token
     peers: set[Address] = field(default_factory=set)
     listings: set[tuple[bytes, bytes]] = field(default_factory=set)  # (info-hash, publisher)
+    # A BEP 44 get: the salt of the mutable item asked for, and the best item found.
+    salt: bytes = b""
+    item: Item | None = None
+    # Nodes whose reply held nothing: with a token, as proof of our address, they are asked
+    # again at the end, in case they held back for want of it (see server.py).
+    empty: set[bytes] = field(default_factory=set)
+    asking_again: int = 0
 
 
 class DhtNode:
@@ -126,10 +137,7 @@ class DhtNode:
         self.rng = rng or random.Random()
         self.read_only = read_only
         self.table = table or RoutingTable(node_id, rng=self.rng)
-        self.store = PeerStore(self.rng)
-        self.listings = ListingStore(self.rng)
-        self._tokens = Tokens(self.rng, now)
-        self._limiter = RateLimiter(QUERY_RATE, QUERY_BURST, MAX_RATE_LIMITED_IPS)
+        self.server = Server(node_id, self.table, self.rng, now)
         self._outputs: list[Output] = []
         self._pending: dict[bytes, _Pending] = {}
         self._deadlines: list[tuple[float, bytes]] = []  # heap over _pending
@@ -199,6 +207,16 @@ class DhtNode:
             for key in listing.keyword_keys()
         ]
 
+    def get_item(self, target: bytes, now: float, *, salt: bytes = b"") -> int:
+        """Look up the BEP 44 item under target (for a mutable one, the salt it was made
+        with): ItemFound as checked items come, then LookupDone."""
+        return self._start(target, GET, now, salt=salt)
+
+    def put_item(self, item: Item, now: float) -> int:
+        """Store a BEP 44 item on the nodes closest to its target; LookupDone when it is
+        sent to them."""
+        return self._start(item.target, GET, now, store=(PUT, item.put_args()), salt=item.salt)
+
     # -- the core contract -----------------------------------------------------------------------
 
     def take_outputs(self) -> list[Output]:
@@ -214,7 +232,8 @@ class DhtNode:
         if self._deadlines:
             wake = min(wake, self._deadlines[0][0])
         for search in self._searches.values():
-            wake = min(wake, search.lookup.deadline)
+            if not search.asking_again:  # its queries have their own deadlines
+                wake = min(wake, search.lookup.deadline)
         return wake
 
     def handle_timer(self, now: float) -> None:
@@ -231,9 +250,7 @@ class DhtNode:
             self._ask_routers(now)  # nobody answered, or everybody left: try again
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_INTERVAL
-            self._tokens.rotate(now)
-            self.store.expire(now)
-            self.listings.expire(now)
+            self.server.maintain(now)
             for target in self.table.refresh_targets(now):
                 self._start(target, FIND_NODE, now, report=False)
 
@@ -244,115 +261,21 @@ class DhtNode:
         except krpc.KrpcError:
             return
         if isinstance(message, krpc.Query):
-            self._on_query(message, sender, now)
+            self._on_query(message, sender, len(data), now)
         else:
             self._on_reply(message, sender, now)
 
     # -- answering queries -----------------------------------------------------------------------
 
-    def _on_query(self, query: krpc.Query, sender: Address, now: float) -> None:
+    def _on_query(self, query: krpc.Query, sender: Address, size: int, now: float) -> None:
         if self.read_only:
             return  # BEP 43: a read-only node asks but never answers
-        try:
-            ip = addresses.pack_ip(sender[0])
-        except ValueError:
-            return
-        # Per IP; on loopback, where tests run many nodes on one IP, per address.
-        loopback = ip[0] == 127 if len(ip) == 4 else ip == IPV6_LOOPBACK
-        source = ip + sender[1].to_bytes(2, "big") if loopback else ip
-        if not self._limiter.allow(source, now):
+        ip = self.server.admit(sender, now)
+        if ip is None:
             return
         if not query.read_only:
             self._heard_from(NodeInfo(query.sender, sender), now, responded=False)
-        try:
-            values = self._answer(query, sender, ip, now)
-        except krpc.KrpcError as exc:
-            self._send(krpc.error(query.transaction, krpc.PROTOCOL_ERROR, str(exc)), sender)
-            return
-        if values is None:
-            reply = krpc.error(query.transaction, krpc.METHOD_UNKNOWN, "method unknown")
-        else:
-            reply = krpc.response(query.transaction, values, sender=self.node_id, requester=sender)
-        self._send(reply, sender)
-
-    def _answer(
-        self, query: krpc.Query, sender: Address, ip: bytes, now: float
-    ) -> dict[bytes, Any] | None:
-        """The values of the response to a query; None for a method we do not know."""
-        args = query.args
-        method = query.method
-        if method == PING:
-            return {}
-        if method == FIND_NODE:
-            return self._nodes(krpc.node_id(args, b"target"), sender, args)
-        if method == GET_PEERS:
-            info_hash = krpc.node_id(args, b"info_hash")
-            peers = [addresses.pack(peer) for peer in self.store.peers(info_hash, now)]
-            return self._held(info_hash, sender, args, ip, b"values", peers)
-        if method == ANNOUNCE_PEER:
-            info_hash = krpc.node_id(args, b"info_hash")
-            self._check_token(args, ip)
-            port = sender[1] if args.get(b"implied_port") == 1 else krpc.port(args, b"port")
-            self.store.announce(info_hash, (sender[0], port), now)
-            return {}
-        if method == GET_LISTINGS:
-            key = krpc.node_id(args, b"key")
-            found: list[Any] = []
-            room = MAX_LISTINGS_BYTES
-            for listing in self.listings.get(key, now):
-                value = listing.to_value()
-                room -= len(encode(value))
-                if room < 0:
-                    break  # a reply must fit a datagram, whatever was published
-                found.append(value)
-            return self._held(key, sender, args, ip, b"listings", found)
-        if method == PUT_LISTING:
-            key = krpc.node_id(args, b"key")
-            self._check_token(args, ip)
-            try:
-                self.listings.put(key, parse_listing(args.get(b"listing")), now)
-            except ListingError as exc:
-                raise krpc.KrpcError(str(exc)) from None
-            return {}
-        return None
-
-    def _held(
-        self,
-        target: bytes,
-        sender: Address,
-        args: dict[bytes, Any],
-        ip: bytes,
-        field: bytes,
-        held: list[Any],
-    ) -> dict[bytes, Any]:
-        """The closest nodes to target, a token to store there later, and what we hold."""
-        values = self._nodes(target, sender, args)
-        values[b"token"] = self._tokens.issue(ip)
-        if held:
-            values[field] = held
-        return values
-
-    def _check_token(self, args: dict[bytes, Any], ip: bytes) -> None:
-        if not self._tokens.valid(args.get(b"token"), ip):
-            raise krpc.KrpcError("the token is wrong or too old")
-
-    def _nodes(self, target: bytes, sender: Address, args: dict[bytes, Any]) -> dict[bytes, Any]:
-        """The closest nodes we know to target, for the families the requester wants."""
-        # The asker is left out: it knows itself (libtorrent would query itself). Up to K
-        # of each family: the closest of both might all be of one.
-        closest = [n for n in self.table.closest(target, 4 * K) if n.address != sender]
-        v4_nodes = [n for n in closest if ":" not in n.address[0]][:K]
-        v6_nodes = [n for n in closest if ":" in n.address[0]][:K]
-        v4, v6 = krpc.pack_nodes(v4_nodes + v6_nodes)
-        want = args.get(b"want")
-        if not isinstance(want, list):
-            want = [b"n6" if ":" in sender[0] else b"n4"]
-        values: dict[bytes, Any] = {}
-        if b"n4" in want:
-            values[b"nodes"] = v4
-        if b"n6" in want:
-            values[b"nodes6"] = v6
-        return values
+        self._send(self.server.reply(query, sender, ip, size, now), sender)
 
     # -- our queries and their answers -----------------------------------------------------------
 
@@ -374,11 +297,12 @@ class DhtNode:
         store: tuple[bytes, dict[bytes, Any]] | None = None,
         report: bool = True,
         seeds: list[NodeInfo] | None = None,
+        salt: bytes = b"",
     ) -> int:
         number = self._next_search
         self._next_search += 1
         lookup = Lookup(target, self.table.closest(target, K) + (seeds or []), now)
-        search = _Search(number, lookup, method, store, report)
+        search = _Search(number, lookup, method, store, report, salt=salt)
         self._searches[number] = search
         self._advance(search, now)
         return number
@@ -386,13 +310,41 @@ class DhtNode:
     def _advance(self, search: _Search, now: float) -> None:
         """Send the queries the lookup wants next, or finish it."""
         lookup = search.lookup
+        if search.asking_again:
+            return  # the lookup is over: its last answers are awaited
         if lookup.done(now):
-            self._finish(search, now)
+            if not self._ask_again(search, now):
+                self._finish(search, now)
             return
-        args = {TARGET_ARGUMENT[search.method]: lookup.target}
+        args = {TARGET[search.method]: lookup.target}
         for node in lookup.next_queries(now):
             if not self._send_query(node.address, node.id, search.method, args, now, search.number):
                 lookup.failed(node.id)
+
+    def _ask_again(self, search: _Search, now: float) -> bool:
+        """Ask again, with their tokens, the closest nodes whose answer held nothing: a node
+        answers a stranger's get with only as many bytes as it sent, until the token proves
+        the stranger's address. Whether any was asked."""
+        if search.store is not None or search.method not in (GET, GET_LISTINGS):
+            return False
+        if search.method == GET and search.item is not None and search.item.key is None:
+            return False  # an immutable item is the same everywhere
+        for node in search.lookup.closest():
+            token = search.tokens.get(node.id)
+            if node.id not in search.empty or token is None:
+                continue
+            args = {TARGET[search.method]: search.lookup.target, b"token": token}
+            if self._send_query(
+                node.address, node.id, search.method, args, now, search.number, again=True
+            ):
+                search.asking_again += 1
+        return search.asking_again > 0
+
+    def _answered_again(self, search: _Search, now: float) -> None:
+        """One of the second asks was answered or given up on; the last ends the search."""
+        search.asking_again -= 1
+        if not search.asking_again:
+            self._finish(search, now)
 
     def _finish(self, search: _Search, now: float) -> None:
         del self._searches[search.number]
@@ -426,13 +378,15 @@ class DhtNode:
         args: dict[bytes, Any],
         now: float,
         search: int | None,
+        *,
+        again: bool = False,
     ) -> bool:
         """Send a query and wait for its answer; False if too many are in flight already."""
         if len(self._pending) >= MAX_PENDING:
             return False
         transaction = self._transaction()
         deadline = now + QUERY_TIMEOUT
-        self._pending[transaction] = _Pending(address, node_id, deadline, search)
+        self._pending[transaction] = _Pending(address, node_id, deadline, search, again)
         heapq.heappush(self._deadlines, (deadline, transaction))
         data = krpc.query(transaction, method, args, sender=self.node_id, read_only=self.read_only)
         self._send(data, address)
@@ -454,7 +408,9 @@ class DhtNode:
         self._pinging.discard(pending.node_id or b"")
         search = self._searches.get(pending.search) if pending.search is not None else None
         if isinstance(message, krpc.Error):
-            if search is not None and pending.node_id is not None:
+            if search is not None and pending.again:
+                self._answered_again(search, now)
+            elif search is not None and pending.node_id is not None:
                 search.lookup.failed(pending.node_id)
                 self._advance(search, now)
             return
@@ -480,6 +436,12 @@ class DhtNode:
             search.tokens[node.id] = token
         if search.method == GET_LISTINGS:
             self._take_listings(search, values.get(b"listings"))
+            if b"listings" not in values:
+                search.empty.add(node.id)
+        elif search.method == GET:
+            self._take_item(search, values)
+            if b"v" not in values:
+                search.empty.add(node.id)
         elif search.method == GET_PEERS:
             peers = [
                 peer
@@ -490,8 +452,26 @@ class DhtNode:
                 search.peers.update(peers)
                 if search.report:
                     self._outputs.append(PeersFound(search.number, search.lookup.target, peers))
+        if pending.again:
+            self._answered_again(search, now)
+            return
         search.lookup.answered(pending.node_id, nodes)
         self._advance(search, now)
+
+    def _take_item(self, search: _Search, values: dict[bytes, Any]) -> None:
+        """A BEP 44 item from a reply: one that is for the target, checked, and newer than
+        what we have goes up."""
+        try:
+            item = parse_item(values, salt=search.salt)
+        except ItemError:
+            return  # junk from one node; the others may hold the real item
+        if item is None or item.target != search.lookup.target:
+            return
+        if search.item is not None and item.seq <= search.item.seq:
+            return
+        search.item = item
+        if search.report:
+            self._outputs.append(ItemFound(search.number, item))
 
     def _take_listings(self, search: _Search, found: object) -> None:
         """Listings from a reply: new ones whose signatures hold go up."""
@@ -516,7 +496,9 @@ class DhtNode:
         self._pinging.discard(pending.node_id)
         self.table.failed(pending.node_id, now)
         search = self._searches.get(pending.search) if pending.search is not None else None
-        if search is not None:
+        if search is not None and pending.again:
+            self._answered_again(search, now)
+        elif search is not None:
             search.lookup.failed(pending.node_id)
             self._advance(search, now)
 

@@ -29,6 +29,12 @@ IPV6_NODE = NODE_ID_LENGTH + addresses.IPV6_ENTRY
 # BEP 20 style: two letters naming the client, two bytes of version.
 VERSION = b"SH\x00\x01"
 
+PING, FIND_NODE, GET_PEERS, ANNOUNCE_PEER = b"ping", b"find_node", b"get_peers", b"announce_peer"
+GET, PUT = b"get", b"put"  # BEP 44
+SAMPLE_INFOHASHES = b"sample_infohashes"  # BEP 51
+# shoal's own methods, for the keyword index; other clients answer them with error 204.
+GET_LISTINGS, PUT_LISTING = b"shoal_get_listings", b"shoal_put_listing"
+
 GENERIC_ERROR = 201
 SERVER_ERROR = 202
 PROTOCOL_ERROR = 203
@@ -36,7 +42,12 @@ METHOD_UNKNOWN = 204
 
 
 class KrpcError(ValueError):
-    """A datagram that is not a well-formed KRPC message, or a field that is missing or wrong."""
+    """A datagram that is not a well-formed KRPC message, or a field that is missing or wrong;
+    code is the error a query that caused it is answered with."""
+
+    def __init__(self, message: str, code: int = PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,11 @@ class PeerStore:
             live = self._rng.sample(live, MAX_VALUES)
         return live
 
+    def sample(self, count: int) -> list[bytes]:
+        """Up to count of the info-hashes held, at random."""
+        held = list(self._torrents)
+        return held if len(held) <= count else self._rng.sample(held, count)
+
     def expire(self, now: float) -> None:
         """Forget peers that were not announced again in time."""
         for info_hash in list(self._torrents):

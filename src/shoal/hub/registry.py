@@ -117,13 +117,6 @@ class TrackerConfig:
 _COMPACT_V4 = IPV4_LENGTH + 2
 
 
-def _is_loopback(packed_ip: bytes) -> bool:
-    return packed_ip[:1] == b"\x7f" if len(packed_ip) == 4 else packed_ip == _IPV6_LOOPBACK
-
-
-_IPV6_LOOPBACK = bytes(15) + b"\x01"
-
-
 class _Swarm:
     """One torrent's peers, in order of last announce, plus a list per family to sample from.
 
@@ -273,7 +266,8 @@ class Registry:
 
         if peer is None:
             ip = compact[:-2]
-            if swarm.per_ip.get(ip, 0) >= config.max_peers_per_ip and not _is_loopback(ip):
+            crowded = swarm.per_ip.get(ip, 0) >= config.max_peers_per_ip
+            if crowded and not addresses.is_loopback_ip(ip):
                 # Else one address could fill a swarm with port variants and push real peers
                 # out. Loopback is exempt: peers on this very machine share it by nature.
                 raise TrackerRefusal("too many peers from this address in this swarm")
