@@ -15,9 +15,11 @@ from pathlib import Path
 from ..addresses import Address
 from ..contract import Datagram
 from ..datagrams import DatagramPort
-from ..dht.core import DhtNode, ListingsFound, LookupDone, PeersFound
+from ..dht.core import DhtNode, ItemFound, ListingsFound, LookupDone, PeersFound
+from ..dht.items import Item, mutable, mutable_target
 from ..dht.listings import DhtListing, keyword_key, keywords, matches
 from ..dht.routing import NodeInfo, RoutingTable
+from ..identity import Identity
 from ..words import words
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class DhtService:
         self._deferred_publish: dict[bytes, DhtListing] = {}
         self._join_waiters: list[asyncio.Future[None]] = []  # see joined()
         self._on_listings: dict[int, Callable[[list[DhtListing]], None]] = {}
+        self._on_item: dict[int, Callable[[Item], None]] = {}
         self._last_save = 0.0
 
     @property
@@ -127,6 +130,32 @@ class DhtService:
         await self._wait(number)
         return len(peers)
 
+    async def get_item(self, target: bytes, salt: bytes = b"") -> Item | None:
+        """The BEP 44 item under target (for a mutable one, made with salt; the newest
+        found), or None."""
+        await self.joined()
+        assert self.core is not None
+        found: list[Item] = []
+        number = self.core.get_item(target, self.loop.time(), salt=salt)
+        self._on_item[number] = found.append  # each newer than the one before
+        await self._wait(number)
+        return found[-1] if found else None
+
+    async def put_item(self, item: Item) -> int:
+        """Store a BEP 44 item on the nodes closest to its target; how many it was sent to."""
+        await self.joined()
+        assert self.core is not None
+        done = await self._wait(self.core.put_item(item, self.loop.time()))
+        return len(done.closest)
+
+    async def put_mutable(self, identity: Identity, value: object, salt: bytes = b"") -> Item:
+        """Sign value as the next version of identity's item under salt and store it."""
+        key = bytes.fromhex(identity.public_key_hex)
+        held = await self.get_item(mutable_target(key, salt), salt)
+        item = mutable(identity, value, held.seq + 1 if held is not None else 1, salt)
+        await self.put_item(item)
+        return item
+
     async def joined(self) -> None:
         """Wait until the table holds a node (a lookup before would have nobody to ask)."""
         if self.core is None or self.core.usable():
@@ -195,9 +224,14 @@ class DhtService:
                 on_listings = self._on_listings.get(output.lookup)
                 if on_listings is not None:
                     on_listings(output.listings)
+            elif isinstance(output, ItemFound):
+                on_item = self._on_item.get(output.lookup)
+                if on_item is not None:
+                    on_item(output.item)
             elif isinstance(output, LookupDone):
                 self._on_peers.pop(output.lookup, None)
                 self._on_listings.pop(output.lookup, None)
+                self._on_item.pop(output.lookup, None)
                 done = self._finished.pop(output.lookup, None)
                 if done is not None and not done.done():
                     done.set_result(output)
