@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 
+import pytest
 from conftest import LOOPBACK, until
-from test_node import make_content
+from test_node import make_content, needs_ipv6
 
 from shoal.dht.core import DhtNode
 from shoal.dht.listings import DhtListing, keyword_key, sign_listing
@@ -18,6 +20,7 @@ from shoal.node.dht import DhtService
 
 NODES = 30
 K = 8
+IPV6_LOOPBACK = "::1"
 
 
 async def dht_nodes(tmp_path, count: int, host: str = LOOPBACK) -> list[Node]:
@@ -223,5 +226,101 @@ def test_with_a_fifth_of_the_nodes_dead_lookups_peers_and_searches_still_succeed
             await until(lambda: peer in seen, "the seeder found", 30)
         finally:
             await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+def families(node: Node) -> set[socket.AddressFamily]:
+    """The address families of the nodes in the node's routing table."""
+    return {
+        socket.AF_INET6 if ":" in e.node.address[0] else socket.AF_INET
+        for e in core(node).table.entries()
+    }
+
+
+@needs_ipv6
+def test_an_ipv6_only_dht_finds_the_closest_nodes_and_a_seeder(tmp_path):
+    info_hash = b"\x66" * 20
+
+    async def scenario() -> None:
+        nodes = await dht_nodes(tmp_path, 12, host=IPV6_LOOPBACK)
+        seeder, asker = nodes[3], nodes[9]
+        peer = (IPV6_LOOPBACK, seeder.port)
+        try:
+            assert not any(n.datagrams.serves(socket.AF_INET) for n in nodes)
+            await until(lambda: all(table_size(n) >= K for n in nodes), "tables to fill", 30)
+            assert all(families(n) == {socket.AF_INET6} for n in nodes)
+            dht(seeder).find_peers(info_hash, lambda _peers: None, announce_port=0)
+            await until(lambda: holding_peer(nodes, info_hash, peer) >= 6, "the seeder stored", 30)
+            target = random.Random(6).randbytes(20)
+            done = await asyncio.wait_for(dht(asker).find_node(target), 30)
+            others = [n for n in nodes if n is not asker]
+            assert [n.id for n in done.closest] == true_closest(others, target)
+            seen: set[tuple[str, int]] = set()
+            dht(asker).find_peers(info_hash, seen.update)
+            await until(lambda: peer in seen, "the seeder found over IPv6", 30)
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+async def dual_stack_node(tmp_path, name: str, routers: list[tuple[str, int]]) -> Node:
+    """A node on the wildcard address (IPv4 and IPv6 sockets) that joins through routers on
+    loopback only."""
+    node = Node(port=0, host="0.0.0.0", dht_routers=routers, state=tmp_path / name)
+    await node.start()
+    assert node.datagrams.serves(socket.AF_INET) and node.datagrams.serves(socket.AF_INET6)
+    return node
+
+
+async def two_families(tmp_path) -> tuple[list[Node], Node]:
+    """Six nodes on 127.0.0.1, six on ::1, and a dual-stack node joined through one of each."""
+    v4 = await dht_nodes(tmp_path / "v4", 6)
+    v6 = await dht_nodes(tmp_path / "v6", 6, host=IPV6_LOOPBACK)
+    routers = [(LOOPBACK, v4[0].port), (IPV6_LOOPBACK, v6[0].port)]
+    return [*v4, *v6], await dual_stack_node(tmp_path, "dual", routers)
+
+
+def joined_both(node: Node) -> bool:
+    """Whether the node's table is full (a bucket of K) and holds nodes of both families."""
+    return table_size(node) >= K and families(node) == {socket.AF_INET, socket.AF_INET6}
+
+
+@needs_ipv6
+def test_a_dual_stack_node_holds_nodes_of_both_families_and_finds_the_closest_of_both(tmp_path):
+    async def scenario() -> None:
+        nodes, dual = await two_families(tmp_path)
+        try:
+            await until(lambda: joined_both(dual), "a table of both families", 30)
+            for target in (node_id(nodes[2]), node_id(nodes[8])):  # one of each family
+                done = await asyncio.wait_for(dht(dual).find_node(target), 30)
+                assert [n.id for n in done.closest] == true_closest(nodes, target)
+        finally:
+            await stop_all([*nodes, dual])
+
+    asyncio.run(scenario())
+
+
+@needs_ipv6
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="DhtNode's queries carry no `want` (BEP 32): over IPv4 it is told of IPv4 nodes only",
+)
+def test_a_dual_stack_node_learns_ipv6_nodes_through_an_ipv4_router(tmp_path):
+    async def scenario() -> None:
+        nodes, dual = await two_families(tmp_path)
+        late = None
+        try:
+            await until(lambda: joined_both(dual), "a table of both families", 30)
+            # It joins through the dual node's IPv4 address, which knows the IPv6 nodes too.
+            late = await dual_stack_node(tmp_path, "late", [(LOOPBACK, dual.port)])
+            await asyncio.wait_for(dht(late).joined(), 30)
+            # A lookup of an IPv6 node's id: the dual node would name it, asked for both.
+            await asyncio.wait_for(dht(late).find_node(node_id(nodes[8])), 30)
+            assert socket.AF_INET6 in families(late)
+        finally:
+            await stop_all([*nodes, dual, late])
 
     asyncio.run(scenario())
