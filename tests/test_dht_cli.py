@@ -30,6 +30,8 @@ def test_get_finds_a_shared_file_through_a_private_dht(shoal_cli, random_file, t
 def test_dht_options_that_contradict_each_other_are_refused(shoal_cli):
     result = shoal_cli.run("get", "0" * 40, "--no-dht", "--dht-bootstrap", f"{LOOPBACK}:1")
     assert result.returncode == 2 and "contradict" in result.stderr
+    result = shoal_cli.run("search", "words", "--via", "dht", "--no-dht", "--dht-read-only")
+    assert result.returncode == 2 and "--no-dht and --dht-read-only contradict" in result.stderr
     result = shoal_cli.run("get", "0" * 40, "--no-dht")
     assert result.returncode == 1 and "no way to find peers" in result.stderr
 
@@ -59,5 +61,6 @@ def test_search_via_the_dht_finds_what_share_listed(shoal_cli, random_file, tmp_
     assert result["info_hash"] == info_hash
     assert result["name"] == "Alpine Sunrise Timelapse.webm"
     assert result["seeders"] >= 1  # the sharer announced itself too
-    table = shoal_cli.run("search", "timelapse", "--dht-bootstrap", router)
+    # A read-only node (BEP 43) searches as well: it asks, nobody needs its answers.
+    table = shoal_cli.run("search", "timelapse", "--dht-bootstrap", router, "--dht-read-only")
     assert info_hash in table.stdout

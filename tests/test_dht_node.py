@@ -12,6 +12,8 @@ import pytest
 from conftest import LOOPBACK, until
 from test_node import make_content, needs_ipv6
 
+from shoal.addresses import Address
+from shoal.dht import krpc
 from shoal.dht.core import DhtNode
 from shoal.dht.listings import DhtListing, keyword_key, sign_listing
 from shoal.identity import Identity
@@ -324,3 +326,76 @@ def test_a_dual_stack_node_learns_ipv6_nodes_through_an_ipv4_router(tmp_path):
             await stop_all([*nodes, dual, late])
 
     asyncio.run(scenario())
+
+
+def record_datagrams(node: Node) -> tuple[list[bytes], list[bytes]]:
+    """Lists that get every datagram the node sends and receives from now on."""
+    sent: list[bytes] = []
+    received: list[bytes] = []
+    port = node.datagrams
+    send, deliver = port.send, port.datagram_received
+
+    def recorded_send(data: bytes, address: Address) -> None:
+        sent.append(data)
+        send(data, address)
+
+    def recorded_receive(data: bytes, address: object) -> None:
+        received.append(data)
+        deliver(data, address)
+
+    port.send = recorded_send  # type: ignore[method-assign]
+    port.datagram_received = recorded_receive  # type: ignore[method-assign]
+    return sent, received
+
+
+def test_a_read_only_node_downloads_through_the_dht_but_never_answers_nor_enters_a_table(
+    tmp_path,
+):
+    torrent, content, folder = make_content(tmp_path, 256 * 1024, 32 * 1024)
+
+    async def scenario() -> None:
+        nodes = await dht_nodes(tmp_path, 12)
+        routers = [(LOOPBACK, nodes[0].port)]
+        seeder = reader = None
+        try:
+            seeder = Node(port=0, host=LOOPBACK, dht_routers=routers, state=tmp_path / "seed")
+            await seeder.start()
+            await seeder.add(torrent.info_hash, torrent, folder)
+            seeding = (LOOPBACK, seeder.port)
+            await until(lambda: holding_peer(nodes, torrent.info_hash, seeding), "an announce", 30)
+            reader = Node(
+                port=0,
+                host=LOOPBACK,
+                dht_routers=routers,
+                dht_read_only=True,
+                state=tmp_path / "reader",
+            )
+            sent, received = record_datagrams(reader)
+            await reader.start()
+            # No peer, no tracker, no metadata: the DHT is the only source.
+            task = await reader.add(torrent.info_hash, None, tmp_path / "out")
+            await asyncio.wait_for(task.completed.wait(), 60)
+            others = [*nodes, seeder]
+            target = node_id(nodes[4])
+            done = await asyncio.wait_for(dht(reader).find_node(target), 30)
+            assert [n.id for n in done.closest] == true_closest(others, target)
+
+            # A query sent to it arrives and goes unanswered.
+            ping = krpc.query(b"pi", b"ping", {}, sender=b"\x01" * 20)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.bind((LOOPBACK, 0))
+                probe.setblocking(False)
+                probe.sendto(ping, (LOOPBACK, reader.port))
+                await until(lambda: ping in received, "the ping to arrive")
+                with pytest.raises(BlockingIOError):
+                    probe.recv(2048)
+            # All it ever sent were queries, each marked read-only, and nobody took it in.
+            queries = [krpc.parse(data) for data in sent]
+            assert queries and all(isinstance(q, krpc.Query) and q.read_only for q in queries)
+            mine = node_id(reader)
+            assert not any(mine == e.node.id for n in others for e in core(n).table.entries())
+        finally:
+            await stop_all([*nodes, seeder, reader])
+
+    asyncio.run(scenario())
+    assert (tmp_path / "out" / "content.bin").read_bytes() == content

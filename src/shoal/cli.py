@@ -192,6 +192,7 @@ class Sources:
     tiers: list[list[str]] = field(default_factory=list)
     hub: str | None = None
     dht_routers: list[tuple[str, int]] | None = None  # None: no DHT
+    dht_read_only: bool = False
 
     @classmethod
     def from_options(
@@ -204,6 +205,7 @@ class Sources:
         """Build from --peer, --tracker, --hub and the DHT options."""
         sources = cls(peer_addresses(peers), [[url] for url in trackers])
         sources.dht_routers = dht.routers()
+        sources.dht_read_only = dht.read_only
         if hub:
             try:
                 sources.hub = base_url(hub)
@@ -224,16 +226,21 @@ class Sources:
 
 @dataclass(frozen=True)
 class DhtChoice:
-    """--dht-bootstrap HOST:PORT (repeatable) and --no-dht."""
+    """--dht-bootstrap HOST:PORT (repeatable), --no-dht and --dht-read-only."""
 
     bootstrap: tuple[str, ...] = ()
     off: bool = False
+    read_only: bool = False
 
     def routers(self) -> list[tuple[str, int]] | None:
         """Where to join the DHT: the nodes given, else the public routers; None if off."""
         if self.off:
-            if self.bootstrap:
-                raise click.UsageError("--no-dht and --dht-bootstrap contradict each other")
+            for given, option in (
+                (self.bootstrap, "--dht-bootstrap"),
+                (self.read_only, "--dht-read-only"),
+            ):
+                if given:
+                    raise click.UsageError(f"--no-dht and {option} contradict each other")
             return None
         if not self.bootstrap:
             from .node.dht import PUBLIC_ROUTERS
@@ -246,7 +253,12 @@ class DhtChoice:
 
 
 def dht_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--dht-bootstrap HOST:PORT (repeatable) and --no-dht."""
+    """--dht-bootstrap HOST:PORT (repeatable), --no-dht and --dht-read-only."""
+    command = click.option(
+        "--dht-read-only",
+        is_flag=True,
+        help="Ask the DHT but never answer it, staying out of other nodes' tables (BEP 43).",
+    )(command)
     command = click.option("--no-dht", is_flag=True, help="Do not use the DHT (BEP 5).")(command)
     return click.option(
         "--dht-bootstrap",
@@ -304,6 +316,7 @@ async def serve(
         upload_limit=upload_limit,
         encryption=encryption,
         dht_routers=sources.dht_routers,
+        dht_read_only=sources.dht_read_only,
         state=state_dir(),
     )
     stop = until_signal(node)
@@ -416,6 +429,7 @@ def seed(
     hub: str | None,
     dht_bootstrap: tuple[str, ...],
     no_dht: bool,
+    dht_read_only: bool,
     up_limit: int | None,
     encryption: str,
 ) -> None:
@@ -424,7 +438,9 @@ def seed(
         torrent = load_torrent(torrent_file)
     except ShoalError as exc:
         fail(str(exc))
-    sources = Sources.from_options(peers, trackers, hub, DhtChoice(dht_bootstrap, no_dht))
+    sources = Sources.from_options(
+        peers, trackers, hub, DhtChoice(dht_bootstrap, no_dht, dht_read_only)
+    )
     run(lambda: serve(torrent, data_dir, port, sources, kib(up_limit), encryption))
 
 
@@ -443,11 +459,14 @@ def share(
     hub: str | None,
     dht_bootstrap: tuple[str, ...],
     no_dht: bool,
+    dht_read_only: bool,
     up_limit: int | None,
     encryption: str,
 ) -> None:
     """Make a torrent of PATH, print its magnet link and seed it (and list it on a hub)."""
-    sources = Sources.from_options((), trackers, hub, DhtChoice(dht_bootstrap, no_dht))
+    sources = Sources.from_options(
+        (), trackers, hub, DhtChoice(dht_bootstrap, no_dht, dht_read_only)
+    )
     try:
         torrent = create_torrent(path, trackers=[url for tier in sources.tiers for url in tier])
     except ShoalError as exc:
@@ -491,6 +510,7 @@ def get(
     hub: str | None,
     dht_bootstrap: tuple[str, ...],
     no_dht: bool,
+    dht_read_only: bool,
     port: int | None,
     keep_seeding: bool,
     up_limit: int | None,
@@ -498,7 +518,9 @@ def get(
     encryption: str,
 ) -> None:
     """Download SOURCE (a .torrent file, a magnet link or an info-hash) into the output folder."""
-    sources = Sources.from_options(peers, trackers, hub, DhtChoice(dht_bootstrap, no_dht))
+    sources = Sources.from_options(
+        peers, trackers, hub, DhtChoice(dht_bootstrap, no_dht, dht_read_only)
+    )
     torrent: Torrent | None = None
     name: str | None = None
     try:
@@ -557,6 +579,7 @@ async def download(
         download_limit=download_limit,
         encryption=encryption,
         dht_routers=sources.dht_routers,
+        dht_read_only=sources.dht_read_only,
         state=state_dir(),
     )
     stop = until_signal(node)
@@ -605,6 +628,7 @@ def search(
     via: str | None,
     dht_bootstrap: tuple[str, ...],
     no_dht: bool,
+    dht_read_only: bool,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -618,10 +642,10 @@ def search(
             raise click.UsageError("--via hub needs --hub URL")
         results = run(lambda: hub_client.search(hub, query, limit=limit))
     else:
-        routers = DhtChoice(dht_bootstrap, no_dht).routers()
+        routers = DhtChoice(dht_bootstrap, no_dht, dht_read_only).routers()
         if routers is None:
             raise click.UsageError("--via dht needs the DHT: drop --no-dht")
-        results = run(lambda: search_dht(query, routers, limit))
+        results = run(lambda: search_dht(query, routers, limit, read_only=dht_read_only))
     if as_json:
         rows = [{**dataclasses.asdict(r), "info_hash": r.info_hash.hex()} for r in results]
         click.echo(json.dumps(rows, indent=2))
@@ -632,11 +656,14 @@ def search(
     wide_console().print(results_table(results))
 
 
-async def search_dht(query: str, routers: list[tuple[str, int]], limit: int) -> list[SearchResult]:
+async def search_dht(
+    query: str, routers: list[tuple[str, int]], limit: int, *, read_only: bool = False
+) -> list[SearchResult]:
     """Search the DHT's keyword index; seeders are the peers the DHT knows of each result."""
     from .hub.client import SearchResult
 
-    node = Node(port=0, dht_routers=routers)  # no state: a search leaves nothing behind
+    # No state: a search leaves nothing behind.
+    node = Node(port=0, dht_routers=routers, dht_read_only=read_only)
     await node.start()
     try:
         assert node.dht is not None

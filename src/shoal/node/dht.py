@@ -41,9 +41,13 @@ PeersCallback = Callable[[list[Address]], None]
 class DhtService:
     """One DHT node on the node's datagram port."""
 
-    def __init__(self, datagrams: DatagramPort, state: Path | None) -> None:
+    def __init__(
+        self, datagrams: DatagramPort, state: Path | None, *, read_only: bool = False
+    ) -> None:
+        """read_only: ask but never answer, and so stay out of others' tables (BEP 43)."""
         self.datagrams = datagrams
         self.state = state
+        self.read_only = read_only
         self.table_path: Path | None = None
         self.core: DhtNode | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -73,7 +77,7 @@ class DhtService:
         for node in remembered:
             with contextlib.suppress(ValueError):
                 table.heard_from(node, now, responded=False)
-        self.core = DhtNode(table.own_id, now, rng=rng, table=table)
+        self.core = DhtNode(table.own_id, now, rng=rng, table=table, read_only=self.read_only)
         self.datagrams.serve(b"d", self._receive)
         resolved = await self._resolve(routers)
         self.core.bootstrap(resolved, self.loop.time())

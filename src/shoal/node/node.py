@@ -52,12 +52,16 @@ class Node:
         download_limit: int | None = None,
         encryption: str = "prefer",
         dht_routers: Sequence[Address] | None = None,
+        dht_read_only: bool = False,
         state: Path | None = None,
     ) -> None:
-        """dht_routers: join the DHT through these (None: no DHT); state: where the DHT keeps
-        its routing table between runs (None: nowhere)."""
+        """dht_routers: join the DHT through these (None: no DHT); dht_read_only: a DHT node
+        that asks but never answers (BEP 43); state: where the DHT keeps its routing table
+        between runs (None: nowhere)."""
         if encryption not in ENCRYPTION_POLICIES:
             raise ShoalError(f"unknown encryption policy {encryption!r}")
+        if dht_read_only and dht_routers is None:
+            raise ShoalError("a read-only DHT node needs the DHT on (dht_routers is None)")
         self.encryption = encryption
         # What our MSE handshakes offer and accept: RC4 only, when encryption is required.
         self.mse_methods = mse.RC4 if encryption == "require" else mse.RC4 | mse.PLAINTEXT
@@ -84,7 +88,11 @@ class Node:
         self._servers: list[asyncio.AbstractServer] = []
         self.datagrams = DatagramPort()  # the UDP socket on the same port number
         self._dht_routers = dht_routers
-        self.dht = DhtService(self.datagrams, state) if dht_routers is not None else None
+        self.dht = (
+            DhtService(self.datagrams, state, read_only=dht_read_only)
+            if dht_routers is not None
+            else None
+        )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
