@@ -132,10 +132,14 @@ class DhtNode:
         rng: random.Random | None = None,
         read_only: bool = False,
         table: RoutingTable | None = None,
+        both_families: bool = False,
     ) -> None:
         self.node_id = node_id
         self.rng = rng or random.Random()
         self.read_only = read_only
+        # BEP 32: a node with sockets of both families asks for nodes of both in each query;
+        # otherwise it is told of the family it asks over only.
+        self._want = {b"want": [b"n4", b"n6"]} if both_families else {}
         self.table = table or RoutingTable(node_id, rng=self.rng)
         self.server = Server(node_id, self.table, self.rng, now)
         self._outputs: list[Output] = []
@@ -167,10 +171,11 @@ class DhtNode:
 
     def _ask_routers(self, now: float) -> None:
         """Ask the routers, and the nodes that stopped answering, for a way back in."""
+        args = {b"target": self.node_id, **self._want}
         for address in self._routers:
-            self._send_query(address, None, FIND_NODE, {b"target": self.node_id}, now, None)
+            self._send_query(address, None, FIND_NODE, args, now, None)
         for node in self.table.closest(self.node_id, K, include_bad=True):
-            self._send_query(node.address, None, FIND_NODE, {b"target": self.node_id}, now, None)
+            self._send_query(node.address, None, FIND_NODE, args, now, None)
         self._next_bootstrap = now + BOOTSTRAP_RETRY
 
     def find_node(self, target: bytes, now: float) -> int:
@@ -316,7 +321,7 @@ class DhtNode:
             if not self._ask_again(search, now):
                 self._finish(search, now)
             return
-        args = {TARGET[search.method]: lookup.target}
+        args = {TARGET[search.method]: lookup.target, **self._want}
         for node in lookup.next_queries(now):
             if not self._send_query(node.address, node.id, search.method, args, now, search.number):
                 lookup.failed(node.id)
@@ -333,7 +338,7 @@ class DhtNode:
             token = search.tokens.get(node.id)
             if node.id not in search.empty or token is None:
                 continue
-            args = {TARGET[search.method]: search.lookup.target, b"token": token}
+            args = {TARGET[search.method]: search.lookup.target, b"token": token, **self._want}
             if self._send_query(
                 node.address, node.id, search.method, args, now, search.number, again=True
             ):

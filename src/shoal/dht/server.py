@@ -4,7 +4,7 @@ budgets so that nobody can use the node to flood a third party.
 
 A reply to a sender that has not proven its address (by a token of ours in the query, or by
 answering one of our queries from it) carries the closest nodes and a token, as every reply
-must, but what it holds only as far as AMPLIFICATION times the query's size allows; a proven
+must, and of what we hold only as much as AMPLIFICATION times the query's size; a proven
 sender gets up to a datagram's worth.
 """
 
@@ -39,7 +39,7 @@ from .tokens import Tokens
 QUERY_RATE = 20.0
 QUERY_BURST = 50.0
 MAX_RATE_LIMITED_SOURCES = 10_000
-# An unproven sender gets at most this many times the bytes it sent, beyond the nodes.
+# An unproven sender gets at most this many times the bytes it sent, beyond nodes and token.
 AMPLIFICATION = 4
 # A reply to a proven sender stays within one datagram on any path.
 MAX_REPLY = 1400
@@ -150,7 +150,12 @@ class Server:
         values = self._nodes(target, sender, args)
         values[b"token"] = self.tokens.issue(ip)
         proven = self._proven(query, sender, ip)
-        room = (MAX_REPLY if proven else AMPLIFICATION * size) - ENVELOPE - len(encode(values))
+        # The nodes and the token are what any node answers anyone; beyond them a stranger
+        # gets at most AMPLIFICATION times its query, a proven sender a datagram's worth.
+        if proven:
+            room = MAX_REPLY - ENVELOPE - len(encode(values))
+        else:
+            room = AMPLIFICATION * size - ENVELOPE
         if method == GET_PEERS:
             peers = [addresses.pack(peer) for peer in self.peers.peers(target, now)]
             _fill(values, b"values", peers, room)
