@@ -241,7 +241,7 @@ def families(node: Node) -> set[socket.AddressFamily]:
 
 
 @needs_ipv6
-def test_an_ipv6_only_dht_finds_the_closest_nodes_and_a_seeder(tmp_path):
+def test_an_ipv6_only_dht_finds_the_closest_nodes_and_stores_an_announce(tmp_path):
     info_hash = b"\x66" * 20
 
     async def scenario() -> None:
@@ -252,17 +252,52 @@ def test_an_ipv6_only_dht_finds_the_closest_nodes_and_a_seeder(tmp_path):
             assert not any(n.datagrams.serves(socket.AF_INET) for n in nodes)
             await until(lambda: all(table_size(n) >= K for n in nodes), "tables to fill", 30)
             assert all(families(n) == {socket.AF_INET6} for n in nodes)
-            dht(seeder).find_peers(info_hash, lambda _peers: None, announce_port=0)
-            await until(lambda: holding_peer(nodes, info_hash, peer) >= 6, "the seeder stored", 30)
             target = random.Random(6).randbytes(20)
             done = await asyncio.wait_for(dht(asker).find_node(target), 30)
             others = [n for n in nodes if n is not asker]
             assert [n.id for n in done.closest] == true_closest(others, target)
-            seen: set[tuple[str, int]] = set()
-            dht(asker).find_peers(info_hash, seen.update)
-            await until(lambda: peer in seen, "the seeder found over IPv6", 30)
+            # get_peers then announce_peer, with the token, at the IPv6 address it came from.
+            dht(seeder).find_peers(info_hash, lambda _peers: None, announce_port=0)
+            await until(lambda: holding_peer(nodes, info_hash, peer) >= 6, "the seeder stored", 30)
+            others = [n for n in nodes if n is not seeder]
+            holders = {node_id(n) for n in others if holding_peer([n], info_hash, peer)}
+            assert holders <= set(true_closest(others, info_hash))
         finally:
             await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "host", [LOOPBACK, pytest.param(IPV6_LOOPBACK, marks=needs_ipv6)], ids=["ipv4", "ipv6"]
+)
+def test_a_newcomer_finds_every_seeder_announced(tmp_path, host):
+    info_hash = b"\x67" * 20
+
+    async def scenario() -> None:
+        nodes = await dht_nodes(tmp_path, 12, host=host)
+        # The three farthest from the info-hash: all announce to the same 8 closest nodes.
+        far = true_closest(nodes, bytes(a ^ 0xFF for a in info_hash), 3)
+        seeders = [n for n in nodes if node_id(n) in far]
+        newcomer = None
+
+        async def announced(seeder: Node) -> None:
+            dht(seeder).find_peers(info_hash, lambda _peers: None, announce_port=0)
+            peer = (host, seeder.port)
+            await until(lambda: holding_peer(nodes, info_hash, peer) == K, "an announce", 30)
+
+        try:
+            await until(lambda: all(table_size(n) >= K for n in nodes), "tables to fill", 30)
+            for seeder in seeders:  # one after the other: every node holds them in that order
+                await announced(seeder)
+            # Read-only, so no node takes it in its table: a stranger to all until it answers.
+            newcomer = Node(
+                port=0, host=host, dht_routers=[(host, nodes[0].port)], dht_read_only=True
+            )
+            await newcomer.start()
+            assert await asyncio.wait_for(dht(newcomer).count_peers(info_hash), 30) == 3
+        finally:
+            await stop_all([*nodes, newcomer])
 
     asyncio.run(scenario())
 
@@ -305,11 +340,6 @@ def test_a_dual_stack_node_holds_nodes_of_both_families_and_finds_the_closest_of
 
 
 @needs_ipv6
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="DhtNode's queries carry no `want` (BEP 32): over IPv4 it is told of IPv4 nodes only",
-)
 def test_a_dual_stack_node_learns_ipv6_nodes_through_an_ipv4_router(tmp_path):
     async def scenario() -> None:
         nodes, dual = await two_families(tmp_path)
@@ -319,7 +349,7 @@ def test_a_dual_stack_node_learns_ipv6_nodes_through_an_ipv4_router(tmp_path):
             # It joins through the dual node's IPv4 address, which knows the IPv6 nodes too.
             late = await dual_stack_node(tmp_path, "late", [(LOOPBACK, dual.port)])
             await asyncio.wait_for(dht(late).joined(), 30)
-            # A lookup of an IPv6 node's id: the dual node would name it, asked for both.
+            # A lookup of an IPv6 node's id: the dual node names it, asked for both (want).
             await asyncio.wait_for(dht(late).find_node(node_id(nodes[8])), 30)
             assert socket.AF_INET6 in families(late)
         finally:

@@ -77,7 +77,10 @@ class DhtService:
         for node in remembered:
             with contextlib.suppress(ValueError):
                 table.heard_from(node, now, responded=False)
-        self.core = DhtNode(table.own_id, now, rng=rng, table=table, read_only=self.read_only)
+        both = self.datagrams.serves(socket.AF_INET) and self.datagrams.serves(socket.AF_INET6)
+        self.core = DhtNode(
+            table.own_id, now, rng=rng, table=table, read_only=self.read_only, both_families=both
+        )
         self.datagrams.serve(b"d", self._receive)
         resolved = await self._resolve(routers)
         self.core.bootstrap(resolved, self.loop.time())
