@@ -1,9 +1,10 @@
 """The DHT as a user drives it: `shoal dht` as a bootstrap node, `share` announcing to it,
-`get INFOHASH` finding the seeder with no other source."""
+`get INFOHASH` finding the seeder with no other source, the tables processes leave behind."""
 
 from __future__ import annotations
 
 import json
+import re
 
 from conftest import LOOPBACK, free_port, wait_for
 
@@ -64,3 +65,27 @@ def test_search_via_the_dht_finds_what_share_listed(shoal_cli, random_file, tmp_
     # A read-only node (BEP 43) searches as well: it asks, nobody needs its answers.
     table = shoal_cli.run("search", "timelapse", "--dht-bootstrap", router, "--dht-read-only")
     assert info_hash in table.stdout
+
+
+def test_dht_processes_on_ports_the_system_picks_never_share_a_table(shoal_cli, tmp_path):
+    def started() -> str:
+        """Start `shoal dht --port 0` and return the id it says it has."""
+        process = shoal_cli.start("dht", "--port", 0)
+        index = len(shoal_cli.logged) - 1
+
+        def said() -> str | None:
+            if process.poll() is not None:
+                raise AssertionError(f"shoal dht exited with {process.returncode}")
+            found = re.search(r"id ([0-9a-f]{40})", shoal_cli.output(index)[1])
+            return found and found.group(1)
+
+        wait_for(said, message="shoal dht never said its id")
+        return said() or ""
+
+    first, second = started(), started()
+    assert first != second
+    shoal_cli.stop_all()
+    folder = tmp_path / "xdg-state" / "shoal" / "dht-node"
+    tables = {"dht-slot-0.dat", "dht-slot-1.dat"}
+    assert {path.name for path in folder.glob("*.dat")} == tables
+    assert started() == first  # the first slot, free again, and the id saved in it

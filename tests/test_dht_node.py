@@ -9,7 +9,7 @@ import random
 import socket
 
 import pytest
-from conftest import LOOPBACK, until
+from conftest import LOOPBACK, free_port, until
 from test_node import make_content, needs_ipv6
 
 from shoal.addresses import Address
@@ -18,7 +18,7 @@ from shoal.dht.core import DhtNode
 from shoal.dht.listings import DhtListing, keyword_key, sign_listing
 from shoal.identity import Identity
 from shoal.node import Node
-from shoal.node.dht import DhtService
+from shoal.node.dht import TABLE_SLOTS, DhtService
 
 NODES = 30
 K = 8
@@ -130,9 +130,9 @@ def test_a_restarted_node_keeps_its_id_and_its_table(tmp_path):
         try:
             await until(lambda: table_size(nodes[5]) >= 8, "a table to fill", 30)
             before = node_id(nodes[5])
-            port = nodes[5].port
             await nodes[5].stop()
-            again = Node(port=port, host=LOOPBACK, dht_routers=[], state=tmp_path / "dht5")
+            # Another port the system picks: its table waits in the slot it was saved in.
+            again = Node(port=0, host=LOOPBACK, dht_routers=[], state=tmp_path / "dht5")
             await again.start()
             nodes[5] = again
             # No router given: what it knows comes from the table it saved.
@@ -429,3 +429,52 @@ def test_a_read_only_node_downloads_through_the_dht_but_never_answers_nor_enters
 
     asyncio.run(scenario())
     assert (tmp_path / "out" / "content.bin").read_bytes() == content
+
+
+def test_nodes_on_ports_the_system_picks_keep_their_tables_in_a_few_slots(tmp_path):
+    state = tmp_path / "state"
+
+    async def scenario() -> None:
+        router = Node(port=0, host=LOOPBACK, dht_routers=[])  # no state folder: saves nothing
+        await router.start()
+
+        async def started(port: int = 0) -> Node:
+            node = Node(
+                port=port, host=LOOPBACK, dht_routers=[(LOOPBACK, router.port)], state=state
+            )
+            await node.start()
+            return node
+
+        try:
+            first, second = await started(), await started()
+            ids = [node_id(first), node_id(second)]
+            assert ids[0] != ids[1]
+            assert dht(first).table_path != dht(second).table_path
+            await stop_all([first, second])
+            again = await started()
+            assert node_id(again) == ids[0]  # the first slot is free again, and read
+            await again.stop()
+            # Run after run, three at a time: three slots, never more.
+            for _ in range(4):
+                await stop_all([await started() for _ in range(3)])
+            slots = {f"dht-slot-{slot}.{kind}" for slot in range(3) for kind in ("dat", "lock")}
+            assert {path.name for path in state.iterdir()} == slots
+            # With every slot held, one more runs without a table file.
+            holding = [await started() for _ in range(TABLE_SLOTS)]
+            extra = await started()
+            assert dht(extra).table_path is None
+            await stop_all([*holding, extra])
+            assert len(list(state.iterdir())) == 2 * TABLE_SLOTS
+            # A port asked for keeps its own table, as before.
+            port = free_port()
+            fixed = await started(port)
+            before = node_id(fixed)
+            await fixed.stop()
+            assert (state / f"dht-{port}.dat").exists()
+            fixed = await started(port)
+            assert node_id(fixed) == before
+            await fixed.stop()
+        finally:
+            await router.stop()
+
+    asyncio.run(scenario())

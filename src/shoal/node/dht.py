@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import random
@@ -33,6 +34,12 @@ PUBLIC_ROUTERS: tuple[Address, ...] = (
 )
 # One table per port: two shoal processes on one machine are two nodes, with two ids.
 TABLE_FILE = "dht-{port}.dat"
+# A port the system picks changes every run: such nodes keep their tables in a few slots, each
+# held (flock on its lock file) by one running process, so no two share an id and the files
+# stay as few as the processes run at once; with every slot held, a table is not saved.
+SLOT_FILE = "dht-slot-{slot}.dat"
+SLOT_LOCK = "dht-slot-{slot}.lock"
+TABLE_SLOTS = 8
 SAVE_INTERVAL = 300.0
 
 PeersCallback = Callable[[list[Address]], None]
@@ -49,6 +56,7 @@ class DhtService:
         self.state = state
         self.read_only = read_only
         self.table_path: Path | None = None
+        self._slot_lock: int | None = None  # the descriptor holding a slot's lock
         self.core: DhtNode | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._on_peers: dict[int, PeersCallback] = {}
@@ -65,11 +73,15 @@ class DhtService:
         """The running event loop."""
         return asyncio.get_running_loop()
 
-    async def start(self, routers: Sequence[Address], port: int) -> None:
-        """Load the table saved last time on this port (or pick a new id), take the port's
-        KRPC datagrams, and join through the routers and the nodes remembered."""
+    async def start(self, routers: Sequence[Address], port: int, *, port_fixed: bool) -> None:
+        """Load the table saved last time on this port (on a port the system picked, in a free
+        slot), or pick a new id; take the port's KRPC datagrams, and join through the routers
+        and the nodes remembered."""
         if self.state is not None:
-            self.table_path = self.state / TABLE_FILE.format(port=port)
+            if port_fixed:
+                self.table_path = self.state / TABLE_FILE.format(port=port)
+            else:
+                self.table_path = self._take_slot(self.state)
         now = self.loop.time()
         rng = random.Random()
         node_id, remembered = self._load()
@@ -189,6 +201,9 @@ class DhtService:
             self._timer.cancel()
             self._timer = None
         self._save()
+        if self._slot_lock is not None:
+            os.close(self._slot_lock)  # the slot is free again
+            self._slot_lock = None
         self.core = None
         for lookup in self._finished.values():
             lookup.cancel()
@@ -275,6 +290,37 @@ class DhtService:
                     resolved.append((str(address[0]), int(address[1])))
                     break
         return resolved
+
+    def _take_slot(self, state: Path) -> Path | None:
+        """The table file of the first slot no running node holds, now held by this one;
+        None if every slot is held (or the folder cannot be written)."""
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.info("cannot keep the DHT table in %s: %s", state, exc.strerror)
+            return None
+        for slot in range(TABLE_SLOTS):
+            lock = state / SLOT_LOCK.format(slot=slot)
+            try:
+                descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                log.info("cannot open %s: %s", lock, exc.strerror)
+                return None
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)  # another node holds it
+                continue
+            except OSError as exc:
+                os.close(descriptor)  # a folder without locks: sharing a table is worse
+                log.info("cannot lock %s: %s", lock, exc.strerror)
+                return None
+            self._slot_lock = descriptor
+            return state / SLOT_FILE.format(slot=slot)
+        log.info(
+            "all %d DHT table slots in %s are held: this table is not saved", TABLE_SLOTS, state
+        )
+        return None
 
     def _load(self) -> tuple[bytes | None, list[NodeInfo]]:
         if self.table_path is None:

@@ -123,7 +123,8 @@ class Node:
                     reason = os.strerror(exc.errno) if exc.errno else str(exc)
                     raise ShoalError(f"cannot listen on {what}: {reason.lower()}") from None
         if self.dht is not None and self._dht_routers is not None:
-            await self.dht.start(self._dht_routers, self.port)
+            # port is the number asked for, 0 if the system picked one (a new one every run).
+            await self.dht.start(self._dht_routers, self.port, port_fixed=port != 0)
 
     async def _listen(self, port: int) -> int:
         """TCP and UDP on one port number (any free one for 0): IPv4 on the host asked for,
