@@ -90,7 +90,7 @@ def test_mutable_items_cross_both_ways_and_the_newest_wins(tmp_path):
             )
             from_libtorrent = await asyncio.wait_for(dht(nodes[2]).get_item(target, b"salt"), 30)
             # The same key signs the next version in shoal.
-            newer = await asyncio.wait_for(
+            newer, _sent = await asyncio.wait_for(
                 dht(nodes[6]).put_mutable(identity, b"second", b"salt"), 30
             )
             session.dht_get_mutable_item(public, b"salt")

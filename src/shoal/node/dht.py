@@ -167,13 +167,15 @@ class DhtService:
         done = await self._wait(self.core.put_item(item, self.loop.time()))
         return len(done.closest)
 
-    async def put_mutable(self, identity: Identity, value: object, salt: bytes = b"") -> Item:
-        """Sign value as the next version of identity's item under salt and store it."""
+    async def put_mutable(
+        self, identity: Identity, value: object, salt: bytes = b""
+    ) -> tuple[Item, int]:
+        """Sign value as the next version of identity's item under salt and store it; the
+        item, and how many nodes it was sent to."""
         key = bytes.fromhex(identity.public_key_hex)
         held = await self.get_item(mutable_target(key, salt), salt)
         item = mutable(identity, value, held.seq + 1 if held is not None else 1, salt)
-        await self.put_item(item)
-        return item
+        return item, await self.put_item(item)
 
     async def joined(self) -> None:
         """Wait until the table holds a node (a lookup before would have nobody to ask)."""

@@ -1,0 +1,161 @@
+"""dht: a DHT-only node, and BEP 44 items put and got."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import ShoalError, inert
+from ..node import Node
+from ..storage.resume import state_dir
+
+if TYPE_CHECKING:
+    from ..node.dht import DhtService
+
+from .common import (
+    INFO_HASH,
+    PORT_HELP,
+    SEARCH_TIMEOUT,
+    DhtChoice,
+    T,
+    fail,
+    main,
+    run,
+    until_signal,
+)
+
+
+def bootstrap_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--dht-bootstrap HOST:PORT, repeatable."""
+    return click.option("--dht-bootstrap", multiple=True, metavar="HOST:PORT", help=help_text)
+
+
+JOIN_HELP = "A DHT node to join through (repeatable; default: the public routers)."
+
+
+@main.group(invoke_without_command=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help=PORT_HELP)
+@bootstrap_option("A DHT node to join through (repeatable; none: this node starts a network).")
+@click.pass_context
+def dht(ctx: click.Context, port: int | None, dht_bootstrap: tuple[str, ...]) -> None:
+    """Run a DHT node and nothing else (a bootstrap node for a private network) until
+    interrupted; or put or get an item in the DHT (BEP 44)."""
+    if ctx.invoked_subcommand is not None:
+        if port is not None or dht_bootstrap:
+            raise click.UsageError(f"give the options after {ctx.invoked_subcommand!r}")
+        return
+    routers = DhtChoice(dht_bootstrap).routers() if dht_bootstrap else []
+
+    async def serve_dht() -> None:
+        # A table of its own: one saved by a seed or get on this port may hold public nodes.
+        node = Node(port=port, dht_routers=routers, state=state_dir() / "dht-node")
+        stop = until_signal(node)
+        await node.start()
+        try:
+            assert node.dht is not None and node.dht.core is not None
+            click.echo(
+                f"DHT node on port {node.port} (UDP), id {node.dht.core.node_id.hex()}", err=True
+            )
+            await stop.wait()
+        finally:
+            await node.stop()
+
+    run(serve_dht)
+
+
+async def with_dht(dht_bootstrap: tuple[str, ...], use: Callable[[DhtService], Awaitable[T]]) -> T:
+    """Join the DHT with a node of no state, use it, and stop it."""
+    routers = DhtChoice(dht_bootstrap).routers()
+    node = Node(port=0, dht_routers=routers)
+    await node.start()
+    try:
+        assert node.dht is not None
+        try:
+            return await asyncio.wait_for(use(node.dht), SEARCH_TIMEOUT)
+        except TimeoutError:
+            raise ShoalError(
+                f"no answer from the DHT in {SEARCH_TIMEOUT:.0f} s: are its bootstrap nodes up?"
+            ) from None
+    finally:
+        await node.stop()
+
+
+@dht.command("put")
+@click.argument("text")
+@click.option("--mutable", is_flag=True, help="Sign it with this node's key, as its next version.")
+@click.option("--salt", default="", help="With --mutable: one of several items of the key.")
+@bootstrap_option(JOIN_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def dht_put(
+    text: str, mutable: bool, salt: str, dht_bootstrap: tuple[str, ...], as_json: bool
+) -> None:
+    """Store TEXT in the DHT (BEP 44) for two hours; prints the target to get it by."""
+    from ..dht import items
+    from ..identity import Identity
+
+    if salt and not mutable:
+        raise click.UsageError("--salt needs --mutable")
+    value = text.encode()
+    try:
+        # Checked here, before joining: too long a value or salt is a plain error.
+        item = items.immutable(value)
+        if mutable:
+            identity = Identity.load_or_create()
+            items.mutable(identity, value, 0, salt.encode())
+    except items.ItemError as exc:
+        fail(str(exc))
+
+    async def put(service: DhtService) -> tuple[items.Item, int]:
+        if mutable:
+            return await service.put_mutable(identity, value, salt.encode())
+        return item, await service.put_item(item)
+
+    stored, nodes = run(lambda: with_dht(dht_bootstrap, put))
+    if nodes == 0:
+        fail("no DHT node took the item")
+    shown: dict[str, Any] = {"target": stored.target.hex(), "nodes": nodes}
+    if stored.key is not None:
+        shown.update(key=stored.key.hex(), salt=salt, seq=stored.seq)
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    click.echo(" ".join(f"{name} {value}" for name, value in shown.items() if value != ""))
+
+
+@dht.command("get")
+@click.argument("target", required=False)
+@click.option("--key", metavar="HEX", help="The public key of a mutable item (instead of TARGET).")
+@click.option("--salt", default="", help="With --key: the salt it was put with.")
+@bootstrap_option(JOIN_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def dht_get(
+    target: str | None, key: str | None, salt: str, dht_bootstrap: tuple[str, ...], as_json: bool
+) -> None:
+    """Print the item stored under TARGET (40 hex digits), or under --key and --salt."""
+    from ..dht import items
+
+    if (target is None) == (key is None):
+        raise click.UsageError("give TARGET or --key, one of them")
+    if key is not None:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+            raise click.BadParameter("a public key is 64 hex digits", param_hint="--key")
+        wanted = items.mutable_target(bytes.fromhex(key), salt.encode())
+    elif target is not None and INFO_HASH.fullmatch(target):
+        wanted = bytes.fromhex(target)
+    else:
+        raise click.BadParameter("a target is 40 hex digits", param_hint="TARGET")
+    item = run(lambda: with_dht(dht_bootstrap, lambda s: s.get_item(wanted, salt.encode())))
+    if item is None:
+        fail(f"nothing is stored under {wanted.hex()} in the DHT")
+        return
+    value = item.value
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else repr(value)
+    if as_json:
+        click.echo(json.dumps({"target": wanted.hex(), "value": text, "seq": item.seq}))
+        return
+    click.echo(inert(text))

@@ -1,0 +1,150 @@
+"""demo and sim: the real cores on loopback, and by the thousand on a simulated network."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..progress import human_size
+
+if TYPE_CHECKING:
+    pass
+
+from .common import (
+    main,
+    run,
+)
+
+
+@main.command()
+@click.option("--leechers", type=click.IntRange(1, 20), default=4, help="How many leechers.")
+@click.option("--size-mib", type=click.IntRange(1, 4096), default=24, help="Size of the file.")
+def demo(leechers: int, size_mib: int) -> None:
+    """Run a swarm on loopback: one seeder, several leechers trading pieces."""
+    from ..demo import run_demo
+
+    run(lambda: run_demo(leechers=leechers, size=size_mib * 1024 * 1024))
+
+
+@main.group()
+def sim() -> None:
+    """Run the real cores by the thousand on a simulated network and clock."""
+
+
+class FiniteRange(click.FloatRange):
+    """A number in a range; nan, which compares false with every bound, is refused."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, or a usage error."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
+def scenario_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--session-shape, --seed and --json, which every simulated scenario takes."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(
+        command
+    )
+    command = click.option(
+        "--seed", type=click.IntRange(0, 2**63), default=1, help="Seed of every random choice."
+    )(command)
+    return click.option(
+        "--session-shape",
+        type=FiniteRange(0.1, 10),
+        default=1.0,
+        help="Weibull shape of session lengths (1: exponential; measured P2P traces: 0.3-0.6).",
+    )(command)
+
+
+@sim.command("swarm")
+@click.option(
+    "--nodes",
+    type=click.IntRange(2, 5000),
+    default=100,
+    help="Nodes, the seeder too (1,000 take about a minute, 5,000 several and 4 GiB).",
+)
+@click.option("--size-mib", type=click.IntRange(1, 256), default=4, help="Size of the torrent.")
+@click.option(
+    "--churn",
+    type=FiniteRange(0, 100),
+    default=0.0,
+    help="Departures per leecher per simulated second (0: nobody leaves).",
+)
+@scenario_options
+def sim_swarm(
+    nodes: int, size_mib: int, churn: float, session_shape: float, seed: int, as_json: bool
+) -> None:
+    """One seeder and NODES - 1 leechers joining within 10 s, until every live leecher is done."""
+    from ..sim.scenario import run_swarm
+
+    report = run_swarm(
+        nodes, size_mib * 1024 * 1024, churn=churn, seed=seed, session_shape=session_shape
+    )
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    spread = report.completion_seconds
+    click.echo(
+        f"{report.nodes} nodes, {human_size(report.size_bytes)}, churn {report.churn:g}/s,"
+        f" seed {report.seed}"
+    )
+    click.echo(
+        f"simulated {report.simulated_seconds:.1f} s in {report.wall_seconds:.1f} s of wall time;"
+        f" {report.events} events, {human_size(report.bytes_moved)} moved"
+    )
+    click.echo(
+        f"completed {report.completed}, left early {report.departed},"
+        f" unfinished {report.unfinished}"
+    )
+    if spread:
+        click.echo(
+            "completion times (s): "
+            + ", ".join(f"{name} {value:.1f}" for name, value in spread.items())
+        )
+
+
+@sim.command("dht")
+@click.option("--nodes", type=click.IntRange(2, 20_000), default=1000, help="DHT nodes.")
+@click.option(
+    "--churn",
+    type=FiniteRange(0, 1),
+    default=0.0,
+    help="Share of the nodes that leave, each replaced by a newcomer, during the lookups.",
+)
+@click.option("--lookups", type=click.IntRange(1, 100_000), default=100, help="Lookups to run.")
+@scenario_options
+def sim_dht(
+    nodes: int, churn: float, lookups: int, session_shape: float, seed: int, as_json: bool
+) -> None:
+    """A DHT of NODES nodes joining, settling, then random lookups while nodes come and go."""
+    from ..sim.dht import run_dht
+
+    report = run_dht(nodes, churn, lookups, seed, session_shape)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    click.echo(
+        f"{report.nodes} DHT nodes, churn {report.churn:g} ({report.departed} replaced),"
+        f" seed {report.seed}"
+    )
+    click.echo(
+        f"simulated {report.simulated_seconds:.1f} s in {report.wall_seconds:.1f} s of wall time;"
+        f" {report.events} events, {report.datagrams} datagrams"
+    )
+    click.echo(
+        f"lookups: {report.completed} of {report.lookups} completed,"
+        f" {report.success_rate:.1%} reached the closest live node,"
+        f" {report.timed_out} ran out of time"
+    )
+    for label, figures in (
+        ("hops", report.hops),
+        ("messages per lookup", report.messages_per_lookup),
+        ("latency (s)", report.latency_seconds),
+    ):
+        click.echo(f"{label}: " + ", ".join(f"{k} {v:g}" for k, v in figures.items()))
