@@ -6,11 +6,13 @@ import random
 
 import pytest
 
+from shoal import addresses
 from shoal.contract import Datagram
 from shoal.dht import krpc
 from shoal.dht.core import DhtNode, LookupDone, PeersFound
 from shoal.dht.listings import keyword_key, sign_listing
 from shoal.dht.routing import NodeInfo
+from shoal.dht.secure_id import is_secure
 from shoal.identity import Identity
 from shoal.sim.swarm import SimNetwork, SimNode
 
@@ -77,6 +79,15 @@ def true_closest(net: DhtNet, target: bytes, count: int = 8, asker: int = -1) ->
     return sorted(ids, key=lambda i: int.from_bytes(i, "big") ^ key)[:count]
 
 
+def answers(core: DhtNode) -> list[Datagram]:
+    """The core's replies among its outputs (it also pings strangers, to confirm them)."""
+    return [
+        o
+        for o in core.take_outputs()
+        if isinstance(o, Datagram) and not isinstance(krpc.parse(o.data), krpc.Query)
+    ]
+
+
 @pytest.fixture(scope="module")
 def net() -> DhtNet:
     return DhtNet(60, seed=3)
@@ -126,7 +137,7 @@ def test_malformed_queries_get_no_reply_and_unknown_methods_get_204():
     core.receive(b"garbage", ("10.0.0.9", 6881), 0.0)
     assert core.take_outputs() == []
     core.receive(krpc.query(b"aa", b"frobnicate", {}, sender=b"\x02" * 20), ("10.0.0.9", 6881), 0.0)
-    [reply] = core.take_outputs()
+    [reply] = answers(core)
     assert isinstance(reply, Datagram)
     assert krpc.parse(reply.data) == krpc.Error(b"aa", 204, "method unknown")
 
@@ -138,7 +149,7 @@ def test_announces_need_a_token_from_the_same_ip():
     core.receive(
         krpc.query(b"a1", b"get_peers", {b"info_hash": info_hash}, sender=b"\x02" * 20), asker, 0.0
     )
-    [reply] = core.take_outputs()
+    [reply] = answers(core)
     response = krpc.parse(reply.data)
     assert isinstance(response, krpc.Response)
     token = response.values[b"token"]
@@ -147,7 +158,7 @@ def test_announces_need_a_token_from_the_same_ip():
     core.receive(
         krpc.query(b"a2", b"announce_peer", announce, sender=b"\x04" * 20), ("10.0.0.10", 1), 1.0
     )
-    [refused] = core.take_outputs()
+    [refused] = answers(core)
     assert isinstance(krpc.parse(refused.data), krpc.Error)
     core.receive(krpc.query(b"a3", b"announce_peer", announce, sender=b"\x02" * 20), asker, 1.0)
     core.take_outputs()
@@ -160,7 +171,7 @@ def test_a_flood_from_one_ip_is_rate_limited():
     for n in range(1000):
         ping = krpc.query(n.to_bytes(2, "big"), b"ping", {}, sender=b"\x02" * 20)
         core.receive(ping, ("10.0.0.9", 6881), 0.0)
-        replies += len(core.take_outputs())
+        replies += len(answers(core))
     assert replies <= 60
 
 
@@ -184,7 +195,7 @@ def test_loopback_nodes_are_rate_limited_each_on_its_own():
     for port in range(1000, 1200):
         ping = krpc.query(b"pp", b"ping", {}, sender=port.to_bytes(20, "big"))
         core.receive(ping, ("127.0.0.1", port), 0.0)
-        answered += len(core.take_outputs())
+        answered += len(answers(core))
     assert answered >= 200  # 200 nodes on one machine, one ping each
 
 
@@ -220,7 +231,7 @@ def test_a_listings_reply_fits_a_datagram_whatever_was_published():
         b"aa", b"shoal_get_listings", {b"key": keyword_key("trail")}, sender=b"\x02" * 20
     )
     core.receive(ask, stranger, 1.0)
-    [reply] = core.take_outputs()
+    [reply] = answers(core)
     # A stranger gets its nodes and a token, but no more listings than its query's size allows.
     response = krpc.parse(reply.data)
     assert isinstance(response, krpc.Response) and b"listings" not in response.values
@@ -228,7 +239,7 @@ def test_a_listings_reply_fits_a_datagram_whatever_was_published():
     # With the token, which proves its address, it gets what a datagram holds.
     args = {b"key": keyword_key("trail"), b"token": response.values[b"token"]}
     core.receive(krpc.query(b"ab", b"shoal_get_listings", args, sender=b"\x02" * 20), stranger, 2.0)
-    [reply] = [o for o in core.take_outputs() if o.address == stranger]
+    [reply] = [o for o in answers(core) if o.address == stranger]
     assert len(reply.data) <= 1500
     response = krpc.parse(reply.data)
     assert isinstance(response, krpc.Response) and response.values[b"listings"]
@@ -260,7 +271,38 @@ def test_each_family_gets_its_own_closest_nodes():
         core.table.heard_from(NodeInfo(far, (f"10.3.0.{number + 1}", 1)), 0.0, responded=True)
     args = {b"target": target, b"want": [b"n4", b"n6"]}
     core.receive(krpc.query(b"aa", b"find_node", args, sender=b"\x42" * 20), ("10.0.0.9", 1), 0.0)
-    [reply] = core.take_outputs()
+    [reply] = answers(core)
     values = krpc.parse(reply.data).values
     assert len(krpc.unpack_nodes(values[b"nodes"], ipv6=False, limit=20)) == 8
     assert len(krpc.unpack_nodes(values[b"nodes6"], ipv6=True, limit=20)) == 8
+
+
+def test_a_node_takes_an_id_secure_for_the_ip_most_nodes_see():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    routers = [(f"8.8.{n}.1", 6881) for n in range(12)]
+    core.bootstrap(routers, 0.0)
+    queries = {o.address: krpc.parse(o.data).transaction for o in core.take_outputs()}
+    for number, router in enumerate(routers):
+        answer = krpc.response(
+            queries[router],
+            {b"nodes": b""},
+            sender=bytes([number + 2]) * 20,
+            requester=("203.0.113.7", 6881),
+        )
+        core.receive(answer, router, 1.0)
+    assert is_secure(core.node_id, addresses.pack_ip("203.0.113.7"))
+    assert core.table.own_id == core.node_id == core.server.node_id
+    # The nodes it knew stay, for the lookup of its new neighbourhood.
+    assert {e.node.address for e in core.table.entries()} >= set(routers[:8])
+
+
+def test_a_stranger_is_pinged_and_handed_out_only_once_it_answers():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    stranger = NodeInfo(b"\x02" * 20, ("10.0.0.9", 6881))
+    core.receive(krpc.query(b"aa", b"ping", {}, sender=stranger.id), stranger.address, 0.0)
+    outputs = [krpc.parse(o.data) for o in core.take_outputs()]
+    [ping] = [m for m in outputs if isinstance(m, krpc.Query)]
+    assert ping.method == b"ping" and core.table.closest(stranger.id, 8) == []
+    answer = krpc.response(ping.transaction, {}, sender=stranger.id, requester=None)
+    core.receive(answer, stranger.address, 0.5)
+    assert core.table.closest(stranger.id, 8) == [stranger]

@@ -7,9 +7,8 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_dht_core import DhtNet
+from test_dht_core import DhtNet, answers
 
-from shoal.contract import Datagram
 from shoal.dht import items, krpc
 from shoal.dht.core import DhtNode, ItemFound, LookupDone
 from shoal.dht.items import ItemError, ItemStore
@@ -141,12 +140,12 @@ def test_a_stranger_gets_a_big_value_only_with_a_token():
     core.server.items.put(item, b"someone", 0.0)
     ask = krpc.query(b"aa", b"get", {b"target": item.target}, sender=b"\x02" * 20)
     core.receive(ask, stranger, 1.0)
-    [reply] = [o for o in core.take_outputs() if isinstance(o, Datagram)]
+    [reply] = answers(core)
     values = krpc.parse(reply.data).values
     assert b"v" not in values and len(reply.data) <= 4 * len(ask)
     args = {b"target": item.target, b"token": values[b"token"]}
     core.receive(krpc.query(b"ab", b"get", args, sender=b"\x02" * 20), stranger, 2.0)
-    [reply] = [o for o in core.take_outputs() if o.address == stranger]
+    [reply] = answers(core)
     assert krpc.parse(reply.data).values[b"v"] == b"x" * 900
 
 
@@ -156,7 +155,8 @@ def test_a_put_needs_a_token_and_a_good_signature():
     item = items.mutable(Identity.generate(), b"v", 1)
     ask = krpc.query(b"aa", b"get", {b"target": item.target}, sender=b"\x02" * 20)
     core.receive(ask, sender, 1.0)
-    token = krpc.parse(core.take_outputs()[-1].data).values[b"token"]
+    [reply] = answers(core)
+    token = krpc.parse(reply.data).values[b"token"]
     codes = []
     for args in (
         {**item.put_args(), b"token": b"forged"},
@@ -164,7 +164,8 @@ def test_a_put_needs_a_token_and_a_good_signature():
         {**item.put_args(), b"token": token},
     ):
         core.receive(krpc.query(b"ab", b"put", args, sender=b"\x02" * 20), sender, 2.0)
-        reply = krpc.parse(core.take_outputs()[-1].data)
+        [answer] = answers(core)
+        reply = krpc.parse(answer.data)
         codes.append(reply.code if isinstance(reply, krpc.Error) else 0)
     assert codes == [krpc.PROTOCOL_ERROR, items.INVALID_SIGNATURE, 0]
     assert core.server.items.get(item.target, 3.0) == item

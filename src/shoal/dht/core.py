@@ -15,9 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import addresses
 from ..addresses import Address
 from ..contract import Datagram
 from . import krpc
+from .external_ip import ExternalIpVote
 from .items import Item, ItemError, parse_item
 from .krpc import (
     ANNOUNCE_PEER,
@@ -32,6 +34,7 @@ from .krpc import (
 from .listings import MAX_REPLY_LISTINGS, DhtListing, ListingError, parse_listing
 from .lookup import Lookup
 from .routing import K, NodeInfo, RoutingTable
+from .secure_id import secure_node_id
 from .server import TARGET, Server
 
 QUERY_TIMEOUT = 3.0
@@ -142,6 +145,7 @@ class DhtNode:
         self._want = {b"want": [b"n4", b"n6"]} if both_families else {}
         self.table = table or RoutingTable(node_id, rng=self.rng)
         self.server = Server(node_id, self.table, self.rng, now)
+        self.external_ip = ExternalIpVote()
         self._outputs: list[Output] = []
         self._pending: dict[bytes, _Pending] = {}
         self._deadlines: list[tuple[float, bytes]] = []  # heap over _pending
@@ -425,6 +429,8 @@ class DhtNode:
             self._timed_out(pending, now)
             return
         self.queries_answered += 1
+        if message.seen_as is not None:
+            self._vote(sender, message.seen_as, now)
         node = NodeInfo(message.sender, sender)
         self._heard_from(node, now, responded=True)
         values = message.values
@@ -462,6 +468,26 @@ class DhtNode:
             return
         search.lookup.answered(pending.node_id, nodes)
         self._advance(search, now)
+
+    def _vote(self, voter: Address, seen_as: Address, now: float) -> None:
+        """Count what a node says our address is (BEP 42); once most say an IP our id is not
+        secure for, take an id that is, as libtorrent restarts its DHT."""
+        try:
+            self.external_ip.vote(addresses.pack_ip(voter[0]), addresses.pack_ip(seen_as[0]), now)
+        except ValueError:
+            return
+        if not self.external_ip.needs_new_id(self.node_id):
+            return
+        ip = self.external_ip.external_ip()
+        assert ip is not None  # needs_new_id says so only for an IP the vote settled on
+        self.node_id = secure_node_id(ip, self.rng)
+        table = RoutingTable(self.node_id, rng=self.rng, enforce=self.table.enforce)
+        for entry in list(self.table.entries()):
+            table.restore(entry.node, now)
+        self.table = self.server.table = table
+        self.server.node_id = self.node_id
+        self._joining = None
+        self._join(now, [])  # the new id has other neighbours: look them up
 
     def _take_item(self, search: _Search, values: dict[bytes, Any]) -> None:
         """A BEP 44 item from a reply: one that is for the target, checked, and newer than

@@ -88,7 +88,7 @@ class DhtService:
         table = RoutingTable(node_id or rng.randbytes(20), rng=rng)
         for node in remembered:
             with contextlib.suppress(ValueError):
-                table.heard_from(node, now, responded=False)
+                table.restore(node, now)
         both = self.datagrams.serves(socket.AF_INET) and self.datagrams.serves(socket.AF_INET6)
         self.core = DhtNode(
             table.own_id, now, rng=rng, table=table, read_only=self.read_only, both_families=both
