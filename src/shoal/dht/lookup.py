@@ -1,13 +1,16 @@
 """An iterative Kademlia lookup: ask the closest nodes known, learn closer ones, converge.
 
 Sans-IO and sans-network: the DHT core sends the queries this names and reports each answer
-or timeout. At most `alpha` queries are in flight; the lookup ends when the `k` closest nodes
-seen have all answered or failed and nobody closer is left to ask, or at its deadline.
+or timeout. At most `alpha` queries are in flight; one unanswered after SLOW_AFTER no longer
+counts (its answer is still taken), so a dead node costs a second, not a whole timeout, as
+libtorrent's short timeout does. The lookup ends when the `k` closest nodes seen have all
+answered or failed and nobody closer is left to ask, or at its deadline.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import dataclass
 
 from .routing import NodeInfo
@@ -18,8 +21,10 @@ K = 8
 LOOKUP_DEADLINE = 30.0
 # Nodes remembered per lookup: enough to converge, bounded against peers that send junk.
 MAX_CANDIDATES = 200
+# A query unanswered this long lets another take its place in flight.
+SLOW_AFTER = 1.0
 
-WAITING, ASKED, ANSWERED, FAILED = range(4)
+WAITING, ASKED, SLOW, ANSWERED, FAILED = range(5)
 
 
 @dataclass(slots=True)
@@ -51,7 +56,9 @@ class Lookup:
         self.alpha = alpha
         self.deadline = now + deadline
         self.candidates: dict[bytes, Candidate] = {}
-        self.in_flight = 0
+        self.in_flight = 0  # asked, not yet slow
+        self.slow = 0  # asked, slow, still awaited
+        self._asked: deque[tuple[float, Candidate]] = deque()  # in the order asked
         self.queries = 0  # sent in all
         self.timed_out = False
         self.add(seeds)
@@ -64,18 +71,21 @@ class Lookup:
             distance = node.number ^ self._target
             if len(self.candidates) >= MAX_CANDIDATES:
                 farthest = max(self.candidates.values(), key=lambda c: c.distance)
-                if farthest.distance <= distance or farthest.state == ASKED:
+                if farthest.distance <= distance or farthest.state in (ASKED, SLOW):
                     continue
                 del self.candidates[farthest.node.id]
             self.candidates[node.id] = Candidate(node, distance, hop)
 
-    def _nearest(self, count: int) -> list[Candidate]:
-        """The count closest candidates that have not failed."""
-        live = (c for c in self.candidates.values() if c.state != FAILED)
+    def _nearest(self, count: int, *, slow: bool = True) -> list[Candidate]:
+        """The count closest candidates that have not failed (nor, unless slow, been slow)."""
+        live = (
+            c for c in self.candidates.values() if c.state != FAILED and (slow or c.state != SLOW)
+        )
         return heapq.nsmallest(count, live, key=lambda c: c.distance)
 
     def next_queries(self, now: float) -> list[NodeInfo]:
         """Nodes to ask now (marked as asked), keeping at most alpha in flight."""
+        self._mark_slow(now)
         if self.done(now):
             return []
         chosen: list[NodeInfo] = []
@@ -86,31 +96,55 @@ class Lookup:
                 candidate.state = ASKED
                 self.in_flight += 1
                 self.queries += 1
+                self._asked.append((now, candidate))
                 chosen.append(candidate.node)
         return chosen
+
+    def wake(self) -> float:
+        """When next_queries next has something to do unasked: a query turns slow, or the
+        deadline."""
+        asked = self._asked
+        while asked and asked[0][1].state != ASKED:
+            asked.popleft()
+        return min(asked[0][0] + SLOW_AFTER, self.deadline) if asked else self.deadline
+
+    def _mark_slow(self, now: float) -> None:
+        asked = self._asked
+        while asked and (asked[0][1].state != ASKED or asked[0][0] + SLOW_AFTER <= now):
+            _when, candidate = asked.popleft()
+            if candidate.state == ASKED:
+                candidate.state = SLOW
+                self.in_flight -= 1
+                self.slow += 1
+
+    def _settle(self, candidate: Candidate, state: int) -> None:
+        if candidate.state == ASKED:
+            self.in_flight -= 1
+        else:
+            self.slow -= 1
+        candidate.state = state
 
     def answered(self, node_id: bytes, nodes: list[NodeInfo]) -> None:
         """The node answered, naming nodes closer to the target."""
         candidate = self.candidates.get(node_id)
-        if candidate is None or candidate.state != ASKED:
+        if candidate is None or candidate.state not in (ASKED, SLOW):
             return
-        candidate.state = ANSWERED
-        self.in_flight -= 1
+        self._settle(candidate, ANSWERED)
         self.add(nodes, hop=candidate.hop + 1)
 
     def failed(self, node_id: bytes) -> None:
         """The query to the node timed out or was refused."""
         candidate = self.candidates.get(node_id)
-        if candidate is not None and candidate.state == ASKED:
-            candidate.state = FAILED
-            self.in_flight -= 1
+        if candidate is not None and candidate.state in (ASKED, SLOW):
+            self._settle(candidate, FAILED)
 
     def done(self, now: float) -> bool:
         """Whether the lookup has converged, or run out of time."""
         if now >= self.deadline:
             self.timed_out = True
             return True
-        nearest = self._nearest(self.k)
+        # A slow node does not hold the end back: its answer counts if it comes in time.
+        nearest = self._nearest(self.k, slow=False)
         return all(c.state == ANSWERED for c in nearest) or (
             self.in_flight == 0 and not any(c.state == WAITING for c in nearest)
         )
