@@ -71,7 +71,8 @@ def dht(ctx: click.Context, port: int | None, dht_bootstrap: tuple[str, ...]) ->
 async def with_dht(dht_bootstrap: tuple[str, ...], use: Callable[[DhtService], Awaitable[T]]) -> T:
     """Join the DHT with a node of no state, use it, and stop it."""
     routers = DhtChoice(dht_bootstrap).routers()
-    node = Node(port=0, dht_routers=routers)
+    # Read-only (BEP 43): a node that lives for one request stays out of others' tables.
+    node = Node(port=0, dht_routers=routers, dht_read_only=True)
     await node.start()
     try:
         assert node.dht is not None

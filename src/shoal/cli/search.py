@@ -59,7 +59,7 @@ def search(
         routers = DhtChoice(dht_bootstrap, no_dht, dht_read_only).routers()
         if routers is None:
             raise click.UsageError("--via dht needs the DHT: drop --no-dht")
-        results = run(lambda: search_dht(query, routers, limit, read_only=dht_read_only))
+        results = run(lambda: search_dht(query, routers, limit))
     if as_json:
         rows = [{**dataclasses.asdict(r), "info_hash": r.info_hash.hex()} for r in results]
         click.echo(json.dumps(rows, indent=2))
@@ -70,14 +70,14 @@ def search(
     wide_console().print(results_table(results))
 
 
-async def search_dht(
-    query: str, routers: list[tuple[str, int]], limit: int, *, read_only: bool = False
-) -> list[SearchResult]:
+async def search_dht(query: str, routers: list[tuple[str, int]], limit: int) -> list[SearchResult]:
     """Search the DHT's keyword index; seeders are the peers the DHT knows of each result."""
     from ..hub.client import SearchResult
 
     # No state: a search leaves nothing behind.
-    node = Node(port=0, dht_routers=routers, dht_read_only=read_only)
+    # Read-only (BEP 43), as --dht-read-only would make it: a node that lives for one search
+    # should stay out of the tables of the nodes it asks.
+    node = Node(port=0, dht_routers=routers, dht_read_only=True)
     await node.start()
     try:
         assert node.dht is not None
