@@ -9,7 +9,7 @@ import pytest
 from shoal import addresses
 from shoal.contract import Datagram
 from shoal.dht import krpc
-from shoal.dht.core import DhtNode, LookupDone, PeersFound
+from shoal.dht.core import DhtNode, LookupDone, PeersFound, SamplesFound
 from shoal.dht.listings import keyword_key, sign_listing
 from shoal.dht.routing import NodeInfo
 from shoal.dht.secure_id import is_secure
@@ -306,3 +306,23 @@ def test_a_stranger_is_pinged_and_handed_out_only_once_it_answers():
     answer = krpc.response(ping.transaction, {}, sender=stranger.id, requester=None)
     core.receive(answer, stranger.address, 0.5)
     assert core.table.closest(stranger.id, 8) == [stranger]
+
+
+def test_a_node_samples_the_info_hashes_another_holds_and_hears_silence_as_such():
+    asker = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    holder = DhtNode(b"\x02" * 20, 0.0, rng=random.Random(2))
+    held = [bytes([n]) * 20 for n in range(3)]
+    for info_hash in held:
+        holder.server.peers.announce(info_hash, ("10.0.0.7", 6881), 0.0)
+    number = asker.sample_infohashes(("10.0.0.2", 6881), 0.0)
+    [query] = asker.take_outputs()
+    holder.receive(query.data, ("10.0.0.1", 6881), 0.0)
+    [reply] = answers(holder)
+    asker.receive(reply.data, ("10.0.0.2", 6881), 0.1)
+    [found] = asker.take_outputs()
+    assert isinstance(found, SamplesFound) and found.request == number and found.answered
+    assert found.count == 3 and sorted(found.samples) == held and found.interval > 0
+    silent = asker.sample_infohashes(("10.0.0.3", 6881), 1.0)
+    asker.take_outputs()
+    asker.handle_timer(10.0)
+    assert SamplesFound(silent, ("10.0.0.3", 6881), answered=False) in asker.take_outputs()

@@ -6,6 +6,8 @@ import json
 
 from conftest import LOOPBACK, free_port, wait_for
 
+from shoal.metainfo import create_torrent
+
 
 def private_dht(shoal_cli) -> str:
     """Two `shoal dht` nodes on loopback, the second joined through the first; its address."""
@@ -54,3 +56,19 @@ def test_item_mistakes_are_one_sentence(shoal_cli):
     assert misplaced.returncode == 2 and "after 'get'" in misplaced.stderr
     for result in (too_big, salted, both, misplaced):
         assert "Traceback" not in result.stderr
+
+
+def test_dht_sample_lists_what_a_node_holds(shoal_cli, random_file):
+    router = private_dht(shoal_cli)
+    source = random_file(100_000, "shared/sampled.bin", seed=9)
+    info_hash = create_torrent(source).info_hash.hex()
+    shoal_cli.start("share", source, "--port", free_port(), "--dht-bootstrap", router)
+
+    def sampled() -> list[str]:
+        result = shoal_cli.run("dht", "sample", router, "--json", timeout=30)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["samples"]
+
+    wait_for(lambda: info_hash in sampled(), timeout=60, message="the announce never sampled")
+    silent = shoal_cli.run("dht", "sample", f"{LOOPBACK}:{free_port()}", timeout=30)
+    assert silent.returncode == 1 and "gave no sample" in silent.stderr

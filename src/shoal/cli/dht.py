@@ -1,4 +1,4 @@
-"""dht: a DHT-only node, and BEP 44 items put and got."""
+"""dht: a DHT-only node, BEP 44 items put and got, and a node's info-hashes sampled (BEP 51)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import ShoalError, inert
+from ..metainfo import MetainfoError
+from ..metainfo.magnet import parse_peer
 from ..node import Node
 from ..storage.resume import state_dir
 
 if TYPE_CHECKING:
+    from ..dht.core import SamplesFound
     from ..node.dht import DhtService
 
 from .common import (
@@ -160,3 +163,40 @@ def dht_get(
         click.echo(json.dumps({"target": wanted.hex(), "value": text, "seq": item.seq}))
         return
     click.echo(inert(text))
+
+
+@dht.command("sample")
+@click.argument("node")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def dht_sample(node: str, as_json: bool) -> None:
+    """Ask the DHT node at NODE (HOST:PORT) which info-hashes it holds (BEP 51)."""
+    try:
+        address = parse_peer(node)
+    except MetainfoError as exc:
+        raise click.BadParameter(str(exc), param_hint="NODE") from None
+
+    async def sample() -> SamplesFound:
+        # Read-only and joined to nobody: one question to one node.
+        asker = Node(port=0, dht_routers=[], dht_read_only=True)
+        await asker.start()
+        try:
+            assert asker.dht is not None
+            return await asker.dht.sample(address)
+        finally:
+            await asker.stop()
+
+    found = run(sample)
+    if not found.answered:
+        fail(f"{node} gave no sample of its info-hashes")
+    hashes = [info_hash.hex() for info_hash in found.samples]
+    if as_json:
+        click.echo(
+            json.dumps({"count": found.count, "interval": found.interval, "samples": hashes})
+        )
+        return
+    click.echo(
+        f"{found.count} info-hashes held; a sample of {len(hashes)}, drawn anew every"
+        f" {found.interval} s:"
+    )
+    for info_hash in hashes:
+        click.echo(info_hash)

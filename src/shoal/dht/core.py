@@ -30,6 +30,7 @@ from .krpc import (
     PING,
     PUT,
     PUT_LISTING,
+    SAMPLE_INFOHASHES,
 )
 from .listings import MAX_REPLY_LISTINGS, DhtListing, ListingError, parse_listing
 from .lookup import Lookup
@@ -45,6 +46,10 @@ BOOTSTRAP_RETRY = 15.0
 MAX_PENDING = 1000
 # Nodes read from one reply.
 MAX_REPLY_NODES = 2 * K
+# Info-hashes read from one sample_infohashes reply (a datagram holds about 70).
+MAX_SAMPLES = 100
+# BEP 51's longest interval between two samples.
+MAX_SAMPLE_INTERVAL = 21600
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +92,19 @@ class ItemFound:
     item: Item
 
 
-Output = Datagram | PeersFound | ListingsFound | ItemFound | LookupDone
+@dataclass(frozen=True, slots=True)
+class SamplesFound:
+    """A node's answer to sample_infohashes (BEP 51), or its silence (answered False)."""
+
+    request: int
+    address: Address
+    answered: bool
+    count: int = 0  # info-hashes it holds
+    interval: int = 0  # seconds before its sample changes
+    samples: tuple[bytes, ...] = ()
+
+
+Output = Datagram | PeersFound | ListingsFound | ItemFound | SamplesFound | LookupDone
 
 
 @dataclass(slots=True)
@@ -99,6 +116,7 @@ class _Pending:
     deadline: float
     search: int | None
     again: bool = False  # a search's second ask, with a token (see _ask_again)
+    sampling: int | None = None  # the request, for a sample_infohashes query
 
 
 @dataclass(slots=True)
@@ -225,6 +243,16 @@ class DhtNode:
         """Store a BEP 44 item on the nodes closest to its target; LookupDone when it is
         sent to them."""
         return self._start(item.target, GET, now, store=(PUT, item.put_args()), salt=item.salt)
+
+    def sample_infohashes(self, address: Address, now: float) -> int:
+        """Ask the node at address for a sample of the info-hashes it holds (BEP 51): a
+        SamplesFound follows."""
+        number = self._next_search
+        self._next_search += 1
+        args = {b"target": self.rng.randbytes(20), **self._want}
+        if not self._send_query(address, None, SAMPLE_INFOHASHES, args, now, None, sampling=number):
+            self._outputs.append(SamplesFound(number, address, answered=False))
+        return number
 
     # -- the core contract -----------------------------------------------------------------------
 
@@ -389,13 +417,14 @@ class DhtNode:
         search: int | None,
         *,
         again: bool = False,
+        sampling: int | None = None,
     ) -> bool:
         """Send a query and wait for its answer; False if too many are in flight already."""
         if len(self._pending) >= MAX_PENDING:
             return False
         transaction = self._transaction()
         deadline = now + QUERY_TIMEOUT
-        self._pending[transaction] = _Pending(address, node_id, deadline, search, again)
+        self._pending[transaction] = _Pending(address, node_id, deadline, search, again, sampling)
         heapq.heappush(self._deadlines, (deadline, transaction))
         data = krpc.query(transaction, method, args, sender=self.node_id, read_only=self.read_only)
         self._send(data, address)
@@ -416,6 +445,9 @@ class DhtNode:
         del self._pending[message.transaction]
         self._pinging.discard(pending.node_id or b"")
         search = self._searches.get(pending.search) if pending.search is not None else None
+        if pending.sampling is not None:
+            self._outputs.append(_samples(pending.sampling, sender, message))
+            return
         if isinstance(message, krpc.Error):
             if search is not None and pending.again:
                 self._answered_again(search, now)
@@ -522,6 +554,8 @@ class DhtNode:
             self._outputs.append(ListingsFound(search.number, search.lookup.target, fresh))
 
     def _timed_out(self, pending: _Pending, now: float) -> None:
+        if pending.sampling is not None:
+            self._outputs.append(SamplesFound(pending.sampling, pending.address, answered=False))
         if pending.node_id is None:
             return
         self._pinging.discard(pending.node_id)
@@ -546,3 +580,23 @@ class DhtNode:
 
     def _send(self, data: bytes, address: Address) -> None:
         self._outputs.append(Datagram(data, address))
+
+
+def _samples(request: int, sender: Address, message: krpc.Response | krpc.Error) -> SamplesFound:
+    """What a sample_infohashes reply says, bounded; an error or a malformed reply says
+    nothing."""
+    if isinstance(message, krpc.Error):
+        return SamplesFound(request, sender, answered=False)
+    values = message.values
+    samples, count, interval = values.get(b"samples"), values.get(b"num"), values.get(b"interval")
+    if not isinstance(samples, bytes) or len(samples) % 20:
+        return SamplesFound(request, sender, answered=False)
+    hashes = tuple(samples[i : i + 20] for i in range(0, min(len(samples), 20 * MAX_SAMPLES), 20))
+    return SamplesFound(
+        request,
+        sender,
+        answered=True,
+        count=max(len(hashes), count) if isinstance(count, int) and count < 2**63 else len(hashes),
+        interval=min(max(interval, 0), MAX_SAMPLE_INTERVAL) if isinstance(interval, int) else 0,
+        samples=hashes,
+    )

@@ -190,8 +190,11 @@ class Server:
         )
 
     def _sample(self, now: float) -> list[bytes]:
-        """BEP 51: a random sample of the info-hashes stored here, drawn anew each interval."""
-        if now - self._sampled_at >= SAMPLE_INTERVAL:
+        """BEP 51: a random sample of the info-hashes stored here, drawn anew each interval,
+        or sooner while it holds them all and their number changes."""
+        held = len(self.peers)
+        partial = len(self._samples) < MAX_SAMPLES and len(self._samples) != held
+        if partial or now - self._sampled_at >= SAMPLE_INTERVAL:
             self._samples = self.peers.sample(MAX_SAMPLES)
             self._sampled_at = now
         return self._samples

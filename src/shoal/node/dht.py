@@ -16,7 +16,7 @@ from pathlib import Path
 from ..addresses import Address
 from ..contract import Datagram
 from ..datagrams import DatagramPort
-from ..dht.core import DhtNode, ItemFound, ListingsFound, LookupDone, PeersFound
+from ..dht.core import DhtNode, ItemFound, ListingsFound, LookupDone, PeersFound, SamplesFound
 from ..dht.items import Item, mutable, mutable_target
 from ..dht.listings import DhtListing, keyword_key, keywords, matches
 from ..dht.routing import NodeInfo, RoutingTable
@@ -66,6 +66,7 @@ class DhtService:
         self._join_waiters: list[asyncio.Future[None]] = []  # see joined()
         self._on_listings: dict[int, Callable[[list[DhtListing]], None]] = {}
         self._on_item: dict[int, Callable[[Item], None]] = {}
+        self._samples: dict[int, asyncio.Future[SamplesFound]] = {}
         self._last_save = 0.0
 
     @property
@@ -177,6 +178,14 @@ class DhtService:
         item = mutable(identity, value, held.seq + 1 if held is not None else 1, salt)
         return item, await self.put_item(item)
 
+    async def sample(self, address: Address) -> SamplesFound:
+        """Ask the node at address for a sample of the info-hashes it holds (BEP 51)."""
+        assert self.core is not None
+        answer: asyncio.Future[SamplesFound] = self.loop.create_future()
+        self._samples[self.core.sample_infohashes(address, self.loop.time())] = answer
+        self._pump()
+        return await answer
+
     async def joined(self) -> None:
         """Wait until the table holds a node (a lookup before would have nobody to ask)."""
         if self.core is None or self.core.usable():
@@ -211,6 +220,9 @@ class DhtService:
             lookup.cancel()
         for waiter in self._join_waiters:
             waiter.cancel()
+        for sampled in self._samples.values():
+            sampled.cancel()
+        self._samples.clear()
         self._finished.clear()
         self._join_waiters.clear()
 
@@ -248,6 +260,10 @@ class DhtService:
                 on_listings = self._on_listings.get(output.lookup)
                 if on_listings is not None:
                     on_listings(output.listings)
+            elif isinstance(output, SamplesFound):
+                sampled = self._samples.pop(output.request, None)
+                if sampled is not None and not sampled.done():
+                    sampled.set_result(output)
             elif isinstance(output, ItemFound):
                 on_item = self._on_item.get(output.lookup)
                 if on_item is not None:
