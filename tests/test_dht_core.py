@@ -9,7 +9,7 @@ import pytest
 from shoal import addresses
 from shoal.contract import Datagram
 from shoal.dht import krpc
-from shoal.dht.core import DhtNode, LookupDone, PeersFound, SamplesFound
+from shoal.dht.core import MAINTENANCE_INTERVAL, DhtNode, LookupDone, PeersFound, SamplesFound
 from shoal.dht.listings import keyword_key, sign_listing
 from shoal.dht.routing import NodeInfo
 from shoal.dht.secure_id import is_secure
@@ -326,3 +326,17 @@ def test_a_node_samples_the_info_hashes_another_holds_and_hears_silence_as_such(
     asker.take_outputs()
     asker.handle_timer(10.0)
     assert SamplesFound(silent, ("10.0.0.3", 6881), answered=False) in asker.take_outputs()
+
+
+def test_every_node_knows_a_node_in_each_far_region_that_has_one(net):
+    # Kademlia's join looks up each bucket it split off: the halves, quarters and eighths of
+    # the id space away from a node's own hold a contact of it wherever a node lives.
+    def shared_bits(a: bytes, b: bytes) -> int:
+        return 160 - (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_length()
+
+    net.settle(MAINTENANCE_INTERVAL + 5)  # a bucket split off after a join waits for this
+    ids = [core.node_id for core in net.cores]
+    for core in net.cores:
+        known = {shared_bits(core.node_id, e.node.id) for e in core.table.entries()}
+        exist = {shared_bits(core.node_id, other) for other in ids if other != core.node_id}
+        assert {d for d in exist if d < 3} <= known

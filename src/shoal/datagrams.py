@@ -1,10 +1,11 @@
 """The node's UDP port, on the same port number as its TCP listener (a socket for IPv4, and
 one for IPv6 where the host has it), shared by every part of the node that speaks in
-datagrams (UDP trackers now; the DHT and uTP to come)."""
+datagrams (UDP trackers and the DHT now; uTP to come)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import Any, cast
@@ -12,6 +13,8 @@ from typing import Any, cast
 from .addresses import Address
 
 Listener = Callable[[bytes], None]
+# Bytes of datagrams the kernel holds for us (it caps this at net.core.rmem_max).
+RECEIVE_BUFFER = 1 << 20
 
 
 def family_of(address: Address) -> socket.AddressFamily:
@@ -31,6 +34,9 @@ class DatagramPort(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """A socket (IPv4 or IPv6) is bound."""
         sock = transport.get_extra_info("socket")
+        # Room for bursts (a bootstrap node that many join at once): the default drops them.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self._transports[sock.family] = cast(asyncio.DatagramTransport, transport)
 
     def serves(self, family: int) -> bool:

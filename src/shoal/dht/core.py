@@ -191,6 +191,10 @@ class DhtNode:
         """Whether the table holds a node worth asking (not one that stopped answering)."""
         return bool(self.table.closest(self.node_id, 1))
 
+    def _short(self) -> bool:
+        """Whether the table holds fewer nodes than a bucket: the join is not done."""
+        return len(self.table) < K
+
     def _ask_routers(self, now: float) -> None:
         """Ask the routers, and the nodes that stopped answering, for a way back in."""
         args = {b"target": self.node_id, **self._want}
@@ -264,7 +268,7 @@ class DhtNode:
     def get_timer(self) -> float | None:
         """The next query deadline, lookup deadline or maintenance, whichever is first."""
         wake = self._next_maintenance
-        if not self.usable():
+        if self._short():
             wake = min(wake, self._next_bootstrap)
         if self._deadlines:
             wake = min(wake, self._deadlines[0][0])
@@ -283,8 +287,8 @@ class DhtNode:
                 self._timed_out(pending, now)
         for search in list(self._searches.values()):
             self._advance(search, now)
-        if now >= self._next_bootstrap and not self.usable():
-            self._ask_routers(now)  # nobody answered, or everybody left: try again
+        if now >= self._next_bootstrap and self._short():
+            self._ask_routers(now)  # few answered, or most left: try again
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_INTERVAL
             self.server.maintain(now)
@@ -385,6 +389,12 @@ class DhtNode:
 
     def _finish(self, search: _Search, now: float) -> None:
         del self._searches[search.number]
+        if search.number == self._joining:
+            # Kademlia's join: with our neighbours known, look up a random id in every
+            # bucket nobody has been seen in yet, so that the far ones fill too.
+            self._joining = None
+            for target in self.table.refresh_targets(now):
+                self._start(target, FIND_NODE, now, report=False)
         lookup = search.lookup
         closest = lookup.closest()
         if search.store is not None:

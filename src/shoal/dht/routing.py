@@ -35,6 +35,7 @@ IPV4_NODE = ID_LENGTH + addresses.IPV4_ENTRY
 IPV6_NODE = ID_LENGTH + addresses.IPV6_ENTRY
 # Nodes read from a saved table: a full table holds far fewer, and the file may be hostile.
 MAX_LOADED_NODES = 1000
+_NEVER = float("-inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +122,7 @@ class RoutingTable:
         self.k = k
         self.enforce = enforce
         # Never touched: the first refresh_targets() asks for the whole space.
-        self._buckets = [_Bucket(0, ID_SPACE, float("-inf"))]
+        self._buckets = [_Bucket(0, ID_SPACE, _NEVER)]
         self._starts = [0]  # each bucket's lo, for bisect
         # Who holds each address (an IP group, or a loopback address and port), in buckets
         # and caches alike: one node per IP, and no id may take over another's address.
@@ -452,6 +453,11 @@ class RoutingTable:
         for node_id in [i for i, e in bucket.entries.items() if e.node.number >= middle]:
             upper.entries[node_id] = bucket.entries.pop(node_id)
         bucket.hi = middle
+        # Each half was touched when a node of its own was last seen: an empty half never
+        # was, and the next refresh looks it up (else a far half the join never reached
+        # would wait 15 minutes, and lookups there end far from their target).
+        for half in (bucket, upper):
+            half.touched = max((e.last_seen for e in half.entries.values()), default=_NEVER)
         index = self._buckets.index(bucket) + 1
         self._buckets.insert(index, upper)
         self._starts.insert(index, middle)
