@@ -560,3 +560,21 @@ def test_enforce_refuses_non_compliant_nodes():
     table.heard_from(loopback, 1.0, responded=True)
     assert {entry.node for entry in table.entries()} == {compliant_far(0), loopback}
     table.check()
+
+
+def test_the_join_looks_into_each_farther_region_the_table_barely_knows():
+    table = RoutingTable(OWN, rng=random.Random(3))
+    # The closest node shares 4 leading bits with OWN: regions 0-3 are farther. Region 1
+    # holds two nodes already; the others get a random target each, with their sizes.
+    table.heard_from(NodeInfo(ident(1 << 155), ("10.2.0.1", 1)), 0.0, responded=True)
+    for index in range(2):
+        table.heard_from(
+            NodeInfo(ident((1 << 158) + index), (f"10.2.1.{index + 1}", 1)), 0.0, responded=True
+        )
+    regions = []
+    for target, size in table.region_targets(2):
+        number = int.from_bytes(target, "big")
+        shared = 160 - number.bit_length()
+        assert size == 1 << (159 - shared)
+        regions.append(shared)
+    assert regions == [0, 2, 3]

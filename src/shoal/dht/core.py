@@ -46,6 +46,9 @@ BOOTSTRAP_RETRY = 15.0
 MAX_PENDING = 1000
 # Nodes read from one reply.
 MAX_REPLY_NODES = 2 * K
+# Nodes a refresh (and the join, in each far region of the id space) wants to have heard
+# from: enough to reach the range; answers and queries from there fill its bucket later.
+REFRESH_REACH = 2
 # Info-hashes read from one sample_infohashes reply (a datagram holds about 70).
 MAX_SAMPLES = 100
 # BEP 51's longest interval between two samples.
@@ -293,7 +296,7 @@ class DhtNode:
             self._next_maintenance = now + MAINTENANCE_INTERVAL
             self.server.maintain(now)
             for target in self.table.refresh_targets(now):
-                self._start(target, FIND_NODE, now, report=False)
+                self._refresh(target, self.table.span(target), now)
 
     def receive(self, data: bytes, sender: Address, now: float) -> None:
         """A datagram from sender; malformed ones are dropped without a reply."""
@@ -329,6 +332,13 @@ class DhtNode:
             joining.lookup.add(nodes)
             self._advance(joining, now)
 
+    def _refresh(self, target: bytes, size: int, now: float) -> None:
+        """Look into the range of ids of this size around target until a few nodes there
+        have answered (they join the table)."""
+        self._start(
+            target, FIND_NODE, now, report=False, near_enough=size, near_count=REFRESH_REACH
+        )
+
     def _start(
         self,
         target: bytes,
@@ -339,10 +349,13 @@ class DhtNode:
         report: bool = True,
         seeds: list[NodeInfo] | None = None,
         salt: bytes = b"",
+        near_enough: int | None = None,
+        near_count: int = K,
     ) -> int:
         number = self._next_search
         self._next_search += 1
-        lookup = Lookup(target, self.table.closest(target, K) + (seeds or []), now)
+        seeds = self.table.closest(target, K) + (seeds or [])
+        lookup = Lookup(target, seeds, now, near_enough=near_enough, near_count=near_count)
         search = _Search(number, lookup, method, store, report, salt=salt)
         self._searches[number] = search
         self._advance(search, now)
@@ -390,11 +403,11 @@ class DhtNode:
     def _finish(self, search: _Search, now: float) -> None:
         del self._searches[search.number]
         if search.number == self._joining:
-            # Kademlia's join: with our neighbours known, look up a random id in every
-            # bucket nobody has been seen in yet, so that the far ones fill too.
+            # Kademlia's join: with our neighbours known, look into every region of the id
+            # space farther than they are.
             self._joining = None
-            for target in self.table.refresh_targets(now):
-                self._start(target, FIND_NODE, now, report=False)
+            for target, size in self.table.region_targets(REFRESH_REACH):
+                self._refresh(target, size, now)
         lookup = search.lookup
         closest = lookup.closest()
         if search.store is not None:

@@ -49,12 +49,19 @@ class Lookup:
         k: int = K,
         alpha: int = ALPHA,
         deadline: float = LOOKUP_DEADLINE,
+        near_enough: int | None = None,
+        near_count: int = K,
     ) -> None:
         self.target = target
         self._target = int.from_bytes(target, "big")
         self.k = k
         self.alpha = alpha
         self.deadline = now + deadline
+        # With near_enough, the lookup may also end once near_count nodes that near the
+        # target have answered: a refresh wants nodes in a range, not the very closest.
+        self.near_enough = near_enough
+        self.near_count = near_count
+        self._near_answered = 0
         self.candidates: dict[bytes, Candidate] = {}
         self.in_flight = 0  # asked, not yet slow
         self.slow = 0  # asked, slow, still awaited
@@ -130,6 +137,8 @@ class Lookup:
         if candidate is None or candidate.state not in (ASKED, SLOW):
             return
         self._settle(candidate, ANSWERED)
+        if self.near_enough is not None and candidate.distance < self.near_enough:
+            self._near_answered += 1
         self.add(nodes, hop=candidate.hop + 1)
 
     def failed(self, node_id: bytes) -> None:
@@ -142,6 +151,8 @@ class Lookup:
         """Whether the lookup has converged, or run out of time."""
         if now >= self.deadline:
             self.timed_out = True
+            return True
+        if self._near_answered >= self.near_count:
             return True
         # A slow node does not hold the end back: its answer counts if it comes in time.
         nearest = self._nearest(self.k, slow=False)

@@ -350,6 +350,31 @@ class RoutingTable:
         assert entry.compliant or not self.enforce, entry
         seen.add(node_id)
 
+    def region_targets(self, enough: int) -> list[tuple[bytes, int]]:
+        """Kademlia's join refresh: for each region of the id space farther from us than our
+        closest node (the ids sharing exactly d leading bits with ours) where the table holds
+        fewer than enough nodes, a random id in it and the region's size."""
+        closest = self.closest(self.own_id, 1)
+        if not closest:
+            return []
+        bits = ID_LENGTH * 8
+        depth = bits - (closest[0].number ^ self._own).bit_length()
+        held = [0] * bits
+        for entry in self.entries():
+            held[bits - (entry.node.number ^ self._own).bit_length()] += 1
+        targets = []
+        for shared in (d for d in range(depth) if held[d] < enough):
+            size = 1 << (ID_LENGTH * 8 - shared - 1)
+            region = (self._own ^ size) & ~(size - 1)  # bit d flipped, the rest below it free
+            target = region | self._rng.randrange(size)
+            targets.append((target.to_bytes(ID_LENGTH, "big"), size))
+        return targets
+
+    def span(self, target: bytes) -> int:
+        """The size of the range of the bucket that holds target."""
+        bucket = self._bucket(int.from_bytes(target, "big"))
+        return bucket.hi - bucket.lo
+
     def _bucket(self, number: int) -> _Bucket:
         """The bucket whose range holds number."""
         return self._buckets[bisect.bisect_right(self._starts, number) - 1]
@@ -406,11 +431,25 @@ class RoutingTable:
         key = _address_key(node.address)
         if key in self._holders or key in self._claims:
             return None
+        if not self._has_room(node, now):
+            return None  # as libtorrent does: a ping would only fill a cache we do not need
         if len(self._unconfirmed) >= MAX_UNCONFIRMED:
             self._unconfirm(next(iter(self._unconfirmed)))
         self._unconfirmed[node.id] = Entry(node, now, None)
         self._claims[key] = node.id
         return node
+
+    def _has_room(self, node: NodeInfo, now: float) -> bool:
+        """Whether node, once confirmed, could take a place: its bucket has room or can split,
+        or holds a node that is not good, or one it would replace (BEP 42)."""
+        bucket = self._bucket(node.number)
+        if len(bucket.entries) < self.k or bucket.lo <= self._own < bucket.hi:
+            return True
+        compliant = is_compliant(node)
+        return any(
+            entry.status(now) != "good" or (compliant and not entry.compliant)
+            for entry in bucket.entries.values()
+        )
 
     def _unconfirm(self, node_id: bytes) -> bool:
         """Drop node_id from the unconfirmed nodes; False if it is not one."""
