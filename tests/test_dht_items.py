@@ -12,6 +12,7 @@ from test_dht_core import DhtNet, answers
 from shoal.dht import items, krpc
 from shoal.dht.core import DhtNode, ItemFound, LookupDone
 from shoal.dht.items import ItemError, ItemStore
+from shoal.dht.routing import NodeInfo
 from shoal.identity import Identity
 
 # BEP 44's test vectors: a key pair of its own, "Hello World!" at sequence 1.
@@ -169,3 +170,29 @@ def test_a_put_needs_a_token_and_a_good_signature():
         codes.append(reply.code if isinstance(reply, krpc.Error) else 0)
     assert codes == [krpc.PROTOCOL_ERROR, items.INVALID_SIGNATURE, 0]
     assert core.server.items.get(item.target, 3.0) == item
+
+
+def test_a_proven_asker_gets_a_full_size_item_within_a_datagram_even_with_both_families():
+    core = DhtNode(b"\x01" * 20, 0.0, rng=random.Random(1))
+    for number in range(8):  # 8 nodes of each family, all close to the target
+        core.table.heard_from(
+            NodeInfo(bytes([2, number]) + bytes(18), (f"10.4.0.{number + 1}", 1)),
+            0.0,
+            responded=True,
+        )
+        core.table.heard_from(
+            NodeInfo(bytes([3, number]) + bytes(18), (f"2001:db8::{number + 1}", 1)),
+            0.0,
+            responded=True,
+        )
+    item = items.mutable(Identity.generate(), b"x" * 990, 1)
+    core.server.items.put(item, b"someone", 0.0)
+    asker = ("10.0.0.9", 6881)
+    args = {b"target": item.target, b"want": [b"n4", b"n6"]}
+    core.receive(krpc.query(b"aa", b"get", args, sender=b"\x09" * 20), asker, 1.0)
+    [reply] = answers(core)
+    args[b"token"] = krpc.parse(reply.data).values[b"token"]
+    core.receive(krpc.query(b"ab", b"get", args, sender=b"\x09" * 20), asker, 2.0)
+    [reply] = answers(core)
+    assert len(reply.data) <= 1500
+    assert items.parse_item(krpc.parse(reply.data).values) == item

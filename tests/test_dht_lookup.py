@@ -87,3 +87,14 @@ def test_hops_count_steps_from_our_table():
     [asked] = lookup.next_queries(0.0)
     lookup.answered(asked.id, [])
     assert lookup.done(0.0) and lookup.closest()[0] == near and lookup.hops() == 2
+
+
+def test_slow_nodes_among_the_nearest_do_not_stop_the_lookup_asking_farther_ones():
+    nodes = network(20, 1)
+    lookup = Lookup(b"\x00" * 20, nodes, now=0.0, alpha=3, deadline=30.0)
+    lookup.next_queries(0.0)
+    later = lookup.next_queries(SLOW_AFTER)  # the first three are slow
+    for node in later:
+        lookup.answered(node.id, [])
+    # Three more: the nearest eight that are not slow reach past the slow three.
+    assert len(lookup.next_queries(SLOW_AFTER + 0.1)) == 3

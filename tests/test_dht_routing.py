@@ -578,3 +578,16 @@ def test_the_join_looks_into_each_farther_region_the_table_barely_knows():
         assert size == 1 << (159 - shared)
         regions.append(shared)
     assert regions == [0, 2, 3]
+
+
+def test_a_new_id_answering_from_the_address_of_a_silent_node_takes_its_place():
+    table = RoutingTable(OWN, rng=random.Random(4))
+    old = NodeInfo(ident(HALF + 7), ("10.3.0.1", 6881))
+    table.heard_from(old, 0.0, responded=True)
+    renewed = NodeInfo(ident(HALF + 9), old.address)  # restarted with an id of BEP 42
+    table.heard_from(renewed, 1.0, responded=True)
+    assert table.closest(renewed.id, 8) == [old]  # the old node still answers for all we know
+    table.failed(old.id, 2.0)
+    table.heard_from(renewed, 3.0, responded=True)
+    assert table.closest(renewed.id, 8) == [renewed]
+    table.check()

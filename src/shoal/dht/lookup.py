@@ -96,7 +96,8 @@ class Lookup:
         if self.done(now):
             return []
         chosen: list[NodeInfo] = []
-        for candidate in self._nearest(self.k):
+        # Past the slow ones: a node that does not answer must not stop the lookup.
+        for candidate in self._nearest(self.k, slow=False):
             if self.in_flight >= self.alpha:
                 break
             if candidate.state == WAITING:

@@ -414,8 +414,15 @@ class RoutingTable:
         self._unconfirm(node.id)
         key = _address_key(node.address)
         self._unconfirm(self._claims.get(key, b""))
-        if key in self._holders:
-            return None
+        holder = self._holders.get(key)
+        if holder is not None:
+            bucket = self._bucket(int.from_bytes(holder, "big"))
+            held = bucket.entries.get(holder) or bucket.replacements.get(holder)
+            if held is None or not held.failures:
+                return None
+            # The node there stopped answering, and another answers from its address: a
+            # restart with a new id (as BEP 42 asks of a node whose IP changed). It goes.
+            self.remove(holder)
         self._holders[key] = node.id
         return self._insert(Entry(node, answered, answered), now)
 

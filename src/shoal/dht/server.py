@@ -43,8 +43,9 @@ MAX_RATE_LIMITED_SOURCES = 10_000
 AMPLIFICATION = 4
 # A reply to a proven sender stays within one datagram on any path.
 MAX_REPLY = 1400
-# What a reply adds around its values: t, y, the version and the requester's address.
-ENVELOPE = 60
+# What a reply adds around its values at most: t (up to 32 bytes), y, the version and the
+# requester's address (18 bytes for IPv6).
+ENVELOPE = 110
 # BEP 51: how often the sample of info-hashes is drawn anew, and how many it holds.
 SAMPLE_INTERVAL = 300
 MAX_SAMPLES = 20
@@ -169,8 +170,13 @@ class Server:
                 pass
             elif item.key is not None and isinstance(seq, int) and item.seq <= seq:
                 values[b"seq"] = item.seq  # the asker has it already
-            elif len(encode(item.fields())) - 2 <= room:
-                values.update(item.fields())
+            else:
+                need = len(encode(item.fields())) - 2
+                if proven and need > room:
+                    # The item first: a 1,000-byte value and 16 nodes do not fit a datagram.
+                    room += _shed_nodes(values, need - room)
+                if need <= room:
+                    values.update(item.fields())
         else:
             values[b"interval"] = SAMPLE_INTERVAL
             values[b"num"] = len(self.peers)
@@ -233,3 +239,17 @@ def _fill(values: dict[bytes, Any], field: bytes, entries: list[Any], room: int)
         chosen.append(entry)
     if chosen:
         values[field] = chosen
+
+
+def _shed_nodes(values: dict[bytes, Any], short: int) -> int:
+    """Drop nodes from a reply, IPv6 ones first, until short bytes are free; the bytes freed."""
+    freed = 0
+    for field, size in ((b"nodes6", krpc.IPV6_NODE), (b"nodes", krpc.IPV4_NODE)):
+        compact = values.get(field)
+        if not isinstance(compact, bytes):
+            continue
+        while compact and freed < short:
+            compact = compact[:-size]
+            freed += size
+        values[field] = compact
+    return freed
