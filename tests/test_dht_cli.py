@@ -65,6 +65,8 @@ def test_search_via_the_dht_finds_what_share_listed(shoal_cli, random_file, tmp_
     # A read-only node (BEP 43) searches as well: it asks, nobody needs its answers.
     table = shoal_cli.run("search", "timelapse", "--dht-bootstrap", router, "--dht-read-only")
     assert info_hash in table.stdout
+    short = shoal_cli.run("search", "a", "of", "--dht-bootstrap", router)
+    assert short.returncode == 2 and "three letters or more" in short.stderr
 
 
 def test_dht_processes_on_ports_the_system_picks_never_share_a_table(shoal_cli, tmp_path):

@@ -196,3 +196,13 @@ def test_a_proven_asker_gets_a_full_size_item_within_a_datagram_even_with_both_f
     [reply] = answers(core)
     assert len(reply.data) <= 1500
     assert items.parse_item(krpc.parse(reply.data).values) == item
+
+
+def test_a_put_says_how_many_nodes_took_it_and_an_older_version_is_refused(net):
+    identity = Identity.generate()
+    newer = items.mutable(identity, b"v2", 2)
+    done = net.run_lookup(7, lambda core, now: core.put_item(newer, now))
+    assert done.stored >= 6
+    older = items.mutable(identity, b"v1", 1)
+    done = net.run_lookup(9, lambda core, now: core.put_item(older, now))
+    assert done.stored == 0  # error 302 from every node that holds the newer one

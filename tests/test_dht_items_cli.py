@@ -47,14 +47,19 @@ def test_a_mutable_item_is_got_at_its_latest_version(shoal_cli):
 def test_item_mistakes_are_one_sentence(shoal_cli):
     router = f"{LOOPBACK}:{free_port()}"
     too_big = shoal_cli.run("dht", "put", "x" * 1000, "--dht-bootstrap", router)
-    assert too_big.returncode == 1 and "at most 1000 bytes" in too_big.stderr
+    assert too_big.returncode == 1 and "TEXT is 1000 bytes; it may be 996 at most" in too_big.stderr
     salted = shoal_cli.run("dht", "put", "x", "--salt", "s", "--dht-bootstrap", router)
     assert salted.returncode == 2 and "--salt needs --mutable" in salted.stderr
     both = shoal_cli.run("dht", "get", "0" * 40, "--key", "0" * 64)
     assert both.returncode == 2 and "one of them" in both.stderr
     misplaced = shoal_cli.run("dht", "--dht-bootstrap", router, "get", "0" * 40)
     assert misplaced.returncode == 2 and "after 'get'" in misplaced.stderr
-    for result in (too_big, salted, both, misplaced):
+    stray = shoal_cli.run("dht", "get", "0" * 40, "--salt", "s")
+    assert stray.returncode == 2 and "--salt goes with --key" in stray.stderr
+    # Nobody at the bootstrap address: said once the join gives up, not after a minute.
+    dead = shoal_cli.run("dht", "get", "0" * 40, "--dht-bootstrap", router, timeout=60)
+    assert dead.returncode == 1 and f"no DHT node answered in 20 s (asked {router})" in dead.stderr
+    for result in (too_big, salted, both, misplaced, stray, dead):
         assert "Traceback" not in result.stderr
 
 
@@ -71,4 +76,6 @@ def test_dht_sample_lists_what_a_node_holds(shoal_cli, random_file):
 
     wait_for(lambda: info_hash in sampled(), timeout=60, message="the announce never sampled")
     silent = shoal_cli.run("dht", "sample", f"{LOOPBACK}:{free_port()}", timeout=30)
-    assert silent.returncode == 1 and "gave no sample" in silent.stderr
+    assert silent.returncode == 1 and "no answer from" in silent.stderr
+    named = shoal_cli.run("dht", "sample", f"localhost:{router.rsplit(':', 1)[1]}", "--json")
+    assert named.returncode == 0, named.stderr  # a host name is resolved first

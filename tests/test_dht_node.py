@@ -161,6 +161,9 @@ def test_a_keyword_search_finds_a_listing_another_node_published(tmp_path):
             assert holders <= set(true_closest(others, key))
             found = await asyncio.wait_for(dht(searcher).search("Timelapse alp"), 40)
             assert found == [listing]
+            # The last word, a prefix, is the longest: another word's key is asked.
+            found = await asyncio.wait_for(dht(searcher).search("alpine timelap"), 40)
+            assert found == [listing]
             # Same key asked, but the listing lacks a word: filtered out.
             assert await asyncio.wait_for(dht(searcher).search("timelapse night"), 40) == []
         finally:

@@ -24,7 +24,7 @@ from ..storage.resume import state_dir
 from ..swarm.sources import ENCRYPTION_POLICIES
 
 if TYPE_CHECKING:
-    pass
+    from ..node.dht import DhtService
 
 
 T = TypeVar("T")
@@ -36,6 +36,9 @@ LISTING_TTL = 3600
 LISTING_REFRESH = 1800
 # A DHT search gives up after this long (a lookup ends in 30 s at most, and counts follow).
 SEARCH_TIMEOUT = 60.0
+# A one-shot DHT node gives up when no node answers it this long (the routers are asked
+# again after 15 s).
+JOIN_TIMEOUT = 20.0
 PORT_HELP = "TCP port to listen on (default: 6881, or any free port if that is taken)."
 
 
@@ -256,3 +259,25 @@ def encryption_option(command: Callable[..., Any]) -> Callable[..., Any]:
 def hub_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """--hub URL."""
     return click.option("--hub", metavar="URL", help="A shoal hub, e.g. http://host:6969.")(command)
+
+
+async def with_dht(routers: list[tuple[str, int]], use: Callable[[DhtService], Awaitable[T]]) -> T:
+    """Join the DHT with a node of no state, use it, and stop it. The node is read-only
+    (BEP 43): a node that lives for one request should stay out of others' tables."""
+    node = Node(port=0, dht_routers=routers, dht_read_only=True)
+    await node.start()
+    try:
+        assert node.dht is not None
+        try:
+            await asyncio.wait_for(node.dht.joined(), JOIN_TIMEOUT)
+        except TimeoutError:
+            named = ", ".join(f"{host}:{port}" for host, port in routers)
+            raise ShoalError(
+                f"no DHT node answered in {JOIN_TIMEOUT:.0f} s (asked {named}): is it up?"
+            ) from None
+        try:
+            return await asyncio.wait_for(use(node.dht), SEARCH_TIMEOUT)
+        except TimeoutError:
+            raise ShoalError(f"no answer from the DHT in {SEARCH_TIMEOUT:.0f} s") from None
+    finally:
+        await node.stop()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import ShoalError, inert
+from ..errors import inert
 from ..metainfo import MetainfoError
 from ..metainfo.magnet import parse_peer
 from ..node import Node
@@ -22,14 +21,12 @@ if TYPE_CHECKING:
 
 from .common import (
     INFO_HASH,
-    PORT_HELP,
-    SEARCH_TIMEOUT,
     DhtChoice,
-    T,
     fail,
     main,
     run,
     until_signal,
+    with_dht,
 )
 
 
@@ -42,7 +39,12 @@ JOIN_HELP = "A DHT node to join through (repeatable; default: the public routers
 
 
 @main.group(invoke_without_command=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=None, help=PORT_HELP)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="UDP port to listen on (default: 6881, or any free port if that is taken).",
+)
 @bootstrap_option("A DHT node to join through (repeatable; none: this node starts a network).")
 @click.pass_context
 def dht(ctx: click.Context, port: int | None, dht_bootstrap: tuple[str, ...]) -> None:
@@ -71,22 +73,11 @@ def dht(ctx: click.Context, port: int | None, dht_bootstrap: tuple[str, ...]) ->
     run(serve_dht)
 
 
-async def with_dht(dht_bootstrap: tuple[str, ...], use: Callable[[DhtService], Awaitable[T]]) -> T:
-    """Join the DHT with a node of no state, use it, and stop it."""
+def joined_through(dht_bootstrap: tuple[str, ...]) -> list[tuple[str, int]]:
+    """The nodes a one-shot request joins through: those given, else the public routers."""
     routers = DhtChoice(dht_bootstrap).routers()
-    # Read-only (BEP 43): a node that lives for one request stays out of others' tables.
-    node = Node(port=0, dht_routers=routers, dht_read_only=True)
-    await node.start()
-    try:
-        assert node.dht is not None
-        try:
-            return await asyncio.wait_for(use(node.dht), SEARCH_TIMEOUT)
-        except TimeoutError:
-            raise ShoalError(
-                f"no answer from the DHT in {SEARCH_TIMEOUT:.0f} s: are its bootstrap nodes up?"
-            ) from None
-    finally:
-        await node.stop()
+    assert routers is not None  # None only with --no-dht, which these commands lack
+    return routers
 
 
 @dht.command("put")
@@ -112,6 +103,8 @@ def dht_put(
             identity = Identity.load_or_create()
             items.mutable(identity, value, 0, salt.encode())
     except items.ItemError as exc:
+        if exc.code == items.VALUE_TOO_BIG:
+            exc = items.ItemError(f"TEXT is {len(value)} bytes; it may be {items.MAX_TEXT} at most")
         fail(str(exc))
 
     async def put(service: DhtService) -> tuple[items.Item, int]:
@@ -119,7 +112,7 @@ def dht_put(
             return await service.put_mutable(identity, value, salt.encode())
         return item, await service.put_item(item)
 
-    stored, nodes = run(lambda: with_dht(dht_bootstrap, put))
+    stored, nodes = run(lambda: with_dht(joined_through(dht_bootstrap), put))
     if nodes == 0:
         fail("no DHT node took the item")
     shown: dict[str, Any] = {"target": stored.target.hex(), "nodes": nodes}
@@ -145,6 +138,8 @@ def dht_get(
 
     if (target is None) == (key is None):
         raise click.UsageError("give TARGET or --key, one of them")
+    if salt and key is None:
+        raise click.UsageError("--salt goes with --key")
     if key is not None:
         if not re.fullmatch(r"[0-9a-fA-F]{64}", key):
             raise click.BadParameter("a public key is 64 hex digits", param_hint="--key")
@@ -153,7 +148,9 @@ def dht_get(
         wanted = bytes.fromhex(target)
     else:
         raise click.BadParameter("a target is 40 hex digits", param_hint="TARGET")
-    item = run(lambda: with_dht(dht_bootstrap, lambda s: s.get_item(wanted, salt.encode())))
+    item = run(
+        lambda: with_dht(joined_through(dht_bootstrap), lambda s: s.get_item(wanted, salt.encode()))
+    )
     if item is None:
         fail(f"nothing is stored under {wanted.hex()} in the DHT")
         return
@@ -187,16 +184,14 @@ def dht_sample(node: str, as_json: bool) -> None:
 
     found = run(sample)
     if not found.answered:
-        fail(f"{node} gave no sample of its info-hashes")
+        fail(f"no answer from {node} to sample_infohashes")
     hashes = [info_hash.hex() for info_hash in found.samples]
     if as_json:
         click.echo(
             json.dumps({"count": found.count, "interval": found.interval, "samples": hashes})
         )
         return
-    click.echo(
-        f"{found.count} info-hashes held; a sample of {len(hashes)}, drawn anew every"
-        f" {found.interval} s:"
-    )
+    held = "1 info-hash" if found.count == 1 else f"{found.count} info-hashes"
+    click.echo(f"{held} held; a sample of {len(hashes)}, drawn anew every {found.interval} s:")
     for info_hash in hashes:
         click.echo(info_hash)

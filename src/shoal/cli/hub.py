@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from ..storage.resume import state_dir
-
-if TYPE_CHECKING:
-    pass
-
 from .common import (
     HUB_PORT,
     main,

@@ -9,19 +9,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ShoalError
-from ..node import Node
+from ..dht.listings import keywords
 from ..progress import results_table, wide_console
 
 if TYPE_CHECKING:
     from ..hub.client import SearchResult
+    from ..node.dht import DhtService
 
 from .common import (
-    SEARCH_TIMEOUT,
     DhtChoice,
     dht_options,
     main,
     run,
+    with_dht,
 )
 
 
@@ -59,6 +59,11 @@ def search(
         routers = DhtChoice(dht_bootstrap, no_dht, dht_read_only).routers()
         if routers is None:
             raise click.UsageError("--via dht needs the DHT: drop --no-dht")
+        if not keywords(query):
+            raise click.UsageError(
+                "a DHT search needs a word of three letters or more that is not among the"
+                " commonest (the, and, mp3 ...)"
+            )
         results = run(lambda: search_dht(query, routers, limit))
     if as_json:
         rows = [{**dataclasses.asdict(r), "info_hash": r.info_hash.hex()} for r in results]
@@ -72,37 +77,29 @@ def search(
 
 async def search_dht(query: str, routers: list[tuple[str, int]], limit: int) -> list[SearchResult]:
     """Search the DHT's keyword index; seeders are the peers the DHT knows of each result."""
+    # No state: a search leaves nothing behind.
+    return await with_dht(routers, lambda dht: _search(dht, query, limit))
+
+
+async def _search(dht: DhtService, query: str, limit: int) -> list[SearchResult]:
+    """The listings found for query, with the peers the DHT knows of each as its seeders."""
     from ..hub.client import SearchResult
 
-    # No state: a search leaves nothing behind.
-    # Read-only (BEP 43), as --dht-read-only would make it: a node that lives for one search
-    # should stay out of the tables of the nodes it asks.
-    node = Node(port=0, dht_routers=routers, dht_read_only=True)
-    await node.start()
-    try:
-        assert node.dht is not None
-        try:
-            found = (await asyncio.wait_for(node.dht.search(query), SEARCH_TIMEOUT))[:limit]
-        except TimeoutError:
-            raise ShoalError(
-                f"no answer from the DHT in {SEARCH_TIMEOUT:.0f} s: are its bootstrap nodes up?"
-            ) from None
-        publishers: dict[bytes, set[bytes]] = {}
-        for listing in found:
-            publishers.setdefault(listing.info_hash, set()).add(listing.public_key)
-        unique = list({listing.info_hash: listing for listing in found}.values())
-        counts = await asyncio.gather(*(node.dht.count_peers(item.info_hash) for item in unique))
-        return [
-            SearchResult(
-                listing.info_hash,
-                listing.name,
-                listing.size,
-                len(listing.files),
-                peers,
-                0,
-                len(publishers[listing.info_hash]),
-            )
-            for listing, peers in zip(unique, counts, strict=True)
-        ]
-    finally:
-        await node.stop()
+    found = (await dht.search(query))[:limit]
+    publishers: dict[bytes, set[bytes]] = {}
+    for listing in found:
+        publishers.setdefault(listing.info_hash, set()).add(listing.public_key)
+    unique = list({listing.info_hash: listing for listing in found}.values())
+    counts = await asyncio.gather(*(dht.count_peers(item.info_hash) for item in unique))
+    return [
+        SearchResult(
+            listing.info_hash,
+            listing.name,
+            listing.size,
+            len(listing.files),
+            peers,
+            0,
+            len(publishers[listing.info_hash]),
+        )
+        for listing, peers in zip(unique, counts, strict=True)
+    ]

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from ..progress import human_size
-
-if TYPE_CHECKING:
-    pass
-
 from .common import (
     main,
     run,

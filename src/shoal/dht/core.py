@@ -84,6 +84,7 @@ class LookupDone:
     hops: int
     queries: int
     timed_out: bool
+    stored: int = 0  # for a lookup that stores: the nodes that took it
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,8 @@ class _Search:
     # Nodes whose reply held nothing: with a token, as proof of our address, they are asked
     # again at the end, in case they held back for want of it (see server.py).
     empty: set[bytes] = field(default_factory=set)
-    asking_again: int = 0
+    asking_again: int = 0  # second-round queries awaited: asked again, or stores
+    stored: int = 0  # stores taken
 
 
 class DhtNode:
@@ -367,7 +369,11 @@ class DhtNode:
         if search.asking_again:
             return  # the lookup is over: its last answers are awaited
         if lookup.done(now):
-            if not self._ask_again(search, now):
+            if search.store is not None:
+                self._store(search, now)
+            else:
+                self._ask_again(search, now)
+            if not search.asking_again:
                 self._finish(search, now)
             return
         args = {TARGET[search.method]: lookup.target, **self._want}
@@ -375,24 +381,36 @@ class DhtNode:
             if not self._send_query(node.address, node.id, search.method, args, now, search.number):
                 lookup.failed(node.id)
 
-    def _ask_again(self, search: _Search, now: float) -> bool:
-        """Ask again, with their tokens, the closest nodes whose answer held nothing: a node
-        answers a stranger's get with only as many bytes as it sent, until the token proves
-        the stranger's address. Whether any was asked."""
-        if search.store is not None or search.method not in (GET, GET_LISTINGS):
-            return False
-        if search.method == GET and search.item is not None and search.item.key is None:
-            return False  # an immutable item is the same everywhere
+    def _store(self, search: _Search, now: float) -> None:
+        """Send the search's store (announce_peer, put, put_listing) to the closest nodes that
+        gave a token; their answers say how many took it."""
+        assert search.store is not None
+        method, args = search.store
         for node in search.lookup.closest():
             token = search.tokens.get(node.id)
-            if node.id not in search.empty or token is None:
-                continue
-            args = {TARGET[search.method]: search.lookup.target, b"token": token, **self._want}
-            if self._send_query(
-                node.address, node.id, search.method, args, now, search.number, again=True
-            ):
-                search.asking_again += 1
-        return search.asking_again > 0
+            if token is not None:
+                self._second_ask(search, node, method, {**args, b"token": token}, now)
+
+    def _ask_again(self, search: _Search, now: float) -> None:
+        """Ask again, with their tokens, the closest nodes whose answer held nothing: a node
+        answers a stranger's get with only as many bytes as it sent, until the token proves
+        the stranger's address."""
+        if search.method not in (GET, GET_LISTINGS):
+            return
+        if search.method == GET and search.item is not None and search.item.key is None:
+            return  # an immutable item is the same everywhere
+        for node in search.lookup.closest():
+            token = search.tokens.get(node.id)
+            if node.id in search.empty and token is not None:
+                args = {TARGET[search.method]: search.lookup.target, b"token": token}
+                self._second_ask(search, node, search.method, {**args, **self._want}, now)
+
+    def _second_ask(
+        self, search: _Search, node: NodeInfo, method: bytes, args: dict[bytes, Any], now: float
+    ) -> None:
+        """A query of the search's second round, once its lookup is over."""
+        if self._send_query(node.address, node.id, method, args, now, search.number, again=True):
+            search.asking_again += 1
 
     def _answered_again(self, search: _Search, now: float) -> None:
         """One of the second asks was answered or given up on; the last ends the search."""
@@ -409,24 +427,16 @@ class DhtNode:
             for target, size in self.table.region_targets(REFRESH_REACH):
                 self._refresh(target, size, now)
         lookup = search.lookup
-        closest = lookup.closest()
-        if search.store is not None:
-            method, args = search.store
-            for node in closest:
-                token = search.tokens.get(node.id)
-                if token is not None:
-                    self._send_query(
-                        node.address, node.id, method, {**args, b"token": token}, now, None
-                    )
         if search.report:
             self._outputs.append(
                 LookupDone(
                     search.number,
                     lookup.target,
-                    closest,
+                    lookup.closest(),
                     lookup.hops(),
                     lookup.queries,
                     lookup.timed_out,
+                    search.stored,
                 )
             )
 
@@ -496,6 +506,10 @@ class DhtNode:
             self._join(now, [node, *nodes])  # a router answered
             return
         if search is None:
+            return
+        if pending.again and search.store is not None:
+            search.stored += 1  # the node took what we stored
+            self._answered_again(search, now)
             return
         token = values.get(b"token")
         if isinstance(token, bytes) and len(token) <= krpc.MAX_TRANSACTION:

@@ -18,6 +18,8 @@ from ..identity import Identity, verify
 from .krpc import KrpcError
 
 MAX_VALUE = 1000
+# The longest string that fits: bencoding adds its length and a colon ("996:").
+MAX_TEXT = MAX_VALUE - len(b"996:")
 MAX_SALT = 64
 KEY_LENGTH = 32
 SIGNATURE_LENGTH = 64

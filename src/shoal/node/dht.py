@@ -20,6 +20,7 @@ from ..dht.core import DhtNode, ItemFound, ListingsFound, LookupDone, PeersFound
 from ..dht.items import Item, mutable, mutable_target
 from ..dht.listings import DhtListing, keyword_key, keywords, matches
 from ..dht.routing import NodeInfo, RoutingTable
+from ..errors import ShoalError
 from ..identity import Identity
 from ..words import words
 
@@ -128,12 +129,16 @@ class DhtService:
 
     async def search(self, query: str) -> list[DhtListing]:
         """Listings whose names hold every word of query: the nodes closest to the key of
-        its longest keyword are asked, and what they hold is filtered by all the words."""
-        chosen = sorted(keywords(query), key=len, reverse=True)
+        its longest keyword are asked, and what they hold is filtered by all the words. The
+        last word matches as a prefix, so its own key would miss longer words: another is
+        asked for if there is one."""
+        given = words(query)
+        chosen = keywords(" ".join(given[:-1])) or keywords(query)
         if not chosen or self.core is None:
             return []
         await self.joined()
-        number = self.core.search_listings(keyword_key(chosen[0]), self.loop.time())
+        longest = max(chosen, key=len)
+        number = self.core.search_listings(keyword_key(longest), self.loop.time())
         found: list[DhtListing] = []
         self._on_listings[number] = found.extend
         await self._wait(number)
@@ -162,27 +167,31 @@ class DhtService:
         return found[-1] if found else None
 
     async def put_item(self, item: Item) -> int:
-        """Store a BEP 44 item on the nodes closest to its target; how many it was sent to."""
+        """Store a BEP 44 item on the nodes closest to its target; how many took it."""
         await self.joined()
         assert self.core is not None
         done = await self._wait(self.core.put_item(item, self.loop.time()))
-        return len(done.closest)
+        return done.stored
 
     async def put_mutable(
         self, identity: Identity, value: object, salt: bytes = b""
     ) -> tuple[Item, int]:
         """Sign value as the next version of identity's item under salt and store it; the
-        item, and how many nodes it was sent to."""
+        item, and how many nodes took it."""
         key = bytes.fromhex(identity.public_key_hex)
         held = await self.get_item(mutable_target(key, salt), salt)
         item = mutable(identity, value, held.seq + 1 if held is not None else 1, salt)
         return item, await self.put_item(item)
 
     async def sample(self, address: Address) -> SamplesFound:
-        """Ask the node at address for a sample of the info-hashes it holds (BEP 51)."""
+        """Ask the node at address (a host name is resolved) for a sample of the info-hashes
+        it holds (BEP 51)."""
+        resolved = await self._resolve([address])
+        if not resolved:
+            raise ShoalError(f"{address[0]} is not an address this node can reach")
         assert self.core is not None
         answer: asyncio.Future[SamplesFound] = self.loop.create_future()
-        self._samples[self.core.sample_infohashes(address, self.loop.time())] = answer
+        self._samples[self.core.sample_infohashes(resolved[0], self.loop.time())] = answer
         self._pump()
         return await answer
 
@@ -286,7 +295,8 @@ class DhtService:
                 self.find_peers(info_hash, on_peers, announce_port=announce_port)
             for listing in publish.values():
                 self.publish(listing)
-            return  # find_peers and publish pumped
+            if self.core is not core:
+                return  # stopped meanwhile
         wake = core.get_timer()
         if self._timer is not None:
             self._timer.cancel()
