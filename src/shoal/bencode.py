@@ -203,7 +203,25 @@ def encode(obj: Any) -> bytes:
 
 def _encode_into(obj: Any, parts: list[bytes]) -> None:
     """Append the encoding of obj to parts."""
-    if isinstance(obj, bytes | bytearray | memoryview):
+    # The common exact types first (every DHT datagram is built here): no copies, no key
+    # conversion, and a dictionary of bytes keys cannot hold one key twice.
+    kind = type(obj)
+    if kind is bytes:
+        parts += (b"%d:" % len(obj), obj)
+    elif kind is int:
+        parts.append(b"i%de" % obj)
+    elif kind is dict and all(type(key) is bytes for key in obj):
+        parts.append(b"d")
+        for key in sorted(obj):
+            parts += (b"%d:" % len(key), key)
+            _encode_into(obj[key], parts)
+        parts.append(b"e")
+    elif kind is list:
+        parts.append(b"l")
+        for item in obj:
+            _encode_into(item, parts)
+        parts.append(b"e")
+    elif isinstance(obj, bytes | bytearray | memoryview):
         raw = bytes(obj)
         parts += (str(len(raw)).encode(), b":", raw)
     elif isinstance(obj, str):

@@ -33,7 +33,7 @@ from .krpc import (
     SAMPLE_INFOHASHES,
 )
 from .listings import MAX_REPLY_LISTINGS, DhtListing, ListingError, parse_listing
-from .lookup import Lookup
+from .lookup import ALPHA, Lookup
 from .routing import K, NodeInfo, RoutingTable
 from .secure_id import secure_node_id
 from .server import TARGET, Server
@@ -338,7 +338,13 @@ class DhtNode:
         """Look into the range of ids of this size around target until a few nodes there
         have answered (they join the table)."""
         self._start(
-            target, FIND_NODE, now, report=False, near_enough=size, near_count=REFRESH_REACH
+            target,
+            FIND_NODE,
+            now,
+            report=False,
+            near_enough=size,
+            near_count=REFRESH_REACH,
+            alpha=1,  # no hurry: one query at a time, as few as it takes
         )
 
     def _start(
@@ -353,11 +359,14 @@ class DhtNode:
         salt: bytes = b"",
         near_enough: int | None = None,
         near_count: int = K,
+        alpha: int = ALPHA,
     ) -> int:
         number = self._next_search
         self._next_search += 1
         seeds = self.table.closest(target, K) + (seeds or [])
-        lookup = Lookup(target, seeds, now, near_enough=near_enough, near_count=near_count)
+        lookup = Lookup(
+            target, seeds, now, alpha=alpha, near_enough=near_enough, near_count=near_count
+        )
         search = _Search(number, lookup, method, store, report, salt=salt)
         self._searches[number] = search
         self._advance(search, now)
