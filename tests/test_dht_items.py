@@ -203,6 +203,11 @@ def test_a_put_says_how_many_nodes_took_it_and_an_older_version_is_refused(net):
     newer = items.mutable(identity, b"v2", 2)
     done = net.run_lookup(7, lambda core, now: core.put_item(newer, now))
     assert done.stored >= 6
+    holders = [c for c in net.cores if c.server.items.get(newer.target, net.network.now) == newer]
+    assert len(holders) == done.stored
     older = items.mutable(identity, b"v1", 1)
     done = net.run_lookup(9, lambda core, now: core.put_item(older, now))
-    assert done.stored == 0  # error 302 from every node that holds the newer one
+    # Error 302 from every node that holds the newer one: only others can take it.
+    held_by = {c.node_id for c in holders}
+    assert done.stored <= sum(node.id not in held_by for node in done.closest)
+    assert all(c.server.items.get(newer.target, net.network.now) == newer for c in holders)
