@@ -9,6 +9,7 @@ import random
 from conftest import until
 from test_node import LOOPBACK, make_content, start_node
 
+from shoal.overlay.messages import GREETING as OVERLAY_GREETING
 from shoal.swarm.budget import PEER_OUTPUT_HARD_LIMIT, PEER_REPLY_LIMIT
 from shoal.wire import extensions as ext
 from shoal.wire import messages as m
@@ -214,3 +215,20 @@ def test_a_file_gone_while_seeding_is_one_sentence(tmp_path):
             await seeder.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_overlay_greeting_is_told_apart_and_closed_until_the_node_joins_one(tmp_path):
+    async def scenario() -> bytes:
+        node = await start_node()
+        try:
+            reader, writer = await asyncio.open_connection(LOOPBACK, node.port)
+            writer.write(OVERLAY_GREETING)
+            await writer.drain()
+            # Not taken for MSE (whose handshake would wait for more): closed at once.
+            answer = await asyncio.wait_for(reader.read(100), 10)
+            writer.close()
+            return answer
+        finally:
+            await node.stop()
+
+    assert asyncio.run(scenario()) == b""

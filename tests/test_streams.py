@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shoal.overlay.messages import GREETING as OVERLAY_GREETING
 from shoal.streams import GREETINGS, StreamKind, classify
 from shoal.wire import messages as m
 from shoal.wire.mse import MseInitiator
@@ -26,13 +27,19 @@ def test_a_bittorrent_handshake_and_an_mse_one_are_told_apart():
 @given(st.binary(max_size=40))
 def test_the_verdict_is_a_prefix_test(data):
     verdict = classify(data)
-    [greeting] = GREETINGS
-    if data[:20] == greeting:
-        assert verdict is StreamKind.BITTORRENT
-    elif greeting.startswith(data):
+    opened = [kind for greeting, kind in GREETINGS.items() if data.startswith(greeting)]
+    if opened:
+        assert [verdict] == opened
+    elif any(greeting.startswith(data) for greeting in GREETINGS):
         assert verdict is None
     else:
         assert verdict is StreamKind.MSE
+
+
+def test_the_overlay_greeting_is_told_apart_at_every_split():
+    for cut in range(len(OVERLAY_GREETING)):
+        assert classify(OVERLAY_GREETING[:cut]) is None
+    assert classify(OVERLAY_GREETING + b"\x00" * 23) is StreamKind.OVERLAY
 
 
 @given(st.binary(min_size=1, max_size=60), st.data())

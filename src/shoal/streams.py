@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 
+from .overlay.messages import GREETING as OVERLAY_GREETING
 from .wire import messages as m
 
 
@@ -12,11 +13,13 @@ class StreamKind(enum.Enum):
 
     BITTORRENT = "a BitTorrent handshake"
     MSE = "an MSE/PE handshake"
+    OVERLAY = "the overlay's greeting"
 
 
-# Protocols that open with a fixed greeting (the overlay's will join them).
+# Protocols that open with a fixed greeting.
 GREETINGS: dict[bytes, StreamKind] = {
     bytes((len(m.PROTOCOL),)) + m.PROTOCOL: StreamKind.BITTORRENT,
+    OVERLAY_GREETING: StreamKind.OVERLAY,
 }
 # A stream that opens with none of them is taken for MSE, whose first bytes are random (a
 # Diffie-Hellman key): that is how BitTorrent clients tell the two apart.

@@ -113,6 +113,10 @@ class PeerConnection(asyncio.Protocol):
             self._first = data
             return
         self._first = None
+        if kind is StreamKind.OVERLAY:
+            log.info("dropped %s: this node does not join the overlay", self.address)
+            self.close()
+            return
         plaintext = kind is StreamKind.BITTORRENT
         if self.node.encryption == ("require" if plaintext else "off"):
             log.info("dropped %s: its handshake is not allowed by --encryption", self.address)

@@ -1,0 +1,98 @@
+"""What an overlay node remembers to route queries: the query ids it has seen (each query is
+handled once), and query routing tables (QRP), with which an ultrapeer forwards a query only
+to the leaves that may hold a match.
+
+A query routing table is QRP_BITS bits, one set for each keyword a node's listings could
+match. A query matches a listing's name when the name holds every word of the query and the
+last as a prefix, so the table holds each word's prefixes of MIN_PREFIX letters and more; a
+query may match if every one of its words of MIN_PREFIX letters or more hashes to a set bit.
+Shorter words cannot be filtered on and pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from ..words import words
+from .messages import QRP_BITS, QRP_BYTES
+
+MIN_PREFIX = 3
+# Queries remembered, and for how long: a query's flood is over in well under a minute.
+SEEN_CAPACITY = 20_000
+SEEN_LIFETIME = 120.0
+
+
+def _slot(word: str) -> int:
+    """The bit a word (or prefix) sets in a query routing table."""
+    digest = hashlib.sha1(b"shoal-qrp\0" + word.encode()).digest()
+    return int.from_bytes(digest[:4], "big") % QRP_BITS
+
+
+class QueryRouteTable:
+    """The keyword slots of a set of names."""
+
+    def __init__(self, bits: bytes | None = None) -> None:
+        if bits is not None and len(bits) != QRP_BYTES:
+            raise ValueError(f"a query routing table is {QRP_BYTES} bytes, not {len(bits)}")
+        self._bits = bytearray(bits if bits is not None else QRP_BYTES)
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> QueryRouteTable:
+        """The table of these names."""
+        table = cls()
+        for name in names:
+            table.add(name)
+        return table
+
+    def add(self, name: str) -> None:
+        """Set the slots of every prefix of every word of name."""
+        for word in words(name):
+            for end in range(MIN_PREFIX, len(word) + 1):
+                slot = _slot(word[:end])
+                self._bits[slot >> 3] |= 0x80 >> (slot & 7)
+
+    def may_match(self, query: str) -> bool:
+        """Whether a name under this table may hold every word of query."""
+        for word in words(query):
+            if len(word) < MIN_PREFIX:
+                continue
+            slot = _slot(word)
+            if not self._bits[slot >> 3] & (0x80 >> (slot & 7)):
+                return False
+        return True
+
+    def to_bytes(self) -> bytes:
+        """The table as a QrpTable message carries it."""
+        return bytes(self._bits)
+
+    def fill(self) -> float:
+        """The share of slots set (a table near full filters nothing)."""
+        return sum(bin(byte).count("1") for byte in self._bits) / QRP_BITS
+
+
+class SeenIds:
+    """Message ids seen lately, so that a node handles each query once however many of its
+    neighbours forward it; bounded in number and in time."""
+
+    def __init__(self, capacity: int = SEEN_CAPACITY, lifetime: float = SEEN_LIFETIME) -> None:
+        self.capacity = capacity
+        self.lifetime = lifetime
+        self._seen: OrderedDict[bytes, float] = OrderedDict()  # id -> when first seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_time(self, message_id: bytes, now: float) -> bool:
+        """Note message_id; whether it was new (not seen within the lifetime)."""
+        seen = self._seen
+        while seen:
+            oldest, when = next(iter(seen.items()))
+            if now - when < self.lifetime and len(seen) < self.capacity:
+                break
+            del seen[oldest]
+        if message_id in seen:
+            return False
+        seen[message_id] = now
+        return True
