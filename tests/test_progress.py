@@ -135,3 +135,9 @@ def test_search_results_show_hostile_names_as_text() -> None:
     table = out.getvalue()
     assert "\x1b" not in table
     assert SHOWN in table and "5.0 MiB" in table
+
+
+def test_a_finished_download_says_complete_rather_than_no_peers(capsys) -> None:
+    show(FakeTask(16 * MiB, 16 * MiB, 0), "n", Console(file=io.StringIO()))
+    line = capsys.readouterr().err
+    assert "100.0% of 16.0 MiB" in line and "complete" in line and "0 peers" not in line

@@ -122,7 +122,9 @@ class Progress:
     def _update(self) -> None:
         done, total, connected = self._counts()
         note = self._note(connected)
-        peers = count(connected, "peer")
+        # Once complete, the peers are let go (two seeds have nothing to trade): say so,
+        # rather than "0 peers" as if the download were stuck.
+        peers = "complete" if total and done >= total else count(connected, "peer")
         now = time.monotonic()
         then, before = self._last
         if now > then:
