@@ -16,7 +16,7 @@ from typing import Any
 
 from ..bencode import encode
 from ..identity import Identity, verify
-from ..words import words
+from ..words import name_matches, words
 
 SIGNED_CONTEXT = b"shoal-dht-listing\0"
 KEY_CONTEXT = b"shoal-keyword\0"
@@ -157,9 +157,7 @@ def parse_listing(value: object) -> DhtListing:
 def matches(listing: DhtListing, query: list[str]) -> bool:
     """Whether every word of the query is a word of the listing's name (the last as a prefix,
     as the hub matches)."""
-    have = words(listing.name)
-    *whole, last = query
-    return all(word in have for word in whole) and any(word.startswith(last) for word in have)
+    return name_matches(listing.name, query)
 
 
 class ListingStore:

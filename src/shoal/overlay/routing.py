@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from ..words import words
 from .messages import QRP_BITS, QRP_BYTES
@@ -22,6 +23,8 @@ MIN_PREFIX = 3
 # Queries remembered, and for how long: a query's flood is over in well under a minute.
 SEEN_CAPACITY = 20_000
 SEEN_LIFETIME = 120.0
+# The route of a node's own searches.
+OWN = -1
 
 
 def _slot(word: str) -> int:
@@ -72,27 +75,44 @@ class QueryRouteTable:
         return sum(bin(byte).count("1") for byte in self._bits) / QRP_BITS
 
 
+@dataclass(slots=True)
+class Route:
+    """Where a query came from (the link its hits go back by), and what went back."""
+
+    seen_at: float
+    link: int  # OWN for the node's own searches
+    results: int = 0  # results of hits sent back along this route
+
+
 class SeenIds:
-    """Message ids seen lately, so that a node handles each query once however many of its
-    neighbours forward it; bounded in number and in time."""
+    """Query ids seen lately and the link each came by first, so that a node handles each
+    query once however many neighbours forward it, and hits find their way back; bounded in
+    number and in time."""
 
     def __init__(self, capacity: int = SEEN_CAPACITY, lifetime: float = SEEN_LIFETIME) -> None:
         self.capacity = capacity
         self.lifetime = lifetime
-        self._seen: OrderedDict[bytes, float] = OrderedDict()  # id -> when first seen
+        self._seen: OrderedDict[bytes, Route] = OrderedDict()  # in the order first seen
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def first_time(self, message_id: bytes, now: float) -> bool:
-        """Note message_id; whether it was new (not seen within the lifetime)."""
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._seen
+
+    def first_time(self, message_id: bytes, now: float, link: int = OWN) -> bool:
+        """Note message_id, come by link; whether it was new (not seen within the lifetime)."""
         seen = self._seen
         while seen:
-            oldest, when = next(iter(seen.items()))
-            if now - when < self.lifetime and len(seen) < self.capacity:
+            oldest, route = next(iter(seen.items()))
+            if now - route.seen_at < self.lifetime and len(seen) < self.capacity:
                 break
             del seen[oldest]
         if message_id in seen:
             return False
-        seen[message_id] = now
+        seen[message_id] = Route(now, link)
         return True
+
+    def route(self, message_id: bytes) -> Route | None:
+        """Where message_id came from, if it is remembered."""
+        return self._seen.get(message_id)
