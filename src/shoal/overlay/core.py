@@ -54,7 +54,9 @@ from .search import (
     Strategy,
     check_due,
     flood_ttl,
+    hash_query,
     horizon,
+    queried_hash,
     step_ttl,
     wait_after,
     walker_ttl,
@@ -317,7 +319,10 @@ class OverlayNode:
     def set_listings(self, listings: Iterable[Result]) -> None:
         """What this node answers queries with (its shared torrents)."""
         self._listings = list(listings)
+        # Each listing's name, and its hash query, so that a leaf is found by either.
         self._table = QueryRouteTable.of(result.name for result in self._listings)
+        for result in self._listings:
+            self._table.add(hash_query(result.info_hash))
         if self.role == Role.LEAF:
             for link in self._open_links():
                 self._send(link, Message(self._new_id(), 1, 0, QrpTable(self._table.to_bytes())))
@@ -597,7 +602,11 @@ class OverlayNode:
     def _answer(self, link: Link, message: Message, query: Query) -> None:
         """Send back what this node holds that matches."""
         wanted = query.words.split()
-        matches = [r for r in self._listings if name_matches(r.name, wanted)][:MAX_HITS]
+        info_hash = queried_hash(wanted)
+        if info_hash is not None:
+            matches = [r for r in self._listings if r.info_hash == info_hash][:1]
+        else:
+            matches = [r for r in self._listings if name_matches(r.name, wanted)][:MAX_HITS]
         if matches:
             hit = QueryHit((UNSPECIFIED, self.port), self.node_id, tuple(matches))
             self.counters.hits_sent += 1

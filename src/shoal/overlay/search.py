@@ -106,3 +106,22 @@ def walkers_per_link(walkers: int, links: int) -> list[int]:
 def check_due(hops: int) -> bool:
     """Whether a walker that has made hops hops asks the origin before going on."""
     return hops > 0 and hops % CHECK_EVERY == 0
+
+
+# A query for one torrent by its info-hash, as Gnutella's URN queries were: "btih HEX".
+HASH_WORD = "btih"
+
+
+def hash_query(info_hash: bytes) -> str:
+    """The query text that finds the holders of info_hash."""
+    return f"{HASH_WORD} {info_hash.hex()}"
+
+
+def queried_hash(query: list[str]) -> bytes | None:
+    """The info-hash a query's words ask for, if it is a hash query."""
+    if len(query) == 2 and query[0] == HASH_WORD and len(query[1]) == 40:
+        try:
+            return bytes.fromhex(query[1])
+        except ValueError:
+            return None
+    return None
