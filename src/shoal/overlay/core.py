@@ -76,6 +76,8 @@ KEEPALIVE = 30.0
 IDLE_LIMIT = 90.0
 # A link whose writes stay paused (its peer does not read) this long is dropped.
 PAUSE_LIMIT = 60.0
+# A link we dialled that the other end closes within this long counts as a failed dial.
+SHORT_LINK = 30.0
 # Links are checked, and dials made, this often.
 MAINTAIN_EVERY = 2.0
 # Queries and pings a neighbour may send: a rate per second and a burst; a link that goes
@@ -289,7 +291,9 @@ class OverlayNode:
     def closed(self, number: int, now: float) -> None:
         """The other end closed link, or it broke."""
         self._now = now
-        self._links.pop(number, None)
+        link = self._links.pop(number, None)
+        if link is not None:
+            self._lost(link)
 
     def set_paused(self, number: int, paused: bool, now: float) -> None:
         """The link's send buffer is over its high mark (paused) or drained below it again."""
@@ -411,6 +415,12 @@ class OverlayNode:
         if ban:
             self.hosts.ban(link.address[0], self._now)
 
+    def _lost(self, link: Link) -> None:
+        """The other end ended link: one it ended soon after we dialled (it was full, or
+        going) counts as a failed dial, so that we back off before trying it again."""
+        if link.outbound and self._now - link.opened_at < SHORT_LINK:
+            self.hosts.failed(link.address, self._now)
+
     def _maintain(self) -> None:
         """Time out handshakes and silent links, keep quiet ones alive, and dial ultrapeers
         while below the target degree."""
@@ -481,6 +491,7 @@ class OverlayNode:
         elif isinstance(payload, Bye):
             self._links.pop(link.number, None)
             self._outputs.append(Close(link.number, "the other end said bye"))
+            self._lost(link)
         else:
             self._drop(link, "a second hello", ban=True)
 

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 # A flood's default TTL, and the most any query may carry (Gnutella's 7).
 FLOOD_TTL = 4
 MAX_FLOOD_TTL = 7
-# Walkers: how many, how far at most, and how often (in hops) each asks the origin whether
-# to go on (Lv et al. 2002 used 16-64 walkers that check back every 4 hops).
+# Walkers: how many, and how far at most (Lv et al. 2002 used 16-64 walkers that check
+# back with the origin every 4 hops). Here links are TCP and a walker's node asks the origin
+# back along the reverse path, whose length grows with the walk: so it asks after 4 hops,
+# then after 8, 16, 32..., and checking costs at most about twice the walk itself.
 WALKERS = 16
 WALK_TTL = 128
 MAX_WALK_TTL = 200
@@ -104,8 +106,10 @@ def walkers_per_link(walkers: int, links: int) -> list[int]:
 
 
 def check_due(hops: int) -> bool:
-    """Whether a walker that has made hops hops asks the origin before going on."""
-    return hops > 0 and hops % CHECK_EVERY == 0
+    """Whether a walker that has made hops hops asks the origin before going on: after
+    CHECK_EVERY hops, and each time its walk has doubled since."""
+    rounds, rest = divmod(hops, CHECK_EVERY)
+    return rest == 0 and rounds > 0 and rounds & (rounds - 1) == 0
 
 
 # A query for one torrent by its info-hash, as Gnutella's URN queries were: "btih HEX".
