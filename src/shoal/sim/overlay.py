@@ -101,7 +101,7 @@ class OverlayNetwork:
         host.alive = False
         del self.hosts[host.address]
         for far, far_link in host.pipes.values():
-            self._later(far, lambda far=far, far_link=far_link: far.core.closed(far_link, self.now))
+            self._hang_up(far, far_link)
         host.pipes.clear()
 
     def search(
@@ -149,7 +149,7 @@ class OverlayNetwork:
                 if pipe is not None:
                     far, far_link = pipe
                     far.pipes.pop(far_link, None)
-                    self._later(far, lambda f=far, fl=far_link: f.core.closed(fl, self.now))
+                    self._hang_up(far, far_link)
             elif isinstance(output, Found):
                 self._found(output)
             elif isinstance(output, SearchEnded):
@@ -157,6 +157,10 @@ class OverlayNetwork:
                 if record is not None:
                     record.ended_at = self.now
         self._schedule(host)
+
+    def _hang_up(self, far: OverlayHost, far_link: int) -> None:
+        """The far end of a link hears, a latency from now, that it closed."""
+        self._later(far, lambda: far.core.closed(far_link, self.now))
 
     def _carry(self, host: OverlayHost, send: Send) -> None:
         pipe = host.pipes.get(send.link)
