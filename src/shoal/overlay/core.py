@@ -368,6 +368,11 @@ class OverlayNode:
         self._to_leaves(Message(search_id, 1, 0, Query(query.words)), None)
         return search_id
 
+    @property
+    def listings(self) -> list[Result]:
+        """What this node answers queries with."""
+        return self._listings
+
     def links(self) -> list[Link]:
         """The links that said hello."""
         return self._open_links()
