@@ -6,6 +6,9 @@ from __future__ import annotations
 import random
 import weakref
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from shoal.overlay import core as overlay
 from shoal.overlay.core import Close, Dial, OverlayNode, Send
 from shoal.overlay.messages import (
@@ -252,3 +255,31 @@ def test_walkers_park_and_go_on_only_while_the_origin_wants_more():
     hop.send(message(QueryHit(("0.0.0.0", 1), bytes(20), (ISO,)), ident=search))
     answer = hop.send(message(QueryStatus(0, False), ident=search, hops=8))
     assert [m.payload for m in answer] == [QueryStatus(1, True)]
+
+
+def test_pongs_nobody_asked_for_do_not_fill_the_host_cache():
+    core = node()
+    peer = Neighbour(core, "10.0.0.1")
+    before = len(core.hosts)
+    for block in range(20):
+        fake = tuple((f"10.9.{block}.{n}", 6881) for n in range(16))
+        peer.send(message(Pong(fake)))
+    # One pong is taken per ping the core sent, and one more (a refusal's).
+    pings = sum(isinstance(m.payload, Ping) for m in peer.said)
+    assert pings <= 1 and len(core.hosts) - before <= 16 * (1 + pings) < 20 * 16
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=20))
+def test_any_bytes_from_a_neighbour_leave_the_core_sound(chunks):
+    core = node()
+    core.set_listings([ISO])
+    other = Neighbour(core, "10.0.0.2")
+    peer = Neighbour(core, "10.0.0.1")
+    for chunk in chunks:
+        peer.send(chunk, now=1.0)
+    other.send(message(Query("debian"), ttl=2), now=2.0)
+    core.handle_timer(3.0)
+    assert other.closed is None
+    assert [m for m in other.heard() + other.said if isinstance(m.payload, QueryHit)]
+    assert len(core.links()) <= 2

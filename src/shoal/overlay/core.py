@@ -85,8 +85,11 @@ MAINTAIN_EVERY = 2.0
 QUERY_RATE = 20.0
 QUERY_BURST = 60.0
 FLOOD_CLOSE = 600
-# Results forwarded back along one query's route, at most.
+# Results forwarded back along one query's route, at most; results one search counts.
 MAX_ROUTED_RESULTS = 256
+MAX_SEARCH_RESULTS = 1000
+# Pongs a link may owe us (pings it has not answered yet).
+MAX_PONGS_DUE = 4
 # Walkers held while their node asks the origin whether to go on, and for how long at most;
 # questions relayed toward origins and not yet answered.
 MAX_PARKED = 1000
@@ -173,6 +176,7 @@ class Link:
     refilled_at: float = 0.0
     dropped: int = 0
     table: QueryRouteTable | None = None  # a leaf's, held by its ultrapeer
+    pongs_due: int = 1  # pongs we take from it: one per ping we sent, and one refusal's
 
     @property
     def listen(self) -> Address | None:
@@ -346,6 +350,7 @@ class OverlayNode:
         search_id = self._new_id()
         self.seen.first_time(search_id, now, OWN)
         query = Query(" ".join(words(text)), walk=strategy == Strategy.WALK)
+        wanted = max(1, min(wanted, MAX_SEARCH_RESULTS))
         search = Search(search_id, query.words, strategy, wanted, PROBE_TTL, now, now)
         self._searches[search_id] = search
         if strategy == Strategy.DYNAMIC:
@@ -420,6 +425,10 @@ class OverlayNode:
         if ban:
             self.hosts.ban(link.address[0], self._now)
 
+    def _ping(self, link: Link) -> None:
+        link.pongs_due = min(link.pongs_due + 1, MAX_PONGS_DUE)
+        self._send(link, Message(self._new_id(), 1, 0, Ping()))
+
     def _lost(self, link: Link) -> None:
         """The other end ended link: one it ended soon after we dialled (it was full, or
         going) counts as a failed dial, so that we back off before trying it again."""
@@ -440,7 +449,7 @@ class OverlayNode:
             elif link.paused_since is not None and now - link.paused_since > PAUSE_LIMIT:
                 self._drop(link, "not reading")
             elif link.hello is not None and now - link.last_sent >= KEEPALIVE:
-                self._send(link, Message(self._new_id(), 1, 0, Ping()))
+                self._ping(link)
         linked = sum(1 for link in self._links.values() if link.outbound or link.is_ultrapeer())
         missing = self.degree - linked
         if missing > 0:
@@ -486,9 +495,15 @@ class OverlayNode:
             if self._spend(link):
                 self._send(link, Message(message.id, 1, 0, Pong(tuple(self._pong(link)))))
         elif isinstance(payload, Pong):
-            for address in payload.addresses:
-                self.hosts.heard(address, self._now)
+            # Only pongs we asked for (and one a full node sends as it refuses us): a
+            # neighbour cannot wash the host cache out with addresses of its choosing.
+            if link.pongs_due > 0:
+                link.pongs_due -= 1
+                for address in payload.addresses:
+                    self.hosts.heard(address, self._now)
         elif isinstance(payload, QrpTable):
+            if not self._spend(link):
+                return
             if self.role != Role.ULTRAPEER or not link.is_leaf():
                 self._drop(link, "a routing table from a node that is not our leaf", ban=True)
             else:
@@ -527,7 +542,7 @@ class OverlayNode:
         if self.role == Role.LEAF and self._listings:
             self._send(link, Message(self._new_id(), 1, 0, QrpTable(self._table.to_bytes())))
         if len(self.hosts) < 2 * TARGET_DEGREE:
-            self._send(link, Message(self._new_id(), 1, 0, Ping()))
+            self._ping(link)
 
     def _refusal(self, link: Link, role: Role) -> str | None:
         """Why a link with a node of role is refused, or None to keep it."""
@@ -682,7 +697,7 @@ class OverlayNode:
         """A walker's question on its way to the origin, or the origin's answer on its way
         back: which one it is, the link it came by tells (answers come from upstream)."""
         route = self.seen.route(message.id)
-        if route is None:
+        if route is None or not self._spend(link):
             return
         if route.link == OWN:
             search = self._searches.get(message.id)
@@ -733,9 +748,10 @@ class OverlayNode:
             if search is None or search.ended:
                 return
             for result in hit.results:
-                search.results.add((hit.node_id, result.info_hash))
+                if len(search.results) < MAX_SEARCH_RESULTS:
+                    search.results.add((hit.node_id, result.info_hash))
             self._outputs.append(Found(search.id, hit, message.hops + 1))
-            if search.enough():
+            if search.enough() or len(search.results) >= MAX_SEARCH_RESULTS:
                 self._end(search)
             return
         upstream = self._links.get(route.link)
