@@ -9,6 +9,8 @@ import random
 from conftest import until
 from test_node import LOOPBACK, make_content, start_node
 
+from shoal.node import Node
+from shoal.node.overlay import OverlayOptions
 from shoal.overlay.messages import GREETING as OVERLAY_GREETING
 from shoal.swarm.budget import PEER_OUTPUT_HARD_LIMIT, PEER_REPLY_LIMIT
 from shoal.wire import extensions as ext
@@ -217,18 +219,27 @@ def test_a_file_gone_while_seeding_is_one_sentence(tmp_path):
     asyncio.run(scenario())
 
 
-def test_an_overlay_greeting_is_told_apart_and_closed_until_the_node_joins_one(tmp_path):
-    async def scenario() -> bytes:
-        node = await start_node()
-        try:
-            reader, writer = await asyncio.open_connection(LOOPBACK, node.port)
-            writer.write(OVERLAY_GREETING)
-            await writer.drain()
-            # Not taken for MSE (whose handshake would wait for more): closed at once.
-            answer = await asyncio.wait_for(reader.read(100), 10)
-            writer.close()
-            return answer
-        finally:
-            await node.stop()
+def test_an_overlay_greeting_is_closed_by_a_node_off_the_overlay_and_linked_by_one_on_it():
+    async def greet(node: Node) -> bytes:
+        reader, writer = await asyncio.open_connection(LOOPBACK, node.port)
+        writer.write(OVERLAY_GREETING)
+        await writer.drain()
+        # Not taken for MSE (whose handshake would wait for more): answered or closed at once.
+        answer = await asyncio.wait_for(reader.read(100), 10)
+        writer.close()
+        return answer
 
-    assert asyncio.run(scenario()) == b""
+    async def scenario() -> tuple[bytes, bytes]:
+        off = await start_node()
+        on = await start_node(overlay=OverlayOptions())
+        try:
+            return await greet(off), await greet(on)
+        finally:
+            await off.stop()
+            await on.stop()
+
+    closed, answered = asyncio.run(scenario())
+    assert closed == b""
+    # The overlay's greeting and hello come back: the link is the overlay core's now.
+    assert answered.startswith(OVERLAY_GREETING)
+    assert len(answered) > len(OVERLAY_GREETING)

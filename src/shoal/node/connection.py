@@ -16,15 +16,13 @@ from ..swarm.budget import WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW
 from ..wire import messages as m
 from ..wire import mse
 from ..wire.connection import PeerWire
+from . import adapter
 
 if TYPE_CHECKING:
     from .node import Node
     from .torrent import TorrentTask
 
 log = logging.getLogger(__name__)
-
-# A closing connection sends what it has queued only up to this much; more is dropped.
-CLOSE_FLUSH_LIMIT = 64 * 1024
 
 
 class PeerConnection(asyncio.Protocol):
@@ -114,8 +112,7 @@ class PeerConnection(asyncio.Protocol):
             return
         self._first = None
         if kind is StreamKind.OVERLAY:
-            log.info("dropped %s: this node does not join the overlay", self.address)
-            self.close()
+            self._to_overlay(data)
             return
         plaintext = kind is StreamKind.BITTORRENT
         if self.node.encryption == ("require" if plaintext else "off"):
@@ -126,6 +123,17 @@ class PeerConnection(asyncio.Protocol):
         else:
             self.mse = mse.MseReceiver(self.node.torrent_by_skey, methods=self.node.mse_methods)
             self._negotiate(data)
+
+    def _to_overlay(self, data: bytes) -> None:
+        """Hand the socket, and the bytes read so far, to the overlay (if the node joins it)."""
+        overlay = self.node.overlay
+        if overlay is None or self.transport is None or self.address is None:
+            log.info("dropped %s: this node does not join the overlay", self.address)
+            self.close()
+            return
+        self.node.handshaken(self)
+        transport, self.transport = self.transport, None
+        overlay.adopt(transport, self.address, data)
 
     def _negotiate(self, data: bytes) -> None:
         """Carry the MSE handshake on; once done, the BitTorrent stream starts."""
@@ -199,12 +207,5 @@ class PeerConnection(asyncio.Protocol):
         self.transport = None
 
     def close(self) -> None:
-        """Close the socket; with much unsent, drop it: a peer that never reads would keep a
-        closing socket, and what it holds, open for ever."""
-        transport = self.transport
-        if transport is None:
-            return
-        if transport.get_write_buffer_size() > CLOSE_FLUSH_LIMIT:
-            transport.abort()
-        else:
-            transport.close()
+        """Close the socket (dropping what is unsent if it is much)."""
+        adapter.close(self.transport)

@@ -23,6 +23,7 @@ from ..dht.routing import NodeInfo, RoutingTable
 from ..errors import ShoalError
 from ..identity import Identity
 from ..words import words
+from .adapter import rearm, resolve
 
 log = logging.getLogger(__name__)
 
@@ -297,27 +298,13 @@ class DhtService:
                 self.publish(listing)
             if self.core is not core:
                 return  # stopped meanwhile
-        wake = core.get_timer()
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None if wake is None else self.loop.call_at(wake, self._on_timer)
+        self._timer = rearm(self._timer, core.get_timer(), self._on_timer)
 
     # -- routers and the saved table ---------------------------------------------------------------
 
     async def _resolve(self, routers: Sequence[Address]) -> list[Address]:
         """Numeric addresses of the routers; names that do not resolve are skipped."""
-        resolved: list[Address] = []
-        for host, port in routers:
-            try:
-                infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-            except OSError as exc:
-                log.info("DHT router %s:%d does not resolve: %s", host, port, exc)
-                continue
-            for family, _type, _proto, _name, address in infos:
-                if self.datagrams.serves(family):
-                    resolved.append((str(address[0]), int(address[1])))
-                    break
-        return resolved
+        return await resolve(routers, socket.SOCK_DGRAM, self.datagrams.serves, "DHT router")
 
     def _take_slot(self, state: Path) -> Path | None:
         """The table file of the first slot no running node holds, now held by this one;

@@ -17,6 +17,7 @@ from ..addresses import Address
 from ..datagrams import DatagramPort
 from ..errors import ShoalError
 from ..metainfo import Torrent
+from ..overlay.messages import Result
 from ..swarm.admission import HandshakeGate
 from ..swarm.budget import ReplyBudget
 from ..swarm.ratelimit import TokenBucket
@@ -24,6 +25,7 @@ from ..swarm.sources import ENCRYPTION_POLICIES
 from ..wire import mse
 from .connection import PeerConnection
 from .dht import DhtService
+from .overlay import OverlayOptions, OverlayService
 from .torrent import TorrentTask
 
 DEFAULT_PORT = 6881
@@ -54,10 +56,12 @@ class Node:
         dht_routers: Sequence[Address] | None = None,
         dht_read_only: bool = False,
         state: Path | None = None,
+        overlay: OverlayOptions | None = None,
     ) -> None:
         """dht_routers: join the DHT through these (None: no DHT); dht_read_only: a DHT node
         that asks but never answers (BEP 43); state: where the DHT keeps its routing table
-        between runs (None: nowhere)."""
+        and the overlay its host cache between runs (None: nowhere); overlay: join the
+        overlay so (None: no overlay)."""
         if encryption not in ENCRYPTION_POLICIES:
             raise ShoalError(f"unknown encryption policy {encryption!r}")
         if dht_read_only and dht_routers is None:
@@ -93,6 +97,7 @@ class Node:
             if dht_routers is not None
             else None
         )
+        self.overlay = OverlayService(overlay, state) if overlay is not None else None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -125,6 +130,8 @@ class Node:
         if self.dht is not None and self._dht_routers is not None:
             # port is the number asked for, 0 if the system picked one (a new one every run).
             await self.dht.start(self._dht_routers, self.port, port_fixed=port != 0)
+        if self.overlay is not None:
+            await self.overlay.start(self.port)
 
     async def _listen(self, port: int) -> int:
         """TCP and UDP on one port number (any free one for 0): IPv4 on the host asked for,
@@ -194,7 +201,19 @@ class Node:
         self._skeys[mse.skey_hash(info_hash)] = info_hash
         task.add_peers(list(peers))
         await task.start()
+        self.listings_changed()
         return task
+
+    def listings_changed(self) -> None:
+        """Tell the overlay what this node shares: every complete torrent that is not
+        private (BEP 27 keeps those out of the DHT and PEX, and so out of the overlay)."""
+        if self.overlay is None:
+            return
+        self.overlay.set_listings(
+            Result(task.info_hash, task.torrent.total_length, task.torrent.name)
+            for task in self.torrents.values()
+            if task.torrent is not None and task.completed.is_set() and not task.torrent.private
+        )
 
     def torrent_by_skey(self, skey_hash: bytes) -> bytes | None:
         """The info-hash an MSE handshake names by its hash, if this node runs it."""
@@ -230,6 +249,8 @@ class Node:
             server.close()
         if self.dht is not None:
             self.dht.stop()
+        if self.overlay is not None:
+            self.overlay.stop()
         self.datagrams.close()
         for connection, _timer in list(self._handshaking.values()):
             connection.close()

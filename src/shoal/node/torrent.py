@@ -321,6 +321,7 @@ class TorrentTask:
         """Every piece is verified: save, wake `shoal get`, tell the trackers."""
         self._save_resume()
         self.completed.set()
+        self.node.listings_changed()
         if self.tracker is not None:
             self.tracker.completed()
 
@@ -341,17 +342,22 @@ class TorrentTask:
             self._ask_dht()
 
     def _ask_dht(self) -> None:
-        """Look up peers in the DHT and announce ourselves there (never for a private
-        torrent, BEP 27)."""
+        """Look up peers in the DHT and announce ourselves there, and ask the overlay who
+        holds the torrent (never for a private torrent, BEP 27)."""
         dht = self.node.dht
-        if dht is None or (self.torrent is not None and self.torrent.private):
+        if self.torrent is not None and self.torrent.private:
             return
         self._last_dht_lookup = self.loop.time()
-        dht.find_peers(
-            self.info_hash,
-            lambda peers: self.add_peers(peers, learned=True),
-            announce_port=self.node.port,
-        )
+        if dht is not None:
+            dht.find_peers(
+                self.info_hash,
+                lambda peers: self.add_peers(peers, learned=True),
+                announce_port=self.node.port,
+            )
+        if self.node.overlay is not None:
+            self.node.overlay.find_peers(
+                self.info_hash, lambda peers: self.add_peers(peers, learned=True)
+            )
 
     def read_block(self, action: core.ReadBlock) -> None:
         """Send a block from the read cache, or read its piece in a thread first."""

@@ -1,0 +1,388 @@
+"""The overlay on the node's TCP port: the sans-IO `OverlayNode` run on the event loop's clock,
+each link an asyncio protocol, the host cache kept in the state folder between runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from ..addresses import Address
+from ..errors import inert
+from ..metainfo import MetainfoError
+from ..metainfo.magnet import parse_peer
+from ..overlay.core import Close, Dial, Found, OverlayNode, SearchEnded, Send
+from ..overlay.messages import Result, Role
+from ..overlay.search import WANTED, Strategy, hash_query
+from . import adapter
+from .adapter import rearm, resolve
+
+log = logging.getLogger(__name__)
+
+HOSTS_FILE = "overlay-hosts.txt"
+SAVED_HOSTS = 200  # addresses written at exit, those that answered first
+LOADED_HOSTS = 1000  # lines read at start, at most
+DIAL_TIMEOUT = 10.0
+# A link's unsent bytes: past HIGH the core hears it is paused (and skips it for queries),
+# below LOW that it is not; past CAP the link is dropped, so a peer that never reads holds
+# at most this much of our memory.
+WRITE_HIGH = 256 * 1024
+WRITE_LOW = 64 * 1024
+WRITE_CAP = 2 * 1024 * 1024
+# Hits held for a search's reader (the oldest make way), and peer lookups waiting for a link.
+SEARCH_BUFFER = 1024
+MAX_DEFERRED = 256
+
+PeersCallback = Callable[[list[Address]], None]
+
+
+@dataclass(frozen=True)
+class OverlayOptions:
+    """How a node joins the overlay: the ultrapeers it dials first, and its role."""
+
+    peers: tuple[Address, ...] = ()
+    leaf: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayHit:
+    """One result of an overlay search, and who holds it (a BitTorrent peer too)."""
+
+    result: Result
+    holder: Address
+    hops: int
+
+
+@dataclass(eq=False)
+class _Search:
+    """Hits of one search waiting for its reader."""
+
+    hits: deque[OverlayHit] = field(default_factory=lambda: deque(maxlen=SEARCH_BUFFER))
+    ended: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class OverlayLink(asyncio.Protocol):
+    """One overlay link's socket; its bytes go to the core."""
+
+    def __init__(self, service: OverlayService, number: int) -> None:
+        self.service = service
+        self.number = number
+        self.transport: asyncio.Transport | None = None
+
+    def attach(self, transport: asyncio.BaseTransport) -> None:
+        """Take the socket over: bounded writes, no Nagle delay."""
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """A dial the core asked for is open."""
+        self.attach(transport)
+        self.service.dialled(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.service.received(self.number, data)
+
+    def pause_writing(self) -> None:
+        self.service.paused(self.number, True)
+
+    def resume_writing(self) -> None:
+        self.service.paused(self.number, False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.service.lost(self)
+
+    def write(self, data: bytes) -> bool:
+        """Queue data; False (and the socket aborted) if the peer has left too much unread."""
+        transport = self.transport
+        if transport is None:
+            return False
+        if transport.get_write_buffer_size() + len(data) > WRITE_CAP:
+            transport.abort()
+            return False
+        transport.write(data)
+        return True
+
+    def close(self) -> None:
+        """Close the socket (dropping what is unsent if it is much)."""
+        adapter.close(self.transport)
+
+
+class OverlayService:
+    """The overlay core on the node's TCP port number."""
+
+    def __init__(self, options: OverlayOptions, state: Path | None) -> None:
+        """state: where the host cache is kept between runs (None: nowhere)."""
+        self.options = options
+        self.role = Role.LEAF if options.leaf else Role.ULTRAPEER
+        self.hosts_path = None if state is None else state / HOSTS_FILE
+        self.core: OverlayNode | None = None
+        self._links: dict[int, OverlayLink] = {}
+        self._dials: dict[int, asyncio.Task[None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._searches: dict[bytes, _Search] = {}
+        self._peer_lookups: dict[bytes, PeersCallback] = {}
+        self._deferred: dict[bytes, PeersCallback] = {}
+        self._join_waiters: list[asyncio.Future[None]] = []
+        self._listings: list[Result] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop."""
+        return asyncio.get_running_loop()
+
+    async def start(self, port: int) -> None:
+        """Start the core on port (the node's), with the hosts saved last time and the peers
+        given, and dial."""
+        now = self.loop.time()
+        rng = random.Random()
+        self.core = OverlayNode(rng.randbytes(20), port, self.role, rng, now=now)
+        self.core.set_listings(self._listings)
+        self.core.add_hosts(self._load(), now)
+        self.core.add_hosts(
+            await resolve(self.options.peers, socket.SOCK_STREAM, what="overlay peer"), now
+        )
+        self._pump()
+
+    def stop(self) -> None:
+        """Save the host cache, close every link and end every search."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._save()
+        self.core = None
+        for dial in self._dials.values():
+            dial.cancel()
+        for link in list(self._links.values()):
+            link.close()
+        self._links.clear()
+        for search in self._searches.values():
+            search.ended = True
+            search.wake.set()
+        for waiter in self._join_waiters:
+            waiter.cancel()
+        self._join_waiters.clear()
+
+    # What the node offers and asks.
+
+    def set_listings(self, listings: Iterable[Result]) -> None:
+        """The torrents this node shares, which it answers queries with."""
+        self._listings = list(listings)
+        if self.core is not None:
+            self.core.set_listings(self._listings)
+            self._pump()
+
+    def joined(self) -> bool:
+        """Whether a link to an ultrapeer is open (a search before would reach nobody)."""
+        core = self.core
+        return core is not None and any(link.is_ultrapeer() for link in core.links())
+
+    async def wait_joined(self) -> None:
+        """Wait until a link to an ultrapeer is open."""
+        if self.core is None or self.joined():
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._join_waiters.append(waiter)
+        await waiter
+
+    async def search(
+        self,
+        text: str,
+        strategy: Strategy = Strategy.FLOOD,
+        *,
+        wanted: int = WANTED,
+        ttl: int | None = None,
+    ) -> AsyncIterator[OverlayHit]:
+        """The hits of a search for the words of text, as they come, until it ends."""
+        if self.core is None:
+            return
+        search_id = self.core.search(text, strategy, self.loop.time(), wanted=wanted, ttl=ttl)
+        search = self._searches[search_id] = _Search()
+        self._pump()
+        try:
+            while True:
+                while search.hits:
+                    yield search.hits.popleft()
+                if search.ended:
+                    return
+                search.wake.clear()
+                await search.wake.wait()
+        finally:
+            self._searches.pop(search_id, None)
+
+    def find_peers(self, info_hash: bytes, on_peers: PeersCallback) -> None:
+        """Ask the overlay who holds info_hash, handing each holder's address to on_peers."""
+        if self.core is None:
+            return
+        if not self.joined():
+            # No link yet: the query would reach nobody. It goes out at the first link.
+            if info_hash in self._deferred or len(self._deferred) < MAX_DEFERRED:
+                self._deferred[info_hash] = on_peers
+            return
+        now = self.loop.time()
+        search_id = self.core.search(hash_query(info_hash), Strategy.FLOOD, now)
+        self._peer_lookups[search_id] = on_peers
+        self._pump()
+
+    # Links.
+
+    def adopt(self, transport: asyncio.BaseTransport, address: Address, first: bytes) -> None:
+        """An incoming connection that opened with the overlay's greeting (first: the bytes
+        read so far, greeting included) becomes a link, if the core takes it."""
+        core = self.core
+        number = None if core is None else core.accept(address, self.loop.time())
+        if core is None or number is None:
+            transport.close()
+            return
+        link = OverlayLink(self, number)
+        transport.set_protocol(link)
+        link.attach(transport)
+        self._links[number] = link
+        core.receive(number, first, self.loop.time())
+        self._pump()
+
+    def dialled(self, link: OverlayLink) -> None:
+        if self.core is None or link.number not in self._dials:
+            link.close()  # stopped, or the core gave the link up while it was dialled
+            return
+        self._links[link.number] = link
+        self.core.connected(link.number, self.loop.time())
+        self._pump()
+
+    def received(self, number: int, data: bytes) -> None:
+        if self.core is not None:
+            self.core.receive(number, data, self.loop.time())
+            self._pump()
+
+    def paused(self, number: int, paused: bool) -> None:
+        if self.core is not None:
+            self.core.set_paused(number, paused, self.loop.time())
+            self._pump()
+
+    def lost(self, link: OverlayLink) -> None:
+        if self._links.get(link.number) is link:
+            del self._links[link.number]
+            if self.core is not None:
+                self.core.closed(link.number, self.loop.time())
+                self._pump()
+
+    async def _dial(self, number: int, address: Address) -> None:
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: OverlayLink(self, number), *address),
+                DIAL_TIMEOUT,
+            )
+        except (TimeoutError, OSError, ValueError) as exc:
+            log.info("cannot link to %s:%s: %s", inert(address[0]), address[1], exc)
+            if self.core is not None:
+                self.core.dial_failed(number, self.loop.time())
+                self._pump()
+        finally:
+            self._dials.pop(number, None)
+
+    # The core's loop.
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.core is not None:
+            self.core.handle_timer(self.loop.time())
+            self._pump()
+
+    def _pump(self) -> None:
+        core = self.core
+        if core is None:
+            return
+        while outputs := core.take_outputs():
+            for output in outputs:
+                self._carry_out(core, output)
+        if self.joined() and (self._join_waiters or self._deferred):
+            waiters, self._join_waiters = self._join_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            deferred, self._deferred = self._deferred, {}
+            for info_hash, on_peers in deferred.items():
+                self.find_peers(info_hash, on_peers)
+            if self.core is not core:
+                return  # stopped meanwhile
+        self._timer = rearm(self._timer, core.get_timer(), self._on_timer)
+
+    def _carry_out(self, core: OverlayNode, output: object) -> None:
+        if isinstance(output, Send):
+            link = self._links.get(output.link)
+            if link is not None and not link.write(output.data):
+                log.info("dropped overlay link %d: it left too much unread", output.link)
+                del self._links[output.link]
+                core.closed(output.link, self.loop.time())
+        elif isinstance(output, Dial):
+            task = self.loop.create_task(self._dial(output.link, output.address))
+            self._dials[output.link] = task
+        elif isinstance(output, Close):
+            log.info("closed overlay link %d: %s", output.link, inert(output.reason))
+            dial = self._dials.pop(output.link, None)
+            if dial is not None:
+                dial.cancel()
+            link = self._links.pop(output.link, None)
+            if link is not None:
+                link.close()
+        elif isinstance(output, Found):
+            self._found(output)
+        elif isinstance(output, SearchEnded):
+            self._peer_lookups.pop(output.search, None)
+            search = self._searches.get(output.search)
+            if search is not None:
+                search.ended = True
+                search.wake.set()
+
+    def _found(self, found: Found) -> None:
+        on_peers = self._peer_lookups.get(found.search)
+        if on_peers is not None:
+            # Later, not here: a torrent's callback must not break this loop.
+            self.loop.call_soon(on_peers, [found.hit.holder])
+            return
+        search = self._searches.get(found.search)
+        if search is not None:
+            for result in found.hit.results:
+                search.hits.append(OverlayHit(result, found.hit.holder, found.hops))
+            search.wake.set()
+
+    # The host cache in the state folder.
+
+    def _load(self) -> list[Address]:
+        if self.hosts_path is None:
+            return []
+        try:
+            with self.hosts_path.open(encoding="utf-8", errors="replace") as lines:
+                found = []
+                for _number, line in zip(range(LOADED_HOSTS), lines, strict=False):
+                    with contextlib.suppress(MetainfoError):
+                        found.append(parse_peer(line.strip()))
+                return found
+        except OSError:
+            return []  # none yet, or unreadable: start with the peers given
+
+    def _save(self) -> None:
+        if self.hosts_path is None or self.core is None:
+            return
+        hosts = self.core.hosts.addresses()[:SAVED_HOSTS]
+        text = "".join(f"[{h}]:{p}\n" if ":" in h else f"{h}:{p}\n" for h, p in hosts)
+        temporary = self.hosts_path.with_name(f".{HOSTS_FILE}.{os.getpid()}.{id(self)}")
+        try:
+            self.hosts_path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(text, encoding="utf-8")
+            os.replace(temporary, self.hosts_path)
+        except OSError as exc:
+            log.info("cannot save the overlay hosts in %s: %s", self.hosts_path, exc.strerror)
