@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 
 from shoal.contract import Core, Datagram, DatagramCore
+from shoal.dht.core import DhtNode
 from shoal.hub.registry import Registry, TrackerConfig
 from shoal.hub.udp import UdpTracker
+from shoal.overlay.core import OverlayNode
+from shoal.overlay.messages import Role
 from shoal.swarm.core import Swarm
 from shoal.swarm.runner import run_outputs
 from shoal.tracker.messages import AnnounceParams, Event
@@ -24,11 +27,13 @@ def test_every_protocol_core_has_the_one_shape():
         UdpAnnounce(params, 0.0, cache=ConnectionCache(), tracker="t"),
         UdpScrape([INFO_HASH], 0.0, cache=ConnectionCache(), tracker="t"),
         AnnounceSchedule([["udp://tracker.invalid:1"]]),
+        OverlayNode(bytes(20), 6881, Role.ULTRAPEER, random.Random(1)),
+        DhtNode(bytes(20), 0.0, rng=random.Random(1)),
         UdpTracker(Registry(TrackerConfig()), b"k" * 32),
     ]
     for core in cores:
         assert isinstance(core, Core), type(core).__name__
-    assert isinstance(cores[-1], DatagramCore)
+    assert all(isinstance(core, DatagramCore) for core in cores[-2:])
 
 
 def test_a_core_hands_each_output_out_once():
