@@ -144,6 +144,17 @@ class ShoalCli:
         self.processes.append(process)
         return process
 
+    def start_private_dht(self, others: int = 3) -> str:
+        """`shoal dht` as the bootstrap node of a DHT of its own, and others that join it;
+        the bootstrap's HOST:PORT."""
+        router_port = free_port()
+        self.start("dht", "--port", router_port)
+        wait_for(lambda: "DHT node on port" in self.output()[1], message="no DHT node")
+        router = f"{LOOPBACK}:{router_port}"
+        for _ in range(others):
+            self.start("dht", "--port", free_port(), "--dht-bootstrap", router)
+        return router
+
     def start_seeder(self, torrent: Path, data_dir: Path, *extra: str | int) -> int:
         """Start `shoal seed` on a free port and wait until it seeds; returns the port."""
         port = free_port()

@@ -38,13 +38,8 @@ def test_dht_options_that_contradict_each_other_are_refused(shoal_cli):
 
 
 def test_search_via_the_dht_finds_what_share_listed(shoal_cli, random_file, tmp_path):
-    router_port = free_port()
-    shoal_cli.start("dht", "--port", router_port)
-    wait_for(lambda: "DHT node on port" in shoal_cli.output()[1], message="no DHT node")
-    router = f"{LOOPBACK}:{router_port}"
     # A few nodes, so the listing has somewhere to live besides the router.
-    for _ in range(4):
-        shoal_cli.start("dht", "--port", free_port(), "--dht-bootstrap", router)
+    router = shoal_cli.start_private_dht(others=4)
     source = random_file(300_000, "shared/Alpine Sunrise Timelapse.webm", seed=4)
     info_hash = create_torrent(source).info_hash.hex()
     shoal_cli.start("share", source, "--port", free_port(), "--dht-bootstrap", router)

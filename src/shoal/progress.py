@@ -153,14 +153,19 @@ def wide_console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
-def results_table(results: list[SearchResult], title: str | None = None) -> Table:
-    """Search results as a table; the info-hash is never cut, since people copy it."""
+def results_table(
+    results: list[SearchResult], title: str | None = None, via: list[str] | None = None
+) -> Table:
+    """Search results as a table; the info-hash is never cut, since people copy it. via:
+    which architectures found each result (a column of its own)."""
     table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("name", overflow="ellipsis", ratio=1, min_width=12)
     for column in ("size", "seeders", "leechers"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("info-hash", no_wrap=True, min_width=40)
-    for result in results:
+    if via is not None:
+        table.add_column("via", no_wrap=True)
+    for index, result in enumerate(results):
         table.add_row(
             # Text, not markup: a name is a stranger's words and may contain "[/]" or escapes.
             Text(inert(result.name)),
@@ -168,5 +173,6 @@ def results_table(results: list[SearchResult], title: str | None = None) -> Tabl
             str(result.seeders),
             str(result.leechers),
             result.info_hash.hex(),
+            *([via[index]] if via is not None else []),
         )
     return table

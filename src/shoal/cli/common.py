@@ -25,6 +25,7 @@ from ..swarm.sources import ENCRYPTION_POLICIES
 
 if TYPE_CHECKING:
     from ..node.dht import DhtService
+    from ..node.overlay import OverlayOptions
 
 
 T = TypeVar("T")
@@ -137,6 +138,7 @@ class Sources:
     hub: str | None = None
     dht_routers: list[tuple[str, int]] | None = None  # None: no DHT
     dht_read_only: bool = False
+    overlay: OverlayOptions | None = None  # None: no overlay
 
     @classmethod
     def from_options(
@@ -145,11 +147,13 @@ class Sources:
         trackers: tuple[str, ...],
         hub: str | None,
         dht: DhtChoice,
+        overlay: OverlayChoice,
     ) -> Sources:
-        """Build from --peer, --tracker, --hub and the DHT options."""
+        """Build from --peer, --tracker, --hub and the DHT and overlay options."""
         sources = cls(peer_addresses(peers), [[url] for url in trackers])
         sources.dht_routers = dht.routers()
         sources.dht_read_only = dht.read_only
+        sources.overlay = overlay.options()
         if hub:
             try:
                 sources.hub = base_url(hub)
@@ -174,7 +178,7 @@ class Sources:
         upload_limit: int | None,
         download_limit: int | None = None,
     ) -> Node:
-        """A node with these sources' DHT settings and the state folder."""
+        """A node with these sources' DHT and overlay settings and the state folder."""
         return Node(
             port=port,
             upload_limit=upload_limit,
@@ -183,6 +187,7 @@ class Sources:
             dht_routers=self.dht_routers,
             dht_read_only=self.dht_read_only,
             state=state_dir(),
+            overlay=self.overlay,
         )
 
 
@@ -230,6 +235,57 @@ def dht_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+@dataclass(frozen=True)
+class OverlayChoice:
+    """--overlay-peer HOST:PORT (repeatable), --overlay-leaf and --no-overlay."""
+
+    peers: tuple[str, ...] = ()
+    leaf: bool = False
+    off: bool = False
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The --overlay-peer addresses."""
+        try:
+            return [parse_peer(value) for value in self.peers]
+        except MetainfoError as exc:
+            raise click.BadParameter(str(exc), param_hint="--overlay-peer") from None
+
+    def options(self) -> OverlayOptions | None:
+        """How the node joins the overlay; None if it is off."""
+        from ..node.overlay import OverlayOptions
+
+        if self.off:
+            for given, option in ((self.peers, "--overlay-peer"), (self.leaf, "--overlay-leaf")):
+                if given:
+                    raise click.UsageError(f"--no-overlay and {option} contradict each other")
+            return None
+        return OverlayOptions(tuple(self.addresses()), self.leaf)
+
+
+def overlay_peer_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--overlay-peer HOST:PORT (repeatable)."""
+    return click.option(
+        "--overlay-peer",
+        "overlay_peers",
+        multiple=True,
+        metavar="HOST:PORT",
+        help="An overlay ultrapeer to link to first (repeatable).",
+    )(command)
+
+
+def overlay_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--overlay-peer HOST:PORT (repeatable), --overlay-leaf and --no-overlay."""
+    command = click.option(
+        "--no-overlay", is_flag=True, help="Do not join the Gnutella-style overlay."
+    )(command)
+    command = click.option(
+        "--overlay-leaf",
+        is_flag=True,
+        help="Join the overlay as a leaf (linked to a few ultrapeers, never forwarding).",
+    )(command)
+    return overlay_peer_option(command)
+
+
 def peer_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """--peer HOST:PORT (repeatable)."""
     return click.option(
@@ -268,16 +324,22 @@ async def with_dht(routers: list[tuple[str, int]], use: Callable[[DhtService], A
     await node.start()
     try:
         assert node.dht is not None
-        try:
-            await asyncio.wait_for(node.dht.joined(), JOIN_TIMEOUT)
-        except TimeoutError:
-            named = ", ".join(f"{host}:{port}" for host, port in routers)
-            raise ShoalError(
-                f"no DHT node answered in {JOIN_TIMEOUT:.0f} s (asked {named}): is it up?"
-            ) from None
+        await joined(node.dht.joined(), "DHT node", routers)
         try:
             return await asyncio.wait_for(use(node.dht), SEARCH_TIMEOUT)
         except TimeoutError:
             raise ShoalError(f"no answer from the DHT in {SEARCH_TIMEOUT:.0f} s") from None
     finally:
         await node.stop()
+
+
+async def joined(join: Awaitable[None], what: str, asked: Sequence[tuple[str, int]]) -> None:
+    """Wait for a one-shot node to join the DHT or the overlay; a plain error if no what
+    answers within JOIN_TIMEOUT."""
+    try:
+        await asyncio.wait_for(join, JOIN_TIMEOUT)
+    except TimeoutError:
+        named = ", ".join(f"{host}:{port}" for host, port in asked)
+        raise ShoalError(
+            f"no {what} answered in {JOIN_TIMEOUT:.0f} s (asked {named}): is it up?"
+        ) from None

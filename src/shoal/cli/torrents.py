@@ -28,6 +28,7 @@ from .common import (
     PORT_HELP,
     STOPPED,
     DhtChoice,
+    OverlayChoice,
     Sources,
     dht_options,
     encryption_option,
@@ -36,6 +37,7 @@ from .common import (
     hub_option,
     kib,
     main,
+    overlay_options,
     peer_option,
     rate_option,
     run,
@@ -209,6 +211,7 @@ async def withdraw_quietly(hub: str | None, torrent: Torrent) -> None:
 @tracker_option
 @hub_option
 @dht_options
+@overlay_options
 @rate_option("up")
 @encryption_option
 def seed(
@@ -221,6 +224,9 @@ def seed(
     dht_bootstrap: tuple[str, ...],
     no_dht: bool,
     dht_read_only: bool,
+    overlay_peers: tuple[str, ...],
+    overlay_leaf: bool,
+    no_overlay: bool,
     up_limit: int | None,
     encryption: str,
 ) -> None:
@@ -230,7 +236,11 @@ def seed(
     except ShoalError as exc:
         fail(str(exc))
     sources = Sources.from_options(
-        peers, trackers, hub, DhtChoice(dht_bootstrap, no_dht, dht_read_only)
+        peers,
+        trackers,
+        hub,
+        DhtChoice(dht_bootstrap, no_dht, dht_read_only),
+        OverlayChoice(overlay_peers, overlay_leaf, no_overlay),
     )
     run(lambda: serve(torrent, data_dir, port, sources, kib(up_limit), encryption))
 
@@ -241,6 +251,7 @@ def seed(
 @tracker_option
 @hub_option
 @dht_options
+@overlay_options
 @rate_option("up")
 @encryption_option
 def share(
@@ -251,12 +262,19 @@ def share(
     dht_bootstrap: tuple[str, ...],
     no_dht: bool,
     dht_read_only: bool,
+    overlay_peers: tuple[str, ...],
+    overlay_leaf: bool,
+    no_overlay: bool,
     up_limit: int | None,
     encryption: str,
 ) -> None:
     """Make a torrent of PATH, print its magnet link and seed it (and list it on a hub)."""
     sources = Sources.from_options(
-        (), trackers, hub, DhtChoice(dht_bootstrap, no_dht, dht_read_only)
+        (),
+        trackers,
+        hub,
+        DhtChoice(dht_bootstrap, no_dht, dht_read_only),
+        OverlayChoice(overlay_peers, overlay_leaf, no_overlay),
     )
     try:
         torrent = create_torrent(path, trackers=[url for tier in sources.tiers for url in tier])
@@ -288,6 +306,7 @@ def share(
 @tracker_option
 @hub_option
 @dht_options
+@overlay_options
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help=PORT_HELP)
 @click.option("--seed", "keep_seeding", is_flag=True, help="Keep seeding after the download.")
 @rate_option("up")
@@ -302,6 +321,9 @@ def get(
     dht_bootstrap: tuple[str, ...],
     no_dht: bool,
     dht_read_only: bool,
+    overlay_peers: tuple[str, ...],
+    overlay_leaf: bool,
+    no_overlay: bool,
     port: int | None,
     keep_seeding: bool,
     up_limit: int | None,
@@ -310,7 +332,11 @@ def get(
 ) -> None:
     """Download SOURCE (a .torrent file, a magnet link or an info-hash) into the output folder."""
     sources = Sources.from_options(
-        peers, trackers, hub, DhtChoice(dht_bootstrap, no_dht, dht_read_only)
+        peers,
+        trackers,
+        hub,
+        DhtChoice(dht_bootstrap, no_dht, dht_read_only),
+        OverlayChoice(overlay_peers, overlay_leaf, no_overlay),
     )
     torrent: Torrent | None = None
     name: str | None = None
@@ -328,10 +354,11 @@ def get(
             sources.add_tiers(torrent.trackers)
     except ShoalError as exc:
         fail(str(exc))
-    if not sources.peers and not sources.tiers and sources.dht_routers is None:
+    overlay_peers_given = sources.overlay is not None and sources.overlay.peers
+    if not (sources.peers or sources.tiers or sources.dht_routers or overlay_peers_given):
         fail(
-            "no way to find peers: give --peer HOST:PORT, --tracker URL or --hub URL,"
-            " or leave the DHT on"
+            "no way to find peers: give --peer HOST:PORT, --tracker URL, --hub URL or"
+            " --overlay-peer HOST:PORT, or leave the DHT on"
         )
     output.mkdir(parents=True, exist_ok=True)
     code = run(
