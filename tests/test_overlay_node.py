@@ -10,12 +10,20 @@ import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import LOOPBACK, until
 
 from shoal.addresses import Address
-from shoal.node.overlay import WRITE_CAP, OverlayHit, OverlayOptions, OverlayService
+from shoal.node.overlay import (
+    HOSTS_FILE,
+    SAVED_HOSTS,
+    WRITE_CAP,
+    OverlayHit,
+    OverlayOptions,
+    OverlayService,
+)
 from shoal.overlay.core import FLOOD_CLOSE
 from shoal.overlay.messages import (
     GREETING,
@@ -73,13 +81,17 @@ class Peer:
 
 
 async def start_peer(
-    peers: Sequence[Address] = (), *, leaf: bool = False, listings: Sequence[Result] = ()
+    peers: Sequence[Address] = (),
+    *,
+    leaf: bool = False,
+    listings: Sequence[Result] = (),
+    state: Path | None = None,
 ) -> Peer:
     holder: list[OverlayService] = []
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Listener(holder[0]), LOOPBACK, 0)
     port = server.sockets[0].getsockname()[1]
-    service = OverlayService(OverlayOptions(tuple(peers), leaf), None)
+    service = OverlayService(OverlayOptions(tuple(peers), leaf), state)
     holder.append(service)
     service.set_listings(listings)
     await service.start(port)
@@ -302,5 +314,26 @@ def test_a_malformed_message_drops_the_link():
             writer.close()
         finally:
             await victim.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_host_cache_is_saved_at_stop_and_dialled_at_the_next_start(tmp_path):
+    rng = random.Random(3)
+
+    async def scenario() -> None:
+        async with overlay(6, rng) as peers:
+            first = await start_peer([peers[0].address], state=tmp_path)
+            await until(lambda: first.ultrapeer_links() >= 3, "links through the pongs")
+            await first.stop()
+            saved = (tmp_path / HOSTS_FILE).read_text().splitlines()
+            assert 3 <= len(saved) <= SAVED_HOSTS
+            assert set(saved) <= {f"{LOOPBACK}:{p.port}" for p in peers}
+            # No peer given this time: the saved hosts are enough to join again.
+            again = await start_peer(state=tmp_path)
+            try:
+                await until(lambda: again.ultrapeer_links() >= 3, "links from the saved hosts")
+            finally:
+                await again.stop()
 
     asyncio.run(scenario())

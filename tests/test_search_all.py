@@ -80,34 +80,27 @@ def test_search_fails_only_when_every_architecture_does(shoal_cli):
 def test_get_by_info_hash_with_the_overlay_as_the_only_source(shoal_cli, random_file, tmp_path):
     source = random_file(1_200_000, "shared/Harbour Bells.flac", seed=8)
     info_hash = create_torrent(source).info_hash.hex()
-    first, second = free_port(), free_port()
-    # Two ultrapeers: the seeder, and one that links to it; the downloader knows only the
-    # second, so the seeder is found by a query and its hit, not named by anyone.
-    shoal_cli.start("share", source, "--port", first, "--no-dht")
-    wait_for(lambda: "seeding" in shoal_cli.output(0)[1], message="the share never seeded")
+    ultrapeer, leaf = free_port(), free_port()
+    # An ultrapeer sharing something else, and the seeder as its leaf: the downloader knows
+    # only the ultrapeer, which hands the query to the leaf because its routing table holds
+    # the torrent's hash query; the hit names the leaf, whom nobody else named.
     relay = random_file(1000, "relay/other.bin", seed=9)
+    shoal_cli.start("share", relay, "--port", ultrapeer, "--no-dht")
+    wait_for(lambda: "seeding" in shoal_cli.output(0)[1], message="the ultrapeer never seeded")
+    overlay = f"{LOOPBACK}:{ultrapeer}"
     shoal_cli.start(
-        "share", relay, "--port", second, "--no-dht", "--overlay-peer", f"{LOOPBACK}:{first}"
+        "share", source, "--port", leaf, "--no-dht", "--overlay-peer", overlay, "--overlay-leaf"
     )
-    wait_for(lambda: "seeding" in shoal_cli.output(1)[1], message="the relay never seeded")
+    wait_for(lambda: "seeding" in shoal_cli.output(1)[1], message="the leaf never seeded")
 
     def found() -> bool:
-        search = shoal_cli.run(
-            "search", "harbour", "--via", "overlay", "--overlay-peer", f"{LOOPBACK}:{second}"
-        )
+        search = shoal_cli.run("search", "harbour", "--via", "overlay", "--overlay-peer", overlay)
         assert search.returncode == 0, search.stderr
         return info_hash in search.stdout
 
-    wait_for(found, timeout=30, message="the overlay never found the seeder")
+    wait_for(found, timeout=30, message="the overlay never found the leaf")
     got = shoal_cli.run(
-        "get",
-        info_hash,
-        "-o",
-        tmp_path / "out",
-        "--no-dht",
-        "--overlay-peer",
-        f"{LOOPBACK}:{second}",
-        timeout=90,
+        "get", info_hash, "-o", tmp_path / "out", "--no-dht", "--overlay-peer", overlay, timeout=90
     )
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "out" / "Harbour Bells.flac").read_bytes() == source.read_bytes()
