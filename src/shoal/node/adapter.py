@@ -1,5 +1,6 @@
-"""What the node's adapters of sans-IO cores share: resolving the addresses users give,
-closing a stream without waiting on a peer that never reads, and a core's one timer."""
+"""What the node's adapters of sans-IO cores share: a core's clock (one timer, and what the
+adapter keeps saved written now and then), resolving the addresses users give, and closing a
+stream without waiting on a peer that never reads."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 from ..addresses import Address
 from ..errors import inert
@@ -58,3 +60,52 @@ def rearm(
     if timer is not None:
         timer.cancel()
     return None if wake is None else asyncio.get_running_loop().call_at(wake, callback)
+
+
+class TimedCore(Protocol):
+    """A core's side of the clock (see shoal.contract)."""
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def get_timer(self) -> float | None: ...
+
+
+C = TypeVar("C", bound=TimedCore)
+
+
+class CoreClock(Generic[C]):
+    """An adapter's clock: one call_at at its core's get_timer(), and _save every
+    save_interval seconds (a killed node loses little). Subclasses pump the core's outputs
+    in _pump and re-arm the timer there with _rearm."""
+
+    save_interval = 300.0
+
+    def __init__(self) -> None:
+        self.core: C | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_save = 0.0
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.core is None:
+            return
+        now = asyncio.get_running_loop().time()
+        self.core.handle_timer(now)
+        if now - self._last_save >= self.save_interval:
+            self._last_save = now
+            self._save()
+        self._pump()
+
+    def _rearm(self, core: C) -> None:
+        self._timer = rearm(self._timer, core.get_timer(), self._on_timer)
+
+    def _stop_clock(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+    def _save(self) -> None:
+        raise NotImplementedError

@@ -23,7 +23,7 @@ from ..dht.routing import NodeInfo, RoutingTable
 from ..errors import ShoalError
 from ..identity import Identity
 from ..words import words
-from .adapter import rearm, resolve
+from .adapter import CoreClock, resolve
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +42,23 @@ TABLE_FILE = "dht-{port}.dat"
 SLOT_FILE = "dht-slot-{slot}.dat"
 SLOT_LOCK = "dht-slot-{slot}.lock"
 TABLE_SLOTS = 8
-SAVE_INTERVAL = 300.0
 
 PeersCallback = Callable[[list[Address]], None]
 
 
-class DhtService:
+class DhtService(CoreClock[DhtNode]):
     """One DHT node on the node's datagram port."""
 
     def __init__(
         self, datagrams: DatagramPort, state: Path | None, *, read_only: bool = False
     ) -> None:
         """read_only: ask but never answer, and so stay out of others' tables (BEP 43)."""
+        super().__init__()
         self.datagrams = datagrams
         self.state = state
         self.read_only = read_only
         self.table_path: Path | None = None
         self._slot_lock: int | None = None  # the descriptor holding a slot's lock
-        self.core: DhtNode | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._on_peers: dict[int, PeersCallback] = {}
         self._finished: dict[int, asyncio.Future[LookupDone]] = {}
         self._deferred: dict[bytes, tuple[PeersCallback, int | None]] = {}
@@ -69,7 +67,6 @@ class DhtService:
         self._on_listings: dict[int, Callable[[list[DhtListing]], None]] = {}
         self._on_item: dict[int, Callable[[Item], None]] = {}
         self._samples: dict[int, asyncio.Future[SamplesFound]] = {}
-        self._last_save = 0.0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -218,9 +215,7 @@ class DhtService:
 
     def stop(self) -> None:
         """Save the table and stop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_clock()
         self._save()
         if self._slot_lock is not None:
             os.close(self._slot_lock)  # the slot is free again
@@ -242,17 +237,6 @@ class DhtService:
         if self.core is not None:
             self.core.receive(data, sender, self.loop.time())
             self._pump()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self.core is None:
-            return
-        now = self.loop.time()
-        self.core.handle_timer(now)
-        if now - self._last_save >= SAVE_INTERVAL:
-            self._last_save = now
-            self._save()
-        self._pump()
 
     def _pump(self) -> None:
         core = self.core
@@ -298,7 +282,7 @@ class DhtService:
                 self.publish(listing)
             if self.core is not core:
                 return  # stopped meanwhile
-        self._timer = rearm(self._timer, core.get_timer(), self._on_timer)
+        self._rearm(core)
 
     # -- routers and the saved table ---------------------------------------------------------------
 

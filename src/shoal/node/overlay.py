@@ -23,7 +23,7 @@ from ..overlay.core import Close, Dial, Found, OverlayNode, SearchEnded, Send
 from ..overlay.messages import Result, Role
 from ..overlay.search import WANTED, Strategy, hash_query
 from . import adapter
-from .adapter import rearm, resolve
+from .adapter import CoreClock, resolve
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +121,17 @@ class OverlayLink(asyncio.Protocol):
         adapter.close(self.transport)
 
 
-class OverlayService:
+class OverlayService(CoreClock[OverlayNode]):
     """The overlay core on the node's TCP port number."""
 
     def __init__(self, options: OverlayOptions, state: Path | None) -> None:
         """state: where the host cache is kept between runs (None: nowhere)."""
+        super().__init__()
         self.options = options
         self.role = Role.LEAF if options.leaf else Role.ULTRAPEER
         self.hosts_path = None if state is None else state / HOSTS_FILE
-        self.core: OverlayNode | None = None
         self._links: dict[int, OverlayLink] = {}
         self._dials: dict[int, asyncio.Task[None]] = {}
-        self._timer: asyncio.TimerHandle | None = None
         self._searches: dict[bytes, _Search] = {}
         self._peer_lookups: dict[bytes, PeersCallback] = {}
         self._deferred: dict[bytes, PeersCallback] = {}
@@ -152,16 +151,14 @@ class OverlayService:
         self.core = OverlayNode(rng.randbytes(20), port, self.role, rng, now=now)
         self.core.set_listings(self._listings)
         self.core.add_hosts(self._load(), now)
-        self.core.add_hosts(
-            await resolve(self.options.peers, socket.SOCK_STREAM, what="overlay peer"), now
-        )
+        given = await resolve(self.options.peers, socket.SOCK_STREAM, what="overlay peer")
+        self.core.add_hosts(given, now)
+        self._last_save = now
         self._pump()
 
     def stop(self) -> None:
         """Save the host cache, close every link and end every search."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_clock()
         self._save()
         self.core = None
         for dial in self._dials.values():
@@ -295,12 +292,6 @@ class OverlayService:
 
     # The core's loop.
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self.core is not None:
-            self.core.handle_timer(self.loop.time())
-            self._pump()
-
     def _pump(self) -> None:
         core = self.core
         if core is None:
@@ -318,7 +309,7 @@ class OverlayService:
                 self.find_peers(info_hash, on_peers)
             if self.core is not core:
                 return  # stopped meanwhile
-        self._timer = rearm(self._timer, core.get_timer(), self._on_timer)
+        self._rearm(core)
 
     def _carry_out(self, core: OverlayNode, output: object) -> None:
         if isinstance(output, Send):
