@@ -101,7 +101,8 @@ def test_a_link_opens_with_hellos_and_the_core_answers_pings_with_ultrapeers():
     assert isinstance(first.said[0].payload, Hello)
     assert first.said[0].payload.node_id == core.node_id
     second = Neighbour(core, "10.0.0.2")
-    pongs = [m.payload for m in second.send(message(Ping())) if isinstance(m.payload, Pong)]
+    assert second.send(message(Ping(), ttl=1)) == []  # a keep-alive: no pong
+    pongs = [m.payload for m in second.send(message(Ping(), ttl=2)) if isinstance(m.payload, Pong)]
     assert pongs and ("10.0.0.1", 6881) in pongs[0].addresses
     assert len(core.links()) == 2
 

@@ -113,13 +113,23 @@ def test_walks_and_dynamic_queries_cost_less_than_a_flood_on_replicated_content(
 
 def test_a_holder_leaving_mid_search_does_not_break_it():
     network, hosts, holding = grow()
-    record = network.search(hosts[0], "field recordings", Strategy.FLOOD, wanted=99)
+    origin = hosts[0]
+    near = {far.address for far, _ in origin.pipes.values()}
+    gone = next(h for h in holding if h.address not in near)
+    record = network.search(origin, "field recordings", Strategy.FLOOD, wanted=99)
     network.run(network.now + 0.06)  # the query is one hop out
-    gone = holding[0]
     network.remove(gone)
+    for relay in some_of(hosts, near, 5):
+        network.remove(relay)
     network.run(network.now + 20.0)
     assert record.found and record.ended_at is not None
     assert gone.core.node_id not in record.holders
+    assert len(record.holders) >= HOLDERS - 3
+
+
+def some_of(hosts: list[OverlayHost], near: set, count: int) -> list[OverlayHost]:
+    """count random nodes among hosts whose address is in near."""
+    return random.Random(4).sample([h for h in hosts if h.address in near], count)
 
 
 def test_after_a_third_of_the_nodes_go_the_overlay_heals_and_searches_succeed():

@@ -73,6 +73,9 @@ HANDSHAKING = 8
 HANDSHAKE_TIMEOUT = 10.0
 # A link quiet for KEEPALIVE seconds sends a ping; one silent for IDLE_LIMIT is dropped.
 KEEPALIVE = 30.0
+# A ping with this TTL only keeps a link alive (Gnutella's TTL 1 ping) and gets no pong; one
+# with a larger TTL asks for addresses.
+KEEPALIVE_TTL = 1
 IDLE_LIMIT = 90.0
 # A link whose writes stay paused (its peer does not read) this long is dropped.
 PAUSE_LIMIT = 60.0
@@ -426,8 +429,9 @@ class OverlayNode:
             self.hosts.ban(link.address[0], self._now)
 
     def _ping(self, link: Link) -> None:
+        """Ask link for addresses of ultrapeers."""
         link.pongs_due = min(link.pongs_due + 1, MAX_PONGS_DUE)
-        self._send(link, Message(self._new_id(), 1, 0, Ping()))
+        self._send(link, Message(self._new_id(), KEEPALIVE_TTL + 1, 0, Ping()))
 
     def _lost(self, link: Link) -> None:
         """The other end ended link: one it ended soon after we dialled (it was full, or
@@ -449,7 +453,7 @@ class OverlayNode:
             elif link.paused_since is not None and now - link.paused_since > PAUSE_LIMIT:
                 self._drop(link, "not reading")
             elif link.hello is not None and now - link.last_sent >= KEEPALIVE:
-                self._ping(link)
+                self._send(link, Message(self._new_id(), KEEPALIVE_TTL, 0, Ping()))
         linked = sum(1 for link in self._links.values() if link.outbound or link.is_ultrapeer())
         missing = self.degree - linked
         if missing > 0:
@@ -492,7 +496,7 @@ class OverlayNode:
         elif isinstance(payload, QueryStatus):
             self._on_status(link, message, payload)
         elif isinstance(payload, Ping):
-            if self._spend(link):
+            if message.ttl > KEEPALIVE_TTL and self._spend(link):
                 self._send(link, Message(message.id, 1, 0, Pong(tuple(self._pong(link)))))
         elif isinstance(payload, Pong):
             # Only pongs we asked for (and one a full node sends as it refuses us): a

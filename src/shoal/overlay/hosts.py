@@ -36,6 +36,9 @@ class HostCache:
         self._rng = rng
         self.capacity = capacity
         self._hosts: OrderedDict[Address, Host] = OrderedDict()
+        # The same addresses in a list, to draw random ones without walking them all.
+        self._drawable: list[Address] = []
+        self._slot: dict[Address, int] = {}
         self._banned: dict[str, float] = {}  # IP -> until when
 
     def __len__(self) -> int:
@@ -46,13 +49,15 @@ class HostCache:
 
     def heard(self, address: Address, now: float) -> None:
         """Someone named address as an ultrapeer."""
-        if self.banned(address[0], now):
+        if self._banned and self.banned(address[0], now):
             return
         host = self._hosts.get(address)
         if host is None:
             while len(self._hosts) >= self.capacity:
-                self._hosts.popitem(last=False)
+                self._remove(next(iter(self._hosts)))
             self._hosts[address] = Host(now)
+            self._slot[address] = len(self._drawable)
+            self._drawable.append(address)
         else:
             host.heard_at = now
             self._hosts.move_to_end(address)
@@ -73,13 +78,22 @@ class HostCache:
             return
         host.failures += 1
         if host.failures >= MAX_FAILURES:
-            del self._hosts[address]
+            self._remove(address)
             return
         host.retry_at = now + min(MAX_RETRY, RETRY_AFTER * 2 ** (host.failures - 1))
 
     def forget(self, address: Address) -> None:
         """Drop address (it is not an ultrapeer, or it is us)."""
-        self._hosts.pop(address, None)
+        if address in self._hosts:
+            self._remove(address)
+
+    def _remove(self, address: Address) -> None:
+        del self._hosts[address]
+        slot = self._slot.pop(address)
+        last = self._drawable.pop()
+        if last != address:
+            self._drawable[slot] = last
+            self._slot[last] = slot
 
     def ban(self, ip: str, now: float) -> None:
         """Neither dial nor accept ip for a while; it broke the protocol."""
@@ -89,7 +103,7 @@ class HostCache:
                 del self._banned[next(iter(self._banned))]
         self._banned[ip] = now + BAN_FOR
         for address in [a for a in self._hosts if a[0] == ip]:
-            del self._hosts[address]
+            self._remove(address)
 
     def banned(self, ip: str, now: float) -> bool:
         """Whether ip is banned at now."""
@@ -99,20 +113,23 @@ class HostCache:
     def candidates(self, count: int, now: float, skip: set[Address]) -> list[Address]:
         """Up to count addresses to dial now, not in skip, a random choice (a random graph
         is what flooding and walks are measured on), those that answered before first."""
-        ready = [a for a, h in self._hosts.items() if h.retry_at <= now and a not in skip]
-        proven = [a for a in ready if self._hosts[a].linked_at is not None]
-        fresh = [a for a in ready if self._hosts[a].linked_at is None]
-        self._rng.shuffle(proven)
-        self._rng.shuffle(fresh)
-        return (proven + fresh)[:count]
+        hosts = self._hosts
+        drawn = [a for a in self._draw(4 * count) if hosts[a].retry_at <= now and a not in skip]
+        return self._answered_first(drawn)[:count]
 
     def sample(self, count: int, skip: set[Address]) -> list[Address]:
         """Up to count addresses to hand out, not in skip, those that answered first."""
-        proven = [a for a, h in self._hosts.items() if h.linked_at is not None and a not in skip]
-        others = [a for a, h in self._hosts.items() if h.linked_at is None and a not in skip]
-        picked = self._rng.sample(proven, min(count, len(proven)))
-        picked += self._rng.sample(others, min(count - len(picked), len(others)))
-        return picked
+        drawn = [a for a in self._draw(4 * count) if a not in skip]
+        return self._answered_first(drawn)[:count]
+
+    def _draw(self, count: int) -> list[Address]:
+        """Up to count addresses at random: a bounded cost, however many are held."""
+        drawable = self._drawable
+        return self._rng.sample(drawable, min(count, len(drawable)))
+
+    def _answered_first(self, addresses: list[Address]) -> list[Address]:
+        hosts = self._hosts
+        return sorted(addresses, key=lambda a: hosts[a].linked_at is None)
 
     def addresses(self) -> list[Address]:
         """Every address held, those that answered first (what a node saves at exit)."""

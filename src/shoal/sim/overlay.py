@@ -29,7 +29,7 @@ class OverlayHost:
 
     address: Address
     core: OverlayNode
-    pipes: dict[int, tuple[OverlayHost, int]] = field(default_factory=dict)
+    pipes: dict[int, tuple[OverlayHost, int]] = field(default_factory=dict, repr=False)
     alive: bool = True
     timer_at: float | None = None
 
@@ -38,7 +38,7 @@ class OverlayHost:
 class SearchRecord:
     """One search as its origin saw it."""
 
-    origin: OverlayHost
+    origin: OverlayHost = field(repr=False)
     text: str
     strategy: Strategy
     started: float
