@@ -81,8 +81,9 @@ IDLE_LIMIT = 90.0
 PAUSE_LIMIT = 60.0
 # A link we dialled that the other end closes within this long counts as a failed dial.
 SHORT_LINK = 30.0
-# Links are checked, and dials made, this often.
-MAINTAIN_EVERY = 2.0
+# Links are checked, and dials made, this often; and this soon after a link is lost.
+MAINTAIN_EVERY = 5.0
+REDIAL_AFTER = 1.0
 # Queries and pings a neighbour may send: a rate per second and a burst; a link that goes
 # on after FLOOD_CLOSE are dropped is closed and its IP banned.
 QUERY_RATE = 20.0
@@ -267,8 +268,10 @@ class OverlayNode:
     def add_hosts(self, addresses: Iterable[Address], now: float) -> None:
         """Ultrapeers to try (named by the user, saved at the last exit, or from the hub or
         the DHT)."""
+        self._now = now
         for address in addresses:
             self.hosts.heard(address, now)
+        self._redial_soon()
 
     def accept(self, address: Address, now: float) -> int | None:
         """A connection came in from address: its link number, or None to refuse it."""
@@ -291,9 +294,11 @@ class OverlayNode:
 
     def dial_failed(self, number: int, now: float) -> None:
         """The connection a Dial asked for could not be opened."""
+        self._now = now
         link = self._links.pop(number, None)
         if link is not None:
             self.hosts.failed(link.address, now)
+            self._redial_soon()
 
     def closed(self, number: int, now: float) -> None:
         """The other end closed link, or it broke."""
@@ -427,6 +432,7 @@ class OverlayNode:
         self._outputs.append(Close(link.number, reason))
         if ban:
             self.hosts.ban(link.address[0], self._now)
+        self._redial_soon()
 
     def _ping(self, link: Link) -> None:
         """Ask link for addresses of ultrapeers."""
@@ -438,6 +444,11 @@ class OverlayNode:
         going) counts as a failed dial, so that we back off before trying it again."""
         if link.outbound and self._now - link.opened_at < SHORT_LINK:
             self.hosts.failed(link.address, self._now)
+        self._redial_soon()
+
+    def _redial_soon(self) -> None:
+        """A link was lost: look for another soon, not at the next round."""
+        self._next_maintenance = min(self._next_maintenance, self._now + REDIAL_AFTER)
 
     def _maintain(self) -> None:
         """Time out handshakes and silent links, keep quiet ones alive, and dial ultrapeers
