@@ -45,3 +45,5 @@ bench: $(BIN)/shoal apt
 	$(BIN)/python bench/create.py
 	$(BIN)/python bench/tracker_load.py
 	$(BIN)/python bench/sim.py
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/architectures.py --jobs 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -42,7 +43,7 @@ class FiniteRange(click.FloatRange):
         return number
 
 
-def scenario_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def scenario_options(command: Callable[..., Any], session_shape: float = 1.0) -> Callable[..., Any]:
     """--session-shape, --seed and --json, which every simulated scenario takes."""
     command = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(
         command
@@ -53,7 +54,7 @@ def scenario_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--session-shape",
         type=FiniteRange(0.1, 10),
-        default=1.0,
+        default=session_shape,
         help="Weibull shape of session lengths (1: exponential; measured P2P traces: 0.3-0.6).",
     )(command)
 
@@ -144,3 +145,88 @@ def sim_dht(
         ("latency (s)", report.latency_seconds),
     ):
         click.echo(f"{label}: " + ", ".join(f"{k} {v:g}" for k, v in figures.items()))
+
+
+@sim.command("compare")
+@click.option("--nodes", type=click.IntRange(2, 20_000), default=1000, help="Nodes.")
+@click.option(
+    "--churn",
+    type=FiniteRange(0, 100),
+    default=0.0,
+    help="Share of the nodes replaced per simulated hour (each by a newcomer).",
+)
+@click.option(
+    "--replication",
+    type=FiniteRange(0.0001, 1),
+    default=0.01,
+    help="Share of the nodes holding each queried listing (at least one node).",
+)
+@click.option("--queries", type=click.IntRange(1, 10_000), default=20, help="Queries to run.")
+@click.option(
+    "--listings", type=click.IntRange(1, 1000), default=5, help="Listings the queries ask for."
+)
+@click.option(
+    "--wanted",
+    type=click.IntRange(1, 1000),
+    default=20,
+    help="Results an overlay search stops at (1: satisfied by one, as Lv et al. measured).",
+)
+@functools.partial(scenario_options, session_shape=0.5)
+def sim_compare(
+    nodes: int,
+    churn: float,
+    replication: float,
+    queries: int,
+    listings: int,
+    wanted: int,
+    session_shape: float,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """The hub, the DHT and the overlay (flood, walk, dynamic) on one population of NODES
+    nodes, the same listings, the same queries from the same nodes."""
+    from ..sim.compare import run_compare
+
+    report = run_compare(
+        nodes,
+        churn,
+        replication,
+        queries,
+        seed,
+        listings=listings,
+        wanted=wanted,
+        session_shape=session_shape,
+    )
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    click.echo(
+        f"{report.nodes} nodes, churn {report.churn:g}/h ({report.departed} replaced),"
+        f" {report.listings} listings each held by {report.holders} nodes,"
+        f" {report.queries} queries (overlay searches stop at {report.wanted} results),"
+        f" seed {report.seed}"
+    )
+    click.echo(
+        f"simulated {report.simulated_seconds:.1f} s in {report.wall_seconds:.1f} s of wall time;"
+        f" {report.events} events; background and searches: {report.hub_publishes} hub"
+        f" publishes, {report.dht_datagrams} DHT datagrams, {report.overlay_messages} overlay"
+        " messages"
+    )
+    click.echo(
+        f"{'':8} {'success':>7} {'found':>11} {'stale':>5} {'msgs/query':>10} {'busiest':>13}"
+        f" {'first s':>7} {'last s':>7}"
+    )
+    for name, figures in report.architectures.items():
+        found = f"{figures.holders_found:g}/{figures.holders_alive:g}"
+        busiest = f"{figures.busiest_node_messages} {figures.busiest_node_share:.0%}"
+        click.echo(
+            f"{name:8} {figures.success_rate:>7.1%} {found:>11} {figures.stale_results:>5g}"
+            f" {figures.messages_per_query.get('mean', 0):>10g} {busiest:>13}"
+            f" {figures.first_result_seconds.get('median', 0):>7g}"
+            f" {figures.last_result_seconds.get('median', 0):>7g}"
+        )
+    click.echo(
+        "msgs/query: the search's own queries, answers, hits and statuses (mean);"
+        " busiest: the most one node or the hub handled, and its share of them;"
+        " first and last: medians of successful searches"
+    )

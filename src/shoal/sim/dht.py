@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import math
 import random
 import statistics
 import time
@@ -22,7 +21,7 @@ from ..addresses import Address
 from ..dht.core import DhtNode, LookupDone
 from ..dht.lookup import LOOKUP_DEADLINE
 from ..dht.routing import ID_SPACE
-from .kernel import session_length
+from .kernel import quantiles, session_length
 from .swarm import SimNetwork, SimNode
 
 # Nodes join at this many per simulated second while the network grows.
@@ -224,12 +223,12 @@ def run_dht(
         completed=completed,
         success_rate=round(run.successes / completed, 4) if completed else 0.0,
         timed_out=run.timed_out,
-        hops=_quantiles(sorted(run.hops), p90=0.9, max=1.0),
+        hops=quantiles(sorted(run.hops), p90=0.9, max=1.0),
         messages_per_lookup={
-            **_quantiles(messages, p90=0.9),
+            **quantiles(messages, p90=0.9),
             "mean": round(statistics.fmean(messages), 3) if messages else 0.0,
         },
-        latency_seconds=_quantiles(sorted(run.latencies), p90=0.9, p99=0.99),
+        latency_seconds=quantiles(sorted(run.latencies), p90=0.9, p99=0.99),
         departed=len(departures),
         simulated_seconds=round(events.now - start, 3),
         wall_seconds=round(wall, 3),
@@ -255,13 +254,3 @@ def _departures(
         return []
     last = departures[-1][0]
     return [(when / last, seat) for when, seat in departures]
-
-
-def _quantiles(values: list[float] | list[int], **quantiles: float) -> dict[str, float]:
-    """The median and the given quantiles (name=fraction) of sorted values, rounded."""
-    if not values:
-        return {}
-    found = {"median": float(statistics.median(values))}
-    for name, fraction in quantiles.items():
-        found[name] = float(values[min(len(values) - 1, math.floor(fraction * len(values)))])
-    return {name: round(value, 3) for name, value in found.items()}

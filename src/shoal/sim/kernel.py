@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,3 +58,13 @@ def session_length(rng: random.Random, mean: float, shape: float = 1.0) -> float
     P2P sessions have shapes near 0.3-0.6, many short stays and a few very long ones)."""
     scale = mean / math.gamma(1 + 1 / shape)
     return rng.weibullvariate(scale, shape)
+
+
+def quantiles(values: list[float] | list[int], **fractions: float) -> dict[str, float]:
+    """The median and the given quantiles (name=fraction) of sorted values, rounded."""
+    if not values:
+        return {}
+    found = {"median": float(statistics.median(values))}
+    for name, fraction in fractions.items():
+        found[name] = float(values[min(len(values) - 1, math.floor(fraction * len(values)))])
+    return {name: round(value, 3) for name, value in found.items()}
