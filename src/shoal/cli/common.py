@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -160,6 +160,9 @@ class Sources:
             except ShoalError as exc:
                 raise click.BadParameter(str(exc), param_hint="--hub") from None
             sources.add_tiers([[announce_url(hub)]])
+            if sources.overlay is not None:
+                # Ultrapeers meet on the hub's tracker (see node/rendezvous).
+                sources.overlay = replace(sources.overlay, trackers=(announce_url(hub),))
         return sources
 
     def add_tiers(self, tiers: Sequence[Sequence[str]]) -> None:

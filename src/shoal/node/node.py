@@ -26,6 +26,7 @@ from ..wire import mse
 from .connection import PeerConnection
 from .dht import DhtService
 from .overlay import OverlayOptions, OverlayService
+from .rendezvous import Rendezvous
 from .torrent import TorrentTask
 
 DEFAULT_PORT = 6881
@@ -97,7 +98,14 @@ class Node:
             if dht_routers is not None
             else None
         )
-        self.overlay = OverlayService(overlay, state) if overlay is not None else None
+        self.overlay: OverlayService | None = None
+        self.rendezvous: Rendezvous | None = None
+        if overlay is not None:
+            self.overlay = OverlayService(overlay, state)
+            # Where the overlay meets ultrapeers besides the peers given and those it heard
+            # of: the DHT and the hub's tracker, when the node has them.
+            if self.dht is not None or overlay.trackers:
+                self.rendezvous = Rendezvous(self, self.overlay, overlay.trackers)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -132,6 +140,8 @@ class Node:
             await self.dht.start(self._dht_routers, self.port, port_fixed=port != 0)
         if self.overlay is not None:
             await self.overlay.start(self.port)
+        if self.rendezvous is not None:
+            self.rendezvous.start()
 
     async def _listen(self, port: int) -> int:
         """TCP and UDP on one port number (any free one for 0): IPv4 on the host asked for,
@@ -247,6 +257,8 @@ class Node:
         self.halt.set()
         for server in self._servers:
             server.close()
+        if self.rendezvous is not None:
+            await self.rendezvous.stop()
         if self.dht is not None:
             self.dht.stop()
         if self.overlay is not None:

@@ -46,10 +46,12 @@ PeersCallback = Callable[[list[Address]], None]
 
 @dataclass(frozen=True)
 class OverlayOptions:
-    """How a node joins the overlay: the ultrapeers it dials first, and its role."""
+    """How a node joins the overlay: the ultrapeers it dials first, its role, and the
+    trackers (the hub's announce URL) where ultrapeers meet (see node/rendezvous)."""
 
     peers: tuple[Address, ...] = ()
     leaf: bool = False
+    trackers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,12 @@ class OverlayService(CoreClock[OverlayNode]):
         self._listings = list(listings)
         if self.core is not None:
             self.core.set_listings(self._listings)
+            self._pump()
+
+    def add_hosts(self, addresses: Iterable[Address]) -> None:
+        """Ultrapeers to try (met through the DHT or the hub)."""
+        if self.core is not None:
+            self.core.add_hosts(addresses, self.loop.time())
             self._pump()
 
     def joined(self) -> bool:
