@@ -284,3 +284,32 @@ def test_any_bytes_from_a_neighbour_leave_the_core_sound(chunks):
     assert other.closed is None
     assert [m for m in other.heard() + other.said if isinstance(m.payload, QueryHit)]
     assert len(core.links()) <= 2
+
+
+def test_a_dynamic_query_with_few_links_widens_them_with_more_ttl():
+    core = node()
+    first, second = Neighbour(core, "10.0.0.1"), Neighbour(core, "10.0.0.2")
+    core.search("rare words", Strategy.DYNAMIC, 0.0, wanted=1)
+    probes = [m.ttl for n in (first, second) for m in n.heard() if isinstance(m.payload, Query)]
+    assert probes == [2, 2]
+    now = 0.0
+    while (timer := core.get_timer()) is not None and timer < 60.0:
+        now = timer
+        core.handle_timer(now)
+    widened = [m.ttl for n in (first, second) for m in n.heard() if isinstance(m.payload, Query)]
+    assert sorted(widened) == [3, 3, 4, 4]
+
+
+def test_a_copy_of_a_query_with_more_ttl_goes_further_but_is_not_answered_again():
+    core = node()
+    core.set_listings([ISO])
+    asker, other = Neighbour(core, "10.0.0.1"), Neighbour(core, "10.0.0.2")
+    query_id = bytes(range(16))
+    answered = asker.send(message(Query("debian"), ttl=1, ident=query_id))
+    assert [type(m.payload) for m in answered] == [QueryHit]
+    assert other.heard() == []  # TTL 1: answered, not forwarded
+    again = asker.send(message(Query("debian"), ttl=3, ident=query_id))
+    assert again == []  # not answered twice
+    assert [(m.ttl, m.hops) for m in other.heard()] == [(2, 1)]
+    asker.send(message(Query("debian"), ttl=2, ident=query_id))
+    assert other.heard() == [] and core.counters.duplicates == 1

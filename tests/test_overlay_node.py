@@ -141,20 +141,7 @@ async def add_holders(
     return holders, shared
 
 
-# Dynamic querying sends every step with the probe's id. A neighbour the probe reached with
-# TTL 1 (through another probed link) did not forward it, and drops the later, wider step as a
-# duplicate; a searcher with 3 links or fewer has no link left to widen by. So a rare holder
-# behind such a neighbour is often missed (a core issue, reported): this case fails in some
-# runs and passes in others. test_dynamic_querying_finds_replicated_content always holds.
-DYNAMIC_RARE = pytest.mark.xfail(
-    reason="core: a dynamic step dies as a duplicate at neighbours the probe reached", strict=False
-)
-
-
-@pytest.mark.parametrize(
-    "strategy",
-    [Strategy.FLOOD, Strategy.WALK, pytest.param(Strategy.DYNAMIC, marks=DYNAMIC_RARE)],
-)
+@pytest.mark.parametrize("strategy", list(Strategy))
 def test_each_strategy_finds_the_holders_and_hits_come_back_by_the_reverse_path(strategy):
     rng = random.Random(11)
 

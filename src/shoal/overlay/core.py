@@ -43,6 +43,7 @@ from .messages import (
 )
 from .routing import OWN, QueryRouteTable, SeenIds
 from .search import (
+    MAX_DYNAMIC_TTL,
     MAX_FLOOD_TTL,
     MAX_WALK_TTL,
     PROBE_LINKS,
@@ -357,6 +358,9 @@ class OverlayNode:
         self._now = now
         search_id = self._new_id()
         self.seen.first_time(search_id, now, OWN)
+        own = self.seen.route(search_id)
+        assert own is not None
+        own.ttl = MAX_WALK_TTL  # our own query, come back, goes no further from here
         query = Query(" ".join(words(text)), walk=strategy == Strategy.WALK)
         wanted = max(1, min(wanted, MAX_SEARCH_RESULTS))
         search = Search(search_id, query.words, strategy, wanted, PROBE_TTL, now, now)
@@ -618,7 +622,19 @@ class OverlayNode:
         if ttl <= 0:
             return
         first = self.seen.first_time(message.id, self._now, link.number)
-        if not first and (not query.walk or self._finished_here(message.id)):
+        route = self.seen.route(message.id)
+        assert route is not None
+        if first:
+            route.ttl = ttl
+        elif query.walk:
+            if self._finished_here(message.id):
+                self.counters.duplicates += 1
+                return
+        elif ttl > route.ttl:
+            # A copy that can go further than the one handled (a dynamic query's wider step,
+            # or a flood's faster but longer way): forwarded again, not answered again.
+            route.ttl = ttl
+        else:
             self.counters.duplicates += 1
             return
         if first:
@@ -789,27 +805,37 @@ class OverlayNode:
         query = Query(search.words)
         for link in links[:PROBE_LINKS]:
             self._send_query(link, Message(search.id, PROBE_TTL, 0, query))
-            search.asked.add(link.number)
+            search.asked[link.number] = PROBE_TTL
             search.reached += horizon(PROBE_TTL, self._degree_seen())
         self._to_leaves(Message(search.id, 1, 0, query), None)
         search.next_step = self._now + wait_after(PROBE_TTL)
         search.deadline = search.next_step + wait_after(PROBE_TTL)
 
     def _dynamic_step(self, search: Search) -> None:
-        """Widen a dynamic query by one more link, with a TTL sized to what is missing."""
+        """Widen a dynamic query by one link, with a TTL sized to what is missing: a link
+        not asked yet, else the one asked with the least TTL, again with more."""
         if search.enough():
             self._end(search)
             return
-        left = [link for link in self._ultrapeers() if link.number not in search.asked]
-        if not left:
+        asked = search.asked
+        open_to_more = [
+            link for link in self._ultrapeers() if asked.get(link.number, 0) < MAX_DYNAMIC_TTL
+        ]
+        if not open_to_more:
             search.next_step = None
             return
-        link = self.rng.choice(left)
+        fresh = [link for link in open_to_more if link.number not in asked]
+        if fresh:
+            link = self.rng.choice(fresh)
+        else:
+            link = min(open_to_more, key=lambda other: asked[other.number])
         degree = self._degree_seen()
-        ttl = step_ttl(search, len(left), degree)
+        before = asked.get(link.number, 0)
+        ttl = max(step_ttl(search, len(fresh) or len(open_to_more), degree), before + 1)
+        ttl = min(ttl, MAX_DYNAMIC_TTL)
         self._send_query(link, Message(search.id, ttl, 0, Query(search.words)))
-        search.asked.add(link.number)
-        search.reached += horizon(ttl, degree)
+        asked[link.number] = ttl
+        search.reached += horizon(ttl, degree) - horizon(before, degree)
         search.ttl = ttl
         search.next_step = self._now + wait_after(ttl)
         search.deadline = search.next_step + wait_after(ttl)

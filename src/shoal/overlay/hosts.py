@@ -7,7 +7,7 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ..addresses import Address
+from ..addresses import Address, is_loopback_ip, pack_ip
 
 CAPACITY = 1000
 # A host that failed is not dialled again before RETRY_AFTER * 2**(failures - 1) seconds,
@@ -96,7 +96,13 @@ class HostCache:
             self._slot[last] = slot
 
     def ban(self, ip: str, now: float) -> None:
-        """Neither dial nor accept ip for a while; it broke the protocol."""
+        """Neither dial nor accept ip for a while; it broke the protocol. Not a loopback IP:
+        every local node shares it (tests, the demo), so only the link is dropped."""
+        try:
+            if is_loopback_ip(pack_ip(ip)):
+                return
+        except ValueError:
+            return
         if len(self._banned) >= self.capacity:
             self._banned = {k: v for k, v in self._banned.items() if v > now}
             while len(self._banned) >= self.capacity:

@@ -82,6 +82,7 @@ class Route:
     seen_at: float
     link: int  # OWN for the node's own searches
     results: int = 0  # results of hits sent back along this route
+    ttl: int = 0  # the most TTL the query came with: a copy with more may go further
 
 
 class SeenIds:

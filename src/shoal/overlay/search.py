@@ -51,8 +51,9 @@ class Search:
     deadline: float  # it ends at this time if no step or result ends it sooner
     results: set[tuple[bytes, bytes]] = field(default_factory=set)  # (holder id, info-hash)
     ended: bool = False
-    # Dynamic querying: links asked so far, and how many nodes those steps could reach.
-    asked: set[int] = field(default_factory=set)
+    # Dynamic querying: the TTL each link was asked with so far, and how many nodes those
+    # steps could reach.
+    asked: dict[int, int] = field(default_factory=dict)
     reached: float = 0.0
     next_step: float | None = None
 
