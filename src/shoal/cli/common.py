@@ -19,6 +19,7 @@ from ..hub.urls import announce_url, base_url
 from ..metainfo import MetainfoError
 from ..metainfo.magnet import parse_peer
 from ..node import Node
+from ..search import SEARCH_TIMEOUT, joined
 from ..storage.files import RecheckStopped
 from ..storage.resume import state_dir
 from ..swarm.sources import ENCRYPTION_POLICIES
@@ -35,11 +36,6 @@ HUB_PORT = 6969
 # Listings live an hour on the hub unless refreshed, and are refreshed every half hour.
 LISTING_TTL = 3600
 LISTING_REFRESH = 1800
-# A DHT search gives up after this long (a lookup ends in 30 s at most, and counts follow).
-SEARCH_TIMEOUT = 60.0
-# A one-shot DHT node gives up when no node answers it this long (the routers are asked
-# again after 15 s).
-JOIN_TIMEOUT = 20.0
 PORT_HELP = "TCP port to listen on (default: 6881, or any free port if that is taken)."
 
 
@@ -334,15 +330,3 @@ async def with_dht(routers: list[tuple[str, int]], use: Callable[[DhtService], A
             raise ShoalError(f"no answer from the DHT in {SEARCH_TIMEOUT:.0f} s") from None
     finally:
         await node.stop()
-
-
-async def joined(join: Awaitable[None], what: str, asked: Sequence[tuple[str, int]]) -> None:
-    """Wait for a one-shot node to join the DHT or the overlay; a plain error if no what
-    answers within JOIN_TIMEOUT."""
-    try:
-        await asyncio.wait_for(join, JOIN_TIMEOUT)
-    except TimeoutError:
-        named = ", ".join(f"{host}:{port}" for host, port in asked)
-        raise ShoalError(
-            f"no {what} answered in {JOIN_TIMEOUT:.0f} s (asked {named}): is it up?"
-        ) from None
