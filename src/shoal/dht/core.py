@@ -230,15 +230,18 @@ class DhtNode:
         LookupDone)."""
         return self._start(key, GET_LISTINGS, now)
 
-    def publish_listing(self, listing: DhtListing, now: float) -> list[int]:
-        """Store a signed listing on the nodes closest to each of its keyword keys."""
+    def publish_listing(
+        self, listing: DhtListing, now: float, *, report: bool = False
+    ) -> list[int]:
+        """Store a signed listing on the nodes closest to each of its keyword keys (with
+        report, a LookupDone for each says how many nodes took it)."""
         return [
             self._start(
                 key,
                 GET_LISTINGS,
                 now,
                 store=(PUT_LISTING, {b"key": key, b"listing": listing.to_value()}),
-                report=False,
+                report=report,
             )
             for key in listing.keyword_keys()
         ]

@@ -125,6 +125,15 @@ class DhtService(CoreClock[DhtNode]):
         self.core.publish_listing(listing, self.loop.time())
         self._pump()
 
+    async def publish_stored(self, listing: DhtListing) -> int:
+        """Store a signed listing under each of its words' keys once the node has joined, and
+        wait until it is stored: how many stores nodes took, for all the words."""
+        await self.joined()
+        assert self.core is not None
+        numbers = self.core.publish_listing(listing, self.loop.time(), report=True)
+        done = await asyncio.gather(*(self._wait(number) for number in numbers))
+        return sum(lookup.stored for lookup in done)
+
     async def search(self, query: str) -> list[DhtListing]:
         """Listings whose names hold every word of query: the nodes closest to the key of
         its longest keyword are asked, and what they hold is filtered by all the words. The
