@@ -1,7 +1,12 @@
-"""`shoal demo`: a hub, a seeder and several leechers on loopback.
+"""`shoal demo`: a hub, a seeder and several leechers on loopback, the three architectures
+side by side.
 
-The seeder lists its file on the hub; each leecher searches the hub, downloads the result by
-info-hash (metadata from peers, peers from the hub's tracker) and trades pieces with the others.
+Every node is a DHT node (the seeder is the one the others bootstrap from: never the public
+routers) and an overlay ultrapeer linked to the seeder. The seeder lists its file on the hub,
+in the DHT's keyword index and in the overlay (it answers queries for it); one search asks all
+three at once (as `shoal search --via all`) and shows which found it; then each leecher
+downloads it by info-hash, with peers from the hub's tracker, the DHT and the overlay, and
+trades pieces with the others.
 """
 
 from __future__ import annotations
@@ -16,17 +21,23 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .errors import ShoalError
+from .addresses import Address
+from .dht.listings import sign_listing
+from .errors import ShoalError, inert
 from .hub import client as hub_client
+from .hub.client import SearchResult
 from .hub.server import Hub
 from .hub.urls import announce_url
 from .identity import Identity
-from .metainfo import create_torrent
+from .metainfo import Torrent, create_torrent
 from .node import Node, TorrentTask
+from .node.overlay import OverlayOptions
 from .progress import results_table, wide_console
+from .search import ARCHITECTURES, Plan, search_all
 
 LOOPBACK = "127.0.0.1"
 DEMO_NAME = "shoal-demo-holiday-video.bin"
+DEMO_QUERY = "holiday video"
 DEMO_PIECE_LENGTH = 256 * 1024
 # The seeder is slowed so that leechers must fetch most pieces from each other.
 SEEDER_UPLOAD_LIMIT = 4 * 1024 * 1024
@@ -34,7 +45,8 @@ DEMO_TIMEOUT = 300.0
 
 
 async def run_demo(leechers: int, size: int) -> None:
-    """Run the hub and the swarm, show who sent what to whom, and check every copy."""
+    """Run the hub and the nodes, search three ways, show who sent what to whom, and check
+    every copy."""
     console = wide_console()
     with tempfile.TemporaryDirectory(prefix="shoal-demo-") as scratch:
         root = Path(scratch)
@@ -45,36 +57,50 @@ async def run_demo(leechers: int, size: int) -> None:
         hub = Hub(LOOPBACK, 0, root / "hub.db")
         await hub.start()
         announce = announce_url(hub.url)
-        console.print(f"[bold]shoal demo[/]: a hub at {hub.url}, 1 seeder, {leechers} leechers")
-
         nodes: list[Node] = []
         tasks: list[TorrentTask] = []
         try:
-            seeder = Node(port=0, host=LOOPBACK, upload_limit=SEEDER_UPLOAD_LIMIT)
+            seeder = Node(
+                port=0,
+                host=LOOPBACK,
+                upload_limit=SEEDER_UPLOAD_LIMIT,
+                dht_routers=[],
+                overlay=OverlayOptions(trackers=(announce,)),
+            )
             await seeder.start()
             nodes.append(seeder)
+            local: list[Address] = [(LOOPBACK, seeder.port)]
+            for _ in range(leechers):
+                node = Node(
+                    port=0,
+                    host=LOOPBACK,
+                    dht_routers=local,
+                    overlay=OverlayOptions(tuple(local), trackers=(announce,)),
+                )
+                await node.start()
+                nodes.append(node)
+            console.print(
+                f"[bold]shoal demo[/]: a hub at {hub.url}, 1 seeder and {leechers} leechers,"
+                f" each a DHT node (joined through the seeder's) and an overlay ultrapeer"
+            )
             tasks.append(
                 await seeder.add(torrent.info_hash, torrent, source.parent, trackers=[[announce]])
             )
-            identity = Identity.load_or_create(root / "identity.key")
-            await hub_client.publish(hub.url, identity, torrent)
+            stored = await _list_everywhere(seeder, hub.url, torrent, Identity.generate())
             console.print(
                 f"seeder: shares {DEMO_NAME} ({size // 2**20} MiB, {torrent.num_pieces} pieces)"
-                f" and lists it on the hub"
+                f" and lists it on the hub, in the DHT ({stored} copies under its name's words)"
+                " and in the overlay (it answers queries)"
             )
-            results = await hub_client.search(hub.url, "holiday video")
-            console.print(results_table(results, "search the hub for 'holiday video'"))
-            if not results:
-                raise ShoalError("the hub found nothing for 'holiday video'")
-            found = results[0].info_hash
-            for number in range(1, leechers + 1):
-                node = Node(port=0, host=LOOPBACK)
-                await node.start()
-                nodes.append(node)
-                # Only the info-hash and the hub: metadata and peers come from the network.
+            found = await _search_three_ways(console, hub.url, local)
+            for number, node in enumerate(nodes[1:], start=1):
+                # Only the info-hash: metadata and peers come from the network.
                 task = await node.add(found, None, root / f"leecher{number}", trackers=[[announce]])
                 tasks.append(task)
-            console.print(f"{leechers} leechers: get {found.hex()} --hub {hub.url}")
+            console.print(
+                f"{leechers} leechers: get {found.hex()}, with peers from the hub's tracker,"
+                " the DHT and the overlay"
+            )
             started = time.monotonic()
             await _wait_all(tasks[1:], console)
             elapsed = time.monotonic() - started
@@ -92,6 +118,48 @@ async def run_demo(leechers: int, size: int) -> None:
             for node in nodes:
                 await node.stop()
             await hub.stop()
+
+
+async def _list_everywhere(seeder: Node, hub: str, torrent: Torrent, identity: Identity) -> int:
+    """List the torrent on the hub and in the DHT (the overlay answers from the seeder's
+    complete torrents by itself); how many stores the DHT's nodes took."""
+    assert seeder.dht is not None
+    await hub_client.publish(hub, identity, torrent)
+    files = ["/".join(entry.path) for entry in torrent.files if not entry.padding]
+    listing = sign_listing(
+        identity, torrent.info_hash, torrent.name, torrent.total_length, files, int(time.time())
+    )
+    stored = await asyncio.wait_for(seeder.dht.publish_stored(listing), DEMO_TIMEOUT)
+    if not stored:
+        raise ShoalError("no DHT node took the seeder's listing")
+    return stored
+
+
+async def _search_three_ways(console: Console, hub: str, local: list[Address]) -> bytes:
+    """One search of the hub, the DHT and the overlay at once, as `shoal search --via all`;
+    the info-hash that all three found."""
+    console.print(f"search '{DEMO_QUERY}' on the hub, in the DHT and in the overlay at once:")
+    began = time.monotonic()
+
+    def show(via: str, result: SearchResult) -> None:
+        console.print(
+            f"  {via:<7} found {inert(result.name)} after {time.monotonic() - began:.2f} s",
+            highlight=False,
+            markup=False,
+        )
+
+    plan = Plan(DEMO_QUERY, list(ARCHITECTURES), hub, local, list(local), host=LOOPBACK)
+    merged, failures = await search_all(plan, show)
+    for name, reason in failures.items():
+        console.print(f"  {name}: {inert(reason)}", highlight=False, markup=False)
+    found = list(merged.values())
+    labels = [",".join(sorted(entry.via, key=ARCHITECTURES.index)) for entry in found]
+    console.print(results_table([entry.result for entry in found], "found, merged", via=labels))
+    everywhere = [entry for entry in found if len(entry.via) == len(ARCHITECTURES)]
+    if not everywhere:
+        missing = sorted(set(ARCHITECTURES) - {v for entry in found for v in entry.via})
+        raise ShoalError(f"the search for '{DEMO_QUERY}' found nothing in {', '.join(missing)}")
+    return everywhere[0].result.info_hash
 
 
 async def _wait_all(tasks: list[TorrentTask], console: Console) -> None:

@@ -21,7 +21,8 @@ from .common import (
 @click.option("--leechers", type=click.IntRange(1, 20), default=4, help="How many leechers.")
 @click.option("--size-mib", type=click.IntRange(1, 4096), default=24, help="Size of the file.")
 def demo(leechers: int, size_mib: int) -> None:
-    """Run a swarm on loopback: one seeder, several leechers trading pieces."""
+    """Run a hub, a DHT and the overlay on loopback: one seeder lists a file in all three, one
+    search finds it three ways, and several leechers download it, trading pieces."""
     from ..demo import run_demo
 
     run(lambda: run_demo(leechers=leechers, size=size_mib * 1024 * 1024))
