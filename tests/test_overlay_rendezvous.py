@@ -81,7 +81,7 @@ def test_a_node_without_overlay_peers_joins_through_the_dht_alone() -> None:
             await until(lambda: address(first) in dht_holders(nodes), "the DHT announce")
             newcomer = await start(nodes, dht_routers=routers, overlay=OverlayOptions())
             await until(lambda: linked(newcomer, first), "a link found through the DHT")
-            assert linked(first, newcomer)
+            await until(lambda: linked(first, newcomer), "the link at the other end")
             # The newcomer, an ultrapeer, is announced too: the next one may find either.
             await until(lambda: address(newcomer) in dht_holders(nodes), "its announce")
 
