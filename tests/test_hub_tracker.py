@@ -8,6 +8,7 @@ import random
 import socket
 import struct
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import quote_from_bytes
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from shoal import addresses
 from shoal.bencode import decode
 from shoal.hub import HubError
+from shoal.hub import client as hub_client
 from shoal.hub.http import (
     MAX_SCRAPE_HASHES,
     HttpAnnounce,
@@ -189,6 +191,18 @@ def test_rate_limit_per_address():
     registry.announce(request(4), now=1.0)
     with pytest.raises(TrackerRefusal):
         registry.scrape([INFO_HASH], V4, now=1.0)
+
+
+def test_peers_asked_without_an_announce_leave_the_asker_out_of_the_swarm():
+    registry = Registry(TrackerConfig(announce_rate=1.0, announce_burst=3))
+    registry.announce(request(1, left=0), now=0)
+    registry.announce(request(2, ip=V6), now=0)
+    assert ports(registry.peers(INFO_HASH, 50, V4, now=1)) == {10001, 10002}
+    assert ports(registry.peers(INFO_HASH, 1, V4, now=1)) <= {10001, 10002}
+    assert registry.peers(OTHER_HASH, 50, V4, now=1) == []
+    assert registry.peer_count == 2 and registry.stats(OTHER_HASH).seeders == 0
+    with pytest.raises(TrackerRefusal, match="too many requests"):
+        registry.peers(INFO_HASH, 50, V4, now=1)  # rate counted like an announce
 
 
 def test_allow_list_refuses_other_torrents():
@@ -450,6 +464,17 @@ def test_http_announce_and_scrape(hub):
         INFO_HASH: {b"complete": 1, b"downloaded": 0, b"incomplete": 1},
         OTHER_HASH: {b"complete": 0, b"downloaded": 0, b"incomplete": 0},
     }
+
+
+def test_http_peers_without_announcing(hub):
+    http_get(f"{hub.url}/announce?" + query(**GOOD, event="started"))
+    assert asyncio.run(hub_client.peers(hub.url, INFO_HASH)) == [(LOOPBACK, 6881)]
+    assert asyncio.run(hub_client.peers(hub.url, OTHER_HASH)) == []
+    assert hub.hub.registry.peer_count == 1
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{hub.url}/peers?info_hash=zz&numwant=5", timeout=10)
+    assert refused.value.code == 400
+    assert b"40 hex digits" in refused.value.read()
 
 
 def test_http_malformed_announce_gets_a_failure_reason(hub):

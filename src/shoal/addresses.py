@@ -87,6 +87,12 @@ def unpack(data: bytes, *, ipv6: bool, limit: int | None = None) -> list[Address
     return found
 
 
+def text(address: Address) -> str:
+    """HOST:PORT, an IPv6 host in brackets."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def host_has_ipv6() -> bool:
     """Whether this host can open IPv6 sockets (its loopback ::1 can be bound)."""
     try:

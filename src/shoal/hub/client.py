@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from shoal.addresses import Address
 from shoal.hub import HubError
 from shoal.hub.listing import (
     DEFAULT_TTL,
@@ -23,9 +24,10 @@ from shoal.hub.listing import (
 )
 from shoal.hub.urls import announce_url, base_url
 from shoal.identity import Identity
-from shoal.metainfo import Torrent, make_magnet
+from shoal.metainfo import MetainfoError, Torrent, make_magnet
+from shoal.metainfo.magnet import parse_peer
 
-__all__ = ["HubError", "SearchResult", "listing_for", "publish", "search", "withdraw"]
+__all__ = ["HubError", "SearchResult", "listing_for", "peers", "publish", "search", "withdraw"]
 
 TIMEOUT = 10.0
 # Bytes of file names a listing carries at most, well inside the hub's 256 KiB body limit.
@@ -170,3 +172,18 @@ async def search(hub_url: str, words: str, limit: int = 50) -> list[SearchResult
         return [_result(entry) for entry in results]
     except ValueError:
         raise HubError(f"the hub at {base_url(hub_url)} sent malformed search results") from None
+
+
+async def peers(hub_url: str, info_hash: bytes, wanted: int = 50) -> list[Address]:
+    """Peers the hub's tracker holds for info_hash, asked without announcing (the asker is
+    not listed)."""
+    reply = await _request(
+        hub_url, "GET", "/peers", params={"info_hash": info_hash.hex(), "numwant": str(wanted)}
+    )
+    found = reply.get("peers")
+    try:
+        if not isinstance(found, list) or not all(isinstance(entry, str) for entry in found):
+            raise MetainfoError(repr(found)[:100])
+        return [parse_peer(entry) for entry in found[:wanted]]
+    except MetainfoError:
+        raise HubError(f"the hub at {base_url(hub_url)} sent malformed peers") from None

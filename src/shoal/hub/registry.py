@@ -299,6 +299,16 @@ class Registry:
         ids = [swarm.by_address[entry].peer_id for entry in picked] if peer_ids else None
         return self._result(swarm, picked, ids)
 
+    def peers(self, info_hash: bytes, wanted: int, ip: bytes, now: float) -> list[bytes]:
+        """Up to wanted peers of info_hash (compact, both families) for one who only asks:
+        ip is not recorded, only rate counted."""
+        self.check_rate(ip, now)
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return []
+        self._expire_swarm(swarm, now)
+        return self._pick(swarm, b"", min(wanted, self.config.max_numwant), True)
+
     def _result(
         self, swarm: _Swarm, peers: list[bytes], peer_ids: list[bytes] | None = None
     ) -> AnnounceResult:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import sys
@@ -53,6 +54,7 @@ DEFAULT_LIMIT = 50
 # Expired peers and listings are swept this often; announces also sweep their own swarm.
 SWEEP_INTERVAL = 60.0
 _HASH_HEX_LENGTH = 40
+_INFO_HASH_HEX = re.compile(r"[0-9a-fA-F]{40}")
 # Room for bursts of datagrams while the loop is busy; the kernel caps it at rmem_max.
 _UDP_BUFFER = 4 * 1024 * 1024
 _BENCODE_TYPE = "text/plain"
@@ -219,6 +221,7 @@ class Hub:
         app.router.add_post("/index/publish", self._publish)
         app.router.add_post("/index/withdraw", self._withdraw)
         app.router.add_get("/index/search", self._search)
+        app.router.add_get("/peers", self._peers)
         return app
 
     async def start(self) -> None:
@@ -416,6 +419,24 @@ class Hub:
             )
         return web.json_response({"results": results})
 
+    async def _peers(self, request: web.Request) -> web.Response:
+        """Peers of one info-hash for a node that only asks (an overlay leaf looking for
+        ultrapeers): the tracker's answer without an announce, so the asker is not listed."""
+        info_hash = request.query.get("info_hash", "")
+        if not _INFO_HASH_HEX.fullmatch(info_hash):
+            raise SearchError("info_hash is not 40 hex digits")
+        wanted = bounded_int(request.query.get("numwant", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
+        if wanted is None:
+            raise SearchError(f"numwant is not a whole number from 1 to {MAX_LIMIT}")
+        now = asyncio.get_running_loop().time()
+        picked = self.registry.peers(bytes.fromhex(info_hash), wanted, self._sender(request), now)
+        peers = [
+            addresses.text(peer)
+            for entry in picked
+            for peer in addresses.unpack(entry, ipv6=len(entry) == addresses.IPV6_ENTRY)
+        ]
+        return web.json_response({"peers": peers})
+
     async def _describe(self, request: web.Request) -> web.Response:
         # Counting is a scan of the index: the same per-address limit as other index requests.
         self._check_index_rate(request)
@@ -428,6 +449,7 @@ class Hub:
                     "announce": "/announce",
                     "scrape": "/scrape",
                     "udp": True,
+                    "lookup": "GET /peers?info_hash=HEX&numwant=N",
                     "swarms": self.registry.swarm_count,
                     "peers": self.registry.peer_count,
                 },
