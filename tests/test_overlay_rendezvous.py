@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from conftest import LOOPBACK, until
+from conftest import LOOPBACK, free_port, until, wait_for
 
 from shoal.addresses import Address
 from shoal.hub.server import Hub
-from shoal.hub.urls import announce_url
 from shoal.node import Node
 from shoal.node.overlay import OverlayOptions
 from shoal.node.rendezvous import RENDEZVOUS_KEY
@@ -88,11 +87,11 @@ def test_a_node_without_overlay_peers_joins_through_the_dht_alone() -> None:
     asyncio.run(scenario())
 
 
-def test_a_node_without_overlay_peers_joins_through_the_hub_alone(tmp_path: Path) -> None:
+def test_ultrapeers_and_leaves_join_through_the_hub_alone(tmp_path: Path) -> None:
     async def scenario() -> None:
         hub = Hub(LOOPBACK, 0, tmp_path / "hub.db")
         await hub.start()
-        overlay = OverlayOptions(trackers=(announce_url(hub.url),))
+        overlay = OverlayOptions(hub=hub.url)
         nodes: list[Node] = []
         try:
             async with started(nodes):
@@ -102,6 +101,10 @@ def test_a_node_without_overlay_peers_joins_through_the_hub_alone(tmp_path: Path
                 newcomer = await start(nodes, overlay=overlay)
                 await until(lambda: linked(newcomer, first), "a link found through the hub")
                 await until(lambda: hub_holders(hub) == 2, "the newcomer's announce")
+                # A leaf asks the hub without announcing, and links to what it hears of.
+                leaf = await start(nodes, overlay=OverlayOptions(leaf=True, hub=hub.url))
+                await until(lambda: linked(leaf, first) or linked(leaf, newcomer), "the leaf")
+                assert hub_holders(hub) == 2
             # Stopping leaves the hub's tracker at once.
             await until(lambda: hub_holders(hub) == 0, "the stopped announces")
         finally:
@@ -114,18 +117,17 @@ def test_leaves_and_search_nodes_ask_but_are_never_announced(tmp_path: Path) -> 
     async def scenario() -> None:
         hub = Hub(LOOPBACK, 0, tmp_path / "hub.db")
         await hub.start()
-        trackers = (announce_url(hub.url),)
         nodes: list[Node] = []
         try:
             async with started(nodes):
                 routers = await dht_router(nodes)
                 ultrapeer = await start(
-                    nodes, dht_routers=routers, overlay=OverlayOptions(trackers=trackers)
+                    nodes, dht_routers=routers, overlay=OverlayOptions(hub=hub.url)
                 )
                 await until(lambda: dht_holders(nodes) == {address(ultrapeer)}, "the announce")
                 await until(lambda: hub_holders(hub) == 1, "the announce on the hub")
                 leaf = await start(
-                    nodes, dht_routers=routers, overlay=OverlayOptions(leaf=True, trackers=trackers)
+                    nodes, dht_routers=routers, overlay=OverlayOptions(leaf=True, hub=hub.url)
                 )
                 # A searcher: a read-only DHT node, an ultrapeer that only asks.
                 searcher = await start(
@@ -140,3 +142,15 @@ def test_leaves_and_search_nodes_ask_but_are_never_announced(tmp_path: Path) -> 
             await hub.stop()
 
     asyncio.run(scenario())
+
+
+def test_search_via_overlay_finds_ultrapeers_through_the_hub(shoal_cli, random_file, hub):
+    source = random_file(300_000, "shared/Harbour Seals at Dawn.webm", seed=3)
+    sharer = len(shoal_cli.logged)
+    shoal_cli.start("share", source, "--port", free_port(), "--hub", hub.url)
+    wait_for(lambda: "listed" in shoal_cli.output(sharer)[1], message="never listed on the hub")
+    # No --overlay-peer: the search's leaf asks the hub for the ultrapeers announced there.
+    result = shoal_cli.run("search", "harbour", "seals", "--via", "overlay", "--hub", hub.url)
+    assert result.returncode == 0, result.stderr
+    assert "Harbour Seals at Dawn.webm" in result.stdout
+    assert hub.hub.registry.stats(RENDEZVOUS_KEY).seeders == 1  # the sharer, not the searcher

@@ -65,7 +65,7 @@ async def run_demo(leechers: int, size: int) -> None:
                 host=LOOPBACK,
                 upload_limit=SEEDER_UPLOAD_LIMIT,
                 dht_routers=[],
-                overlay=OverlayOptions(trackers=(announce,)),
+                overlay=OverlayOptions(hub=hub.url),
             )
             await seeder.start()
             nodes.append(seeder)
@@ -75,7 +75,7 @@ async def run_demo(leechers: int, size: int) -> None:
                     port=0,
                     host=LOOPBACK,
                     dht_routers=local,
-                    overlay=OverlayOptions(tuple(local), trackers=(announce,)),
+                    overlay=OverlayOptions(tuple(local), hub=hub.url),
                 )
                 await node.start()
                 nodes.append(node)

@@ -109,7 +109,9 @@ async def search_node(plan: Plan) -> Node | None:
         host=plan.host,
         dht_routers=plan.routers if dht else None,
         dht_read_only=dht,
-        overlay=OverlayOptions(tuple(plan.overlay_peers), leaf=True) if overlay else None,
+        overlay=OverlayOptions(tuple(plan.overlay_peers), leaf=True, hub=plan.hub)
+        if overlay
+        else None,
     )
     await node.start()
     return node
@@ -147,7 +149,8 @@ async def ask_overlay(
     """Each hit as it comes; its seeders are the holders that answered."""
     from .hub.client import SearchResult
 
-    await joined(overlay.wait_joined(), "overlay peer", plan.overlay_peers)
+    what = "overlay peer" if plan.overlay_peers else "overlay ultrapeer the hub knows"
+    await joined(overlay.wait_joined(), what, plan.overlay_peers)
     wanted = words(plan.query)
     holders: dict[bytes, set[Address]] = {}
     async for hit in overlay.search(plan.query, plan.strategy, wanted=plan.limit):
@@ -190,6 +193,5 @@ async def joined(join: Awaitable[None], what: str, asked: Sequence[tuple[str, in
         await asyncio.wait_for(join, JOIN_TIMEOUT)
     except TimeoutError:
         named = ", ".join(f"{host}:{port}" for host, port in asked)
-        raise ShoalError(
-            f"no {what} answered in {JOIN_TIMEOUT:.0f} s (asked {named}): is it up?"
-        ) from None
+        tried = f" (asked {named})" if named else ""
+        raise ShoalError(f"no {what} answered in {JOIN_TIMEOUT:.0f} s{tried}: is it up?") from None

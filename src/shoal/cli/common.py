@@ -158,7 +158,7 @@ class Sources:
             sources.add_tiers([[announce_url(hub)]])
             if sources.overlay is not None:
                 # Ultrapeers meet on the hub's tracker (see node/rendezvous).
-                sources.overlay = replace(sources.overlay, trackers=(announce_url(hub),))
+                sources.overlay = replace(sources.overlay, hub=sources.hub)
         return sources
 
     def add_tiers(self, tiers: Sequence[Sequence[str]]) -> None:

@@ -106,8 +106,10 @@ def choose(via: str | None, plan: Plan, dht: DhtChoice) -> list[str]:
     chosen = (configured or ["dht"]) if via == "all" else [via]
     if "hub" in chosen and not plan.hub:
         raise click.UsageError("--via hub needs --hub URL")
-    if "overlay" in chosen and not plan.overlay_peers:
-        raise click.UsageError("--via overlay needs --overlay-peer HOST:PORT")
+    if "overlay" in chosen and not plan.overlay_peers and not plan.hub:
+        raise click.UsageError(
+            "--via overlay needs --overlay-peer HOST:PORT, or --hub URL to find ultrapeers at"
+        )
     if "overlay" in chosen and not words(plan.query):
         raise click.UsageError("an overlay search needs a word of letters or digits")
     if "dht" in chosen:

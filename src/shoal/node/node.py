@@ -104,8 +104,8 @@ class Node:
             self.overlay = OverlayService(overlay, state)
             # Where the overlay meets ultrapeers besides the peers given and those it heard
             # of: the DHT and the hub's tracker, when the node has them.
-            if self.dht is not None or overlay.trackers:
-                self.rendezvous = Rendezvous(self, self.overlay, overlay.trackers)
+            if self.dht is not None or overlay.hub is not None:
+                self.rendezvous = Rendezvous(self, self.overlay, overlay.hub)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

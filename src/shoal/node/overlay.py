@@ -46,12 +46,12 @@ PeersCallback = Callable[[list[Address]], None]
 
 @dataclass(frozen=True)
 class OverlayOptions:
-    """How a node joins the overlay: the ultrapeers it dials first, its role, and the
-    trackers (the hub's announce URL) where ultrapeers meet (see node/rendezvous)."""
+    """How a node joins the overlay: the ultrapeers it dials first, its role, and the hub
+    (its base URL) where ultrapeers meet (see node/rendezvous)."""
 
     peers: tuple[Address, ...] = ()
     leaf: bool = False
-    trackers: tuple[str, ...] = ()
+    hub: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

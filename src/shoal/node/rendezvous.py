@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..addresses import Address
+from ..errors import ShoalError
 from ..overlay.messages import Role
 from .torrent import DHT_ANNOUNCE_INTERVAL
 
@@ -32,19 +32,22 @@ MAX_ADDRESSES = 50
 
 class Rendezvous:
     """Announces an ultrapeer under RENDEZVOUS_KEY (in the DHT unless it is read-only, on the
-    hub's tracker if the node has one) and, while its overlay is short of ultrapeer links,
-    hands the addresses found under the key to the overlay. Leaves only ask."""
+    hub's tracker if the node has a hub) and, while its overlay is short of ultrapeer links,
+    hands the addresses found under the key to the overlay. Leaves only ask (the hub without
+    an announce)."""
 
-    def __init__(self, node: Node, overlay: OverlayService, trackers: Sequence[str] = ()) -> None:
-        """trackers: announce URLs (the hub's) to meet ultrapeers at."""
+    def __init__(self, node: Node, overlay: OverlayService, hub: str | None = None) -> None:
+        """hub: the base URL of a hub to meet ultrapeers at."""
         self.node = node
         self.overlay = overlay
-        self.trackers = list(trackers)
+        self.hub = hub
         self.announces = overlay.role == Role.ULTRAPEER
         self.tracker: TrackerClient | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._asking: asyncio.Task[None] | None = None  # a leaf's question to the hub
         self._last_dht_lookup = float("-inf")
         self._last_dht_announce = float("-inf")
+        self._last_hub_lookup = float("-inf")
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -53,14 +56,15 @@ class Rendezvous:
 
     def start(self) -> None:
         """Announce (an ultrapeer) and ask at once, then look again every CHECK_INTERVAL."""
-        if self.trackers and self.announces:
+        if self.hub is not None and self.announces:
+            from ..hub.urls import announce_url
             from ..tracker.client import TrackerClient
 
             self.tracker = TrackerClient(
                 RENDEZVOUS_KEY,
                 self.node.peer_id,
                 self.node.port,
-                [self.trackers],
+                [[announce_url(self.hub)]],
                 _seeding,
                 self._found,
                 datagrams=self.node.datagrams,
@@ -73,6 +77,9 @@ class Rendezvous:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._asking is not None:
+            self._asking.cancel()
+            self._asking = None
         if self.tracker is not None:
             await self.tracker.stop()
             self.tracker = None
@@ -90,19 +97,45 @@ class Rendezvous:
         if self.overlay.core is None:
             return
         now = self.loop.time()
-        dht = self.node.dht
-        if dht is not None and dht.core is not None:
-            announce = self.announces and not dht.read_only
-            if announce and now - self._last_dht_announce >= DHT_ANNOUNCE_INTERVAL:
-                # A lookup that announces finds the peers too.
-                self._last_dht_announce = self._last_dht_lookup = now
-                dht.find_peers(RENDEZVOUS_KEY, self._found, announce_port=self.node.port)
-            elif self.short() and now - self._last_dht_lookup >= LOOKUP_INTERVAL:
-                self._last_dht_lookup = now
-                dht.find_peers(RENDEZVOUS_KEY, self._found)
-        if self.tracker is not None and self.short():
-            self.tracker.reannounce()  # no sooner than the tracker's min interval
+        self._use_dht(now)
+        if self.short():
+            self._use_hub(now)
         self._timer = self.loop.call_later(CHECK_INTERVAL, self._check)
+
+    def _use_dht(self, now: float) -> None:
+        """Announce an ultrapeer again when due (the lookup finds the peers too), else ask
+        when short of links."""
+        dht = self.node.dht
+        if dht is None or dht.core is None:
+            return
+        announces = self.announces and not dht.read_only
+        if announces and now - self._last_dht_announce >= DHT_ANNOUNCE_INTERVAL:
+            self._last_dht_announce = self._last_dht_lookup = now
+            dht.find_peers(RENDEZVOUS_KEY, self._found, announce_port=self.node.port)
+        elif self.short() and now - self._last_dht_lookup >= LOOKUP_INTERVAL:
+            self._last_dht_lookup = now
+            dht.find_peers(RENDEZVOUS_KEY, self._found)
+
+    def _use_hub(self, now: float) -> None:
+        """Short of links: announce on the hub's tracker again (an ultrapeer), or ask it."""
+        if self.tracker is not None:
+            self.tracker.reannounce()  # no sooner than the tracker's min interval
+            return
+        idle = self._asking is None and now - self._last_hub_lookup >= LOOKUP_INTERVAL
+        if self.hub is not None and idle:
+            self._last_hub_lookup = now
+            self._asking = self.loop.create_task(self._ask_hub(self.hub))
+
+    async def _ask_hub(self, hub: str) -> None:
+        """The hub's peers of the key, asked without announcing."""
+        from ..hub import client as hub_client
+
+        try:
+            self._found(await hub_client.peers(hub, RENDEZVOUS_KEY, MAX_ADDRESSES))
+        except ShoalError as exc:
+            log.info("cannot ask the hub for ultrapeers: %s", exc)
+        finally:
+            self._asking = None
 
     def _found(self, peers: list[Address]) -> None:
         fresh = [peer for peer in peers[:MAX_ADDRESSES] if not self.node.is_self(peer)]
