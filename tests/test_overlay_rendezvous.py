@@ -131,11 +131,15 @@ def test_leaves_and_search_nodes_ask_but_are_never_announced(tmp_path: Path) -> 
                 )
                 # A searcher: a read-only DHT node, an ultrapeer that only asks.
                 searcher = await start(
-                    nodes, dht_routers=routers, dht_read_only=True, overlay=OverlayOptions()
+                    nodes,
+                    dht_routers=routers,
+                    dht_read_only=True,
+                    overlay=OverlayOptions(hub=hub.url),
                 )
                 await until(lambda: linked(leaf, ultrapeer), "the leaf's link")
                 await until(lambda: linked(searcher, ultrapeer), "the searcher's link")
-                assert leaf.rendezvous is not None and leaf.rendezvous.tracker is None
+                for asker in (leaf, searcher):
+                    assert asker.rendezvous is not None and asker.rendezvous.tracker is None
                 assert dht_holders(nodes) == {address(ultrapeer)}
                 assert hub_holders(hub) == 1
         finally:

@@ -31,17 +31,19 @@ MAX_ADDRESSES = 50
 
 
 class Rendezvous:
-    """Announces an ultrapeer under RENDEZVOUS_KEY (in the DHT unless it is read-only, on the
-    hub's tracker if the node has a hub) and, while its overlay is short of ultrapeer links,
-    hands the addresses found under the key to the overlay. Leaves only ask (the hub without
-    an announce)."""
+    """Announces an ultrapeer under RENDEZVOUS_KEY (in the DHT, and on the hub's tracker if
+    the node has a hub) and, while its overlay is short of ultrapeer links, hands the
+    addresses found under the key to the overlay. Leaves and read-only DHT nodes only ask
+    (the hub without an announce)."""
 
     def __init__(self, node: Node, overlay: OverlayService, hub: str | None = None) -> None:
         """hub: the base URL of a hub to meet ultrapeers at."""
         self.node = node
         self.overlay = overlay
         self.hub = hub
-        self.announces = overlay.role == Role.ULTRAPEER
+        # A node that only searches (a leaf, or a read-only DHT node) is never announced.
+        read_only = node.dht is not None and node.dht.read_only
+        self.announces = overlay.role == Role.ULTRAPEER and not read_only
         self.tracker: TrackerClient | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._asking: asyncio.Task[None] | None = None  # a leaf's question to the hub
@@ -108,8 +110,7 @@ class Rendezvous:
         dht = self.node.dht
         if dht is None or dht.core is None:
             return
-        announces = self.announces and not dht.read_only
-        if announces and now - self._last_dht_announce >= DHT_ANNOUNCE_INTERVAL:
+        if self.announces and now - self._last_dht_announce >= DHT_ANNOUNCE_INTERVAL:
             self._last_dht_announce = self._last_dht_lookup = now
             dht.find_peers(RENDEZVOUS_KEY, self._found, announce_port=self.node.port)
         elif self.short() and now - self._last_dht_lookup >= LOOKUP_INTERVAL:
