@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 # Announced in the DHT and on the hub's tracker as if it were a torrent's info-hash.
 RENDEZVOUS_KEY = hashlib.sha1(b"shoal overlay ultrapeers").digest()
-# How often a node looks at its links; a node short of them asks the DHT at most every
-# LOOKUP_INTERVAL (the tracker at most at its min interval).
+# How often a node looks at its links; a node short of them asks the DHT (and a leaf the
+# hub) at most every LOOKUP_INTERVAL, an ultrapeer the hub's tracker at its min interval.
 CHECK_INTERVAL = 5.0
 LOOKUP_INTERVAL = 60.0
 # Addresses taken from one answer, at most (the host cache is bounded too).
