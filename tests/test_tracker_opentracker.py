@@ -113,7 +113,9 @@ def test_two_clients_find_each_other_and_scrape_counts_them(opentracker, scheme)
         )
         try:
             leecher.start()
-            await until(lambda: leecher.status()[0].next_announce, "the leecher's announce")
+            # Answered, not just scheduled: next_announce is set from the start, and a seeder
+            # that announced first would hear of no leecher until its next interval.
+            await until(lambda: leecher.status()[0].leechers is not None, "the leecher's announce")
             assert leecher.status()[0].last_error is None
             seeder.start()
             await until(lambda: (LOOPBACK, 41001) in seeder_peers.peers, "the seeder to learn")
