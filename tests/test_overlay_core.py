@@ -9,7 +9,7 @@ import weakref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.overlay import core as overlay
+from shoal.overlay import links as overlay
 from shoal.overlay.core import Close, Dial, OverlayNode, Send
 from shoal.overlay.messages import (
     GREETING,

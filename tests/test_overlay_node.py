@@ -24,7 +24,7 @@ from shoal.node.overlay import (
     OverlayOptions,
     OverlayService,
 )
-from shoal.overlay.core import FLOOD_CLOSE
+from shoal.overlay.links import FLOOD_CLOSE
 from shoal.overlay.messages import (
     GREETING,
     HEADER,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from shoal.overlay.core import TARGET_DEGREE
+from shoal.overlay.links import TARGET_DEGREE
 from shoal.overlay.messages import Result, Role
 from shoal.overlay.search import Strategy
 from shoal.sim.overlay import OverlayHost, OverlayNetwork
