@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -132,6 +133,25 @@ def lv_check(results: list[Run]) -> tuple[list[str], bool, bool]:
     return rows, holds["walk"], holds["dynamic"]
 
 
+def rare_content(results: list[Run]) -> str:
+    """Walks and dynamic querying on rare content (below 1%), against flooding."""
+    rare = [r for r in results if r["replication"] < 0.01 and r["wanted"] == 1]
+    if not rare:
+        return ""
+
+    def spread(name: str) -> str:
+        rates = [r["architectures"][name]["success_rate"] for r in rare]
+        return f"{min(rates):.0%} to {max(rates):.0%}"
+
+    holders = sorted({r["holders"] for r in rare})
+    return (
+        f"On rare content ({rare[0]['replication']:.1%}: {', '.join(map(str, holders))} holders)"
+        f" over {len(rare)} runs, churn or not, flooding found a holder in {spread('flood')} of"
+        f" its searches, walks in {spread('walk')} and dynamic querying in {spread('dynamic')}:"
+        " there neither reaches flooding's success."
+    )
+
+
 def dht_scaling(results: list[Run]) -> tuple[list[str], float, float]:
     """Rows of the DHT's cost by N without churn (mean over replications), and how its
     messages and hops grew from the smallest N to the largest, against log2 N's growth."""
@@ -194,6 +214,7 @@ def plots(results: list[Run]) -> list[str]:
             ys = [mean_messages(r, name) for r in chosen]
             axis.plot(xs, ys, styles[name], label=name)
         axis.set(xscale="log", yscale="log", xlabel="nodes", title=f"replication {replication:.1%}")
+        _nodes_axis(axis, [r["nodes"] for r in chosen])
     _axes(axes)[0].set_ylabel("messages per query (mean)")
     _axes(axes)[-1].legend(fontsize="small")
     names.append(_save(figure, "architectures-messages.png"))
@@ -206,8 +227,12 @@ def plots(results: list[Run]) -> list[str]:
         figures = [r["architectures"][name] for r in chosen]
         axes[0].plot(churns, [f["success_rate"] for f in figures], styles[name], label=name)
         axes[1].plot(churns, [f["stale_results"] for f in figures], styles[name], label=name)
-    axes[0].set(xlabel="churn (share of nodes replaced per hour)", ylabel="success rate")
-    axes[1].set(xlabel="churn (share of nodes replaced per hour)", ylabel="stale results")
+    axes[0].set(
+        xlabel="churn (share of nodes replaced per hour)", ylabel="success rate", ylim=(0, 1.05)
+    )
+    axes[1].set(
+        xlabel="churn (share of nodes replaced per hour)", ylabel="stale results per search"
+    )
     axes[0].set_title(f"{smallest:,} nodes, replication 1%")
     axes[1].legend(fontsize="small")
     names.append(_save(figure, "architectures-churn.png"))
@@ -224,9 +249,16 @@ def plots(results: list[Run]) -> list[str]:
         ylabel="busiest node's messages per query",
         title="replication 1%, no churn",
     )
+    _nodes_axis(axis, [r["nodes"] for r in chosen])
     axis.legend(fontsize="small")
     names.append(_save(figure, "architectures-load.png"))
     return names
+
+
+def _nodes_axis(axis: Any, nodes: list[int]) -> None:
+    """Ticks at the sizes measured, and no others."""
+    axis.set_xticks(nodes, labels=[f"{n:,}" for n in nodes])
+    axis.minorticks_off()
 
 
 def _axes(axes: Any) -> list[Any]:
@@ -256,11 +288,15 @@ def churn_rows(results: list[Run]) -> list[str]:
 
 
 def churn_verdicts(results: list[Run]) -> list[str]:
-    """Per architecture: its lowest success rate under churn against its rate without, at
-    every N and replication that has both."""
+    """Per architecture: its success rates without churn and with, over every run where
+    searches are satisfied by one result."""
     lines = []
     for name in ARCHITECTURES:
-        still = [r["architectures"][name]["success_rate"] for r in select(results, churn=0.0)]
+        still = [
+            r["architectures"][name]["success_rate"]
+            for r in results
+            if r["churn"] == 0 and r["wanted"] == 1
+        ]
         moving = [
             r["architectures"][name]["success_rate"]
             for r in results
@@ -269,11 +305,61 @@ def churn_verdicts(results: list[Run]) -> list[str]:
         stale = [r["architectures"][name]["stale_results"] for r in results if r["churn"] > 0]
         if still and moving:
             lines.append(
-                f"- {name}: success {min(still):.0%}-{max(still):.0%} without churn,"
-                f" {min(moving):.0%}-{max(moving):.0%} with churn;"
+                f"- {name}: success {min(still):.0%} to {max(still):.0%} without churn,"
+                f" {min(moving):.0%} to {max(moving):.0%} with churn;"
                 f" stale results per search up to {max(stale, default=0):g}."
             )
     return lines
+
+
+def churn_claims(results: list[Run]) -> list[str]:
+    """The source text's claims about churn and hybrids, each as the runs at the smallest N
+    answer it: mean success over the replications at the highest churn against none."""
+    smallest = min(r["nodes"] for r in results)
+    runs = select(results, nodes=smallest, wanted=1)
+    if not runs:
+        return []
+    highest = max(r["churn"] for r in runs)
+
+    def success(name: str, churn: float) -> float:
+        rates = [r["architectures"][name]["success_rate"] for r in runs if r["churn"] == churn]
+        return statistics.fmean(rates) if rates else math.nan
+
+    change = {name: success(name, highest) - success(name, 0.0) for name in ARCHITECTURES}
+    overlay_holds = all(change[name] >= -SUCCESS_SLACK for name in OVERLAY)
+    dht_suffers = change["dht"] < -SUCCESS_SLACK
+    every = [r for r in results if r["wanted"] == 1]
+    hub_best = all(
+        r["architectures"]["hub"]["success_rate"]
+        >= max(r["architectures"][n]["success_rate"] for n in ARCHITECTURES)
+        and mean_messages(r, "hub") <= min(mean_messages(r, n) for n in ARCHITECTURES)
+        for r in every
+    )
+    changes = ", ".join(f"{name} {change[name]:+.0%}" for name in ARCHITECTURES)
+    stale_shares = []
+    for churn in sorted({r["churn"] for r in runs if r["churn"] > 0}):
+        hub = [r["architectures"]["hub"] for r in runs if r["churn"] == churn]
+        stale = sum(f["stale_results"] for f in hub)
+        named = stale + sum(f["holders_found"] for f in hub)
+        stale_shares.append(f"{stale / named:.0%} at {churn:g} per hour" if named else "")
+    return [
+        f"Mean success at {smallest:,} nodes from no churn to {highest:g} per hour changed by:"
+        f" {changes} (each rate is over {QUERIES} queries, so one miss is {1 / QUERIES:.0%}).",
+        "",
+        '- "The unstructured overlay tolerates churn well": '
+        + ("supported" if overlay_holds else "**not supported**")
+        + f" (no strategy lost more than {SUCCESS_SLACK:.0%}).",
+        '- "Structured networks suffer under churn": '
+        + ("supported" if dht_suffers else "**not supported** at these rates")
+        + f" (the DHT changed by {change['dht']:+.0%}; its listings sit on 8 nodes each, and only"
+        " departures during the 2-minute phase thin them).",
+        "- The hub's results naming departed holders (of all it named, over the replications):"
+        f" {', '.join(stale_shares)}; a searcher dials those in vain.",
+        '- "Hybrids usually perform best": '
+        + ("supported" if hub_best else "**not supported**")
+        + " for success and messages per query (the hub's at least as high, and fewest,"
+        " in every run); at the price of all the load on one node, and of stale results.",
+    ]
 
 
 def write_report(results: list[Run], wall_10k: str) -> None:
@@ -296,6 +382,23 @@ def write_report(results: list[Run], wall_10k: str) -> None:
         busiest = ", ".join(
             f"{name} {figures[name]['busiest_node_messages'] / queries:.1f}"
             for name in ARCHITECTURES
+        )
+
+    most_publishes = max(
+        (r["hub_publishes"] for r in select(results, nodes=sizes[-1], churn=0.0)), default=0
+    )
+    first_results = ""
+    if largest:
+        figures = largest[0]["architectures"]
+        first_results = (
+            f"**Time to the first result** at {sizes[-1]:,} nodes and 1%, median (p90), simulated"
+            " seconds: "
+            + ", ".join(
+                f"{name} {figures[name]['first_result_seconds'].get('median', math.nan):g}"
+                f" ({figures[name]['first_result_seconds'].get('p90', math.nan):g})"
+                for name in ARCHITECTURES
+            )
+            + " (50 ms one way; a walker waits for its origin's word after 4, 8, 16 hops)."
         )
 
     def verdict(holds: bool) -> str:
@@ -353,6 +456,8 @@ def write_report(results: list[Run], wall_10k: str) -> None:
         "|---:|---:|---:|---:|---:|",
         *lv_rows,
         "",
+        rare_content(results),
+        "",
         f"**DHT lookups and O(log n).** From {sizes[0]:,} to {sizes[-1]:,} nodes the DHT's"
         f" messages per query grew {dht_growth:.2f}x while log2 N grew {log_growth:.2f}x and N"
         f" {sizes[-1] / sizes[0]:g}x: "
@@ -368,14 +473,22 @@ def write_report(results: list[Run], wall_10k: str) -> None:
         "",
         "**Where the hub's load concentrates.** The hub took part in"
         f" {', '.join(f'{s:.0%}' for s in sorted(hub_shares))} of the hub's search messages in"
-        " every run: it alone answers every query (2 messages each, whatever N), and receives"
-        " every listing. The busiest node of any other architecture took part in at most"
-        f" {others_share:.1%} of its messages. Busiest node's messages per query at"
-        f" {sizes[-1]:,} nodes, 1%: {busiest}.",
+        " every run: it alone answers every query (2 messages each, whatever N) and takes every"
+        f" listing (up to {most_publishes:,} in a run at {sizes[-1]:,} nodes without churn, again"
+        " at each 30-minute refresh). The busiest node of any other architecture took part in"
+        " at most"
+        f" {others_share:.1%} of its architecture's messages. Per query, though, the busiest"
+        f" node's messages at {sizes[-1]:,} nodes and 1% were: {busiest}: under flooding a"
+        " well-linked ultrapeer handles several times the hub's 2 messages for every query of"
+        " the network, since a flood reaches it over many of its links.",
+        "",
+        first_results,
         "",
         "**As churn rises** (lowest and highest success rate over the runs):",
         "",
         *churn_verdicts(results),
+        "",
+        *churn_claims(results),
         "",
         f"At {sizes[0]:,} nodes, success, live holders found / alive, and (stale results) per"
         " search:",
@@ -429,6 +542,17 @@ def wall_time(results: Iterable[Run], jobs: int) -> str:
     )
 
 
+def commit() -> str:
+    """The commit the sweep ran on, and whether src/ had changes not committed."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return f"{head or 'unknown'}{' with changes under src/ not committed' if dirty else ''}"
+
+
 def main() -> int:
     """Run the sweep (or read it back) and write the report."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -444,9 +568,10 @@ def main() -> int:
         began = time.perf_counter()
         runs = run_all(plan(args.nodes, args.churn, args.replication), args.jobs)
         print(f"sweep: {time.perf_counter() - began:.0f} s of wall time", flush=True)
-        saved = {"jobs": args.jobs, "runs": runs}
+        saved = {"jobs": args.jobs, "commit": commit(), "runs": runs}
         RESULTS.write_text(json.dumps(saved, indent=1) + "\n")
-    write_report(saved["runs"], wall_time(saved["runs"], saved["jobs"]))
+    measured = f"{wall_time(saved['runs'], saved['jobs'])}; measured at commit {saved['commit']}"
+    write_report(saved["runs"], measured)
     print(f"wrote {REPORT}")
     return 0
 
