@@ -86,6 +86,19 @@ def test_under_churn_the_hub_names_departed_holders_and_the_overlay_does_not():
         assert figures[name]["stale_results"] == 0, name
 
 
+def test_with_leaves_only_ultrapeers_forward_and_leaves_are_still_found(runs):
+    report = run_compare(NODES, 0.0, 0.05, QUERIES, 3, wanted=1, leaves=0.7, phase=60.0)
+    figures = report.as_dict()["architectures"]
+    flat = runs[0]["architectures"]
+    for name in ("flood", "walk", "dynamic"):
+        assert figures[name]["success_rate"] == 1.0, name
+    # 60 ultrapeers carry the flood instead of 200.
+    assert (
+        figures["flood"]["messages_per_query"]["mean"]
+        < flat["flood"]["messages_per_query"]["mean"] / 2
+    )
+
+
 @pytest.mark.parametrize(
     ("nodes", "churn", "replication", "queries"),
     [(1, 0.0, 0.1, 1), (10, -1.0, 0.1, 1), (10, 0.0, 0.0, 1), (10, 0.0, 0.1, 0)],
@@ -101,4 +114,5 @@ def test_sim_compare_prints_one_json_object():
     )
     assert set(report["architectures"]) == set(ARCHITECTURES)
     assert report["nodes"] == 40 and report["holders"] == 4 and report["wanted"] == 20
+    assert report["leaves"] == 0
     assert report["architectures"]["hub"]["searches"] == 2

@@ -172,6 +172,12 @@ def sim_dht(
     default=20,
     help="Results an overlay search stops at (1: satisfied by one, as Lv et al. measured).",
 )
+@click.option(
+    "--leaves",
+    type=FiniteRange(0, 0.95),
+    default=0.0,
+    help="Share of the overlay's nodes that are leaves (0: all ultrapeers, a flat overlay).",
+)
 @functools.partial(scenario_options, session_shape=0.5)
 def sim_compare(
     nodes: int,
@@ -180,6 +186,7 @@ def sim_compare(
     queries: int,
     listings: int,
     wanted: int,
+    leaves: float,
     session_shape: float,
     seed: int,
     as_json: bool,
@@ -196,6 +203,7 @@ def sim_compare(
         seed,
         listings=listings,
         wanted=wanted,
+        leaves=leaves,
         session_shape=session_shape,
     )
     if as_json:
@@ -205,7 +213,7 @@ def sim_compare(
         f"{report.nodes} nodes, churn {report.churn:g}/h ({report.departed} replaced),"
         f" {report.listings} listings each held by {report.holders} nodes,"
         f" {report.queries} queries (overlay searches stop at {report.wanted} results),"
-        f" seed {report.seed}"
+        f" {report.leaves:.0%} of the overlay leaves, seed {report.seed}"
     )
     click.echo(
         f"simulated {report.simulated_seconds:.1f} s in {report.wall_seconds:.1f} s of wall time;"

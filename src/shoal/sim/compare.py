@@ -1,13 +1,14 @@
 """The three architectures side by side: one population, the same listings, the same queries.
 
 N nodes each run a real DHT core (on `SimNetwork`) and a real overlay core (on
-`OverlayNetwork`, all ultrapeers: a flat overlay), on one event queue; the hub is one more
-node holding the real keyword index (`SimHub`). Nodes join at JOIN_RATE, each listing its
-holdings on the hub at once and in the DHT once its join lookup is over; after SETTLE, queries
-run over QUERY_PHASE: each one asks, from one origin at one moment, for one listing by its
-name through the hub, the DHT, and the overlay by flooding, random walks and dynamic querying.
-Meanwhile nodes leave (Weibull sessions) and are replaced at once by newcomers that take over
-their holdings, so N stays constant and so does the number of holders.
+`OverlayNetwork`: all ultrapeers, a flat overlay, unless a share are leaves), on one event
+queue; the hub is one more node holding the real keyword index (`SimHub`). Nodes join at
+JOIN_RATE, each listing its holdings on the hub at once and in the DHT once its join lookup is
+over; after SETTLE, queries run over QUERY_PHASE: each one asks, from one origin at one
+moment, for one listing by its name through the hub, the DHT, and the overlay by flooding,
+random walks and dynamic querying. Meanwhile nodes leave (Weibull sessions) and are replaced
+at once by newcomers that take over their holdings, so N stays constant and so does the number
+of holders.
 
 A search succeeds when it finds a holder alive when the result arrives. Messages are those of
 the search itself: hub request and reply; the DHT lookup's queries and their answers; the
@@ -35,7 +36,7 @@ from ..dht.listings import keyword_key, keywords, matches, sign_listing
 from ..dht.lookup import LOOKUP_DEADLINE
 from ..identity import Identity
 from ..overlay.core import Found, Send
-from ..overlay.messages import Kind, Result
+from ..overlay.messages import Kind, Result, Role
 from ..overlay.search import WALK_DEADLINE, WANTED, Strategy
 from ..words import words
 from .compare_report import ARCHITECTURES, Asked, CompareReport, summarize
@@ -137,7 +138,7 @@ class _CompareRun:
     """The state of one run: members by seat, the listings, the searches and their loads."""
 
     def __init__(
-        self, nodes: int, replication: float, listings: int, wanted: int, seed: int
+        self, nodes: int, replication: float, listings: int, wanted: int, leaves: float, seed: int
     ) -> None:
         self.rng = random.Random(seed)
         self.dht_network = _DhtNetwork(self._dht_sent, seed)
@@ -154,6 +155,8 @@ class _CompareRun:
                 self.holdings[seat].append(listing)
         self.seats: list[_Member | None] = [None] * nodes
         self.live: list[_Member] = []
+        self.ultrapeers: list[_Member] = []  # the live members that are overlay ultrapeers
+        self.leaves = leaves
         self.joined = 0
         self.by_dht: dict[Address, _Member] = {}  # live members only
         self.by_key: dict[bytes, _Member] = {}  # every member ever, by public key
@@ -200,10 +203,13 @@ class _CompareRun:
         holdings = self.holdings[seat]
         dht_host = self.dht_network.add_node(f"node{self.joined}")
         dht = DhtNode(rng.randbytes(20), now, rng=random.Random(rng.random()))
-        bootstrap = rng.sample(self.live, min(BOOTSTRAP, len(self.live)))
+        # Newcomers are handed ultrapeers (a leaf refuses links from nodes that dial it).
+        bootstrap = rng.sample(self.ultrapeers, min(BOOTSTRAP, len(self.ultrapeers)))
+        role = Role.LEAF if self.leaves > 0 and rng.random() < self.leaves else Role.ULTRAPEER
         if bootstrap:
             dht.bootstrap([bootstrap[0].dht_host.address], now)
         overlay = self.overlay.add(
+            role,
             listings=[Result(item.info_hash, item.size, item.name) for item in holdings],
             bootstrap=[other.overlay.address for other in bootstrap],
         )
@@ -217,6 +223,8 @@ class _CompareRun:
         )
         self.seats[seat] = member
         self.live.append(member)
+        if role == Role.ULTRAPEER:
+            self.ultrapeers.append(member)
         self.by_dht[dht_host.address] = member
         self.by_key[public_key] = member
         self.by_overlay_id[overlay.core.node_id] = member
@@ -243,6 +251,8 @@ class _CompareRun:
         self.dht_network.leave(member.dht_host)
         self.overlay.remove(member.overlay)
         self.live.remove(member)
+        if member.overlay.core.role == Role.ULTRAPEER:
+            self.ultrapeers.remove(member)
         del self.by_dht[member.dht_host.address]
         member.asking = None
         self.join(seat)
@@ -406,6 +416,7 @@ def run_compare(
     *,
     listings: int = 5,
     wanted: int = WANTED,
+    leaves: float = 0.0,
     session_shape: float = 0.5,
     phase: float = QUERY_PHASE,
 ) -> CompareReport:
@@ -420,6 +431,8 @@ def run_compare(
         )
     if churn < 0.0:
         raise ValueError(f"churn is a share of the nodes per hour, not {churn}")
+    if not 0.0 <= leaves < 1.0:
+        raise ValueError(f"leaves are a share of the nodes, from 0 to below 1, not {leaves}")
     if queries < 1 or listings < 1:
         raise ValueError(f"a run needs a query and a listing, not {queries} and {listings}")
     thresholds = gc.get_threshold()
@@ -428,7 +441,7 @@ def run_compare(
     gc.set_threshold(GC_THRESHOLD, *thresholds[1:])
     try:
         return _run(
-            nodes, churn, replication, queries, seed, listings, wanted, session_shape, phase
+            nodes, churn, replication, queries, seed, listings, wanted, leaves, session_shape, phase
         )
     finally:
         gc.set_threshold(*thresholds)
@@ -442,11 +455,12 @@ def _run(
     seed: int,
     listings: int,
     wanted: int,
+    leaves: float,
     session_shape: float,
     phase: float,
 ) -> CompareReport:
     began = time.perf_counter()
-    run = _CompareRun(nodes, replication, listings, wanted, seed)
+    run = _CompareRun(nodes, replication, listings, wanted, leaves, seed)
     events = run.events
     start = events.now
     for seat in range(nodes):
@@ -475,6 +489,7 @@ def _run(
         queries=queries,
         listings=listings,
         wanted=wanted,
+        leaves=leaves,
         holders=run.holders,
         session_shape=session_shape,
         seed=seed,

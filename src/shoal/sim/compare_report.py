@@ -62,6 +62,7 @@ class CompareReport:
     queries: int
     listings: int
     wanted: int  # results an overlay search stops at
+    leaves: float  # share of the overlay's nodes that are leaves (the rest are ultrapeers)
     holders: int  # of each listing
     session_shape: float
     seed: int
