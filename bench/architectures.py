@@ -566,9 +566,10 @@ def main() -> int:
         saved = json.loads(RESULTS.read_text())
     else:
         began = time.perf_counter()
+        measured_at = commit()  # the code is imported by now: later edits do not count
         runs = run_all(plan(args.nodes, args.churn, args.replication), args.jobs)
         print(f"sweep: {time.perf_counter() - began:.0f} s of wall time", flush=True)
-        saved = {"jobs": args.jobs, "commit": commit(), "runs": runs}
+        saved = {"jobs": args.jobs, "commit": measured_at, "runs": runs}
         RESULTS.write_text(json.dumps(saved, indent=1) + "\n")
     measured = f"{wall_time(saved['runs'], saved['jobs'])}; measured at commit {saved['commit']}"
     write_report(saved["runs"], measured)
