@@ -265,9 +265,37 @@ def test_pongs_nobody_asked_for_do_not_fill_the_host_cache():
     for block in range(20):
         fake = tuple((f"10.9.{block}.{n}", 6881) for n in range(16))
         peer.send(message(Pong(fake)))
-    # One pong is taken per ping the core sent, and one more (a refusal's).
+    # One pong is taken per ping the core sent (an inbound link is owed no refusal's).
     pings = sum(isinstance(m.payload, Ping) for m in peer.said)
-    assert pings <= 1 and len(core.hosts) - before <= 16 * (1 + pings) < 20 * 16
+    assert pings <= 1 and len(core.hosts) - before <= 16 * pings
+
+
+def test_a_routed_hit_claiming_255_hops_is_dropped_not_a_crash():
+    core = node()
+    asker, far = Neighbour(core, "10.0.0.1"), Neighbour(core, "10.0.0.2")
+    query_id = bytes(range(16))
+    asker.send(message(Query("anything"), ttl=3, ident=query_id))
+    hit = QueryHit(("10.0.0.2", 7), bytes(20), (ISO,))
+    far.send(message(hit, ident=query_id, hops=255))
+    far.send(message(QueryStatus(0, False), ident=query_id, hops=255))
+    assert asker.heard() == [] and far.closed is None
+
+
+def test_one_ip_holds_a_few_links_at_most():
+    core = node()
+    held = [core.accept(("192.0.2.7", 40000 + n), 0.0) for n in range(overlay.LINKS_PER_IP + 2)]
+    assert sum(link is not None for link in held) == overlay.LINKS_PER_IP
+    assert core.accept(("192.0.2.8", 40000), 0.0) is not None
+
+
+def test_a_relay_a_little_over_the_query_rate_is_limited_but_kept():
+    core = node()
+    relay = Neighbour(core, "10.0.0.3")
+    now = 1.0
+    for number in range(5000):  # 25 a second for 200 s, against a rate of 20
+        now += 1 / 25
+        relay.send(message(Query(f"honest {number}"), ttl=1), now=now)
+    assert relay.closed is None and core.counters.rate_dropped > 0
 
 
 @settings(max_examples=200, deadline=None)

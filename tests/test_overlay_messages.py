@@ -38,7 +38,7 @@ payloads = st.one_of(
     st.builds(
         Hello,
         st.binary(min_size=20, max_size=20),
-        st.integers(0, 65535),
+        st.integers(1, 65535),
         st.sampled_from(Role),
         st.integers(0, 65535),
     ),
@@ -127,3 +127,22 @@ def test_a_peer_that_sends_much_never_makes_the_buffer_grow_past_one_message():
 def test_malformed_payloads_are_refused(kind, body):
     with pytest.raises(OverlayError):
         om.parse_payload(kind, body)
+
+
+@given(st.text(min_size=1, max_size=400), st.text(min_size=1, max_size=400))
+def test_long_words_and_names_are_cut_at_a_character_and_still_parse(words, name):
+    """A cut inside a multi-byte character would make the message malformed for everyone."""
+    hit = QueryHit(("10.0.0.1", 1), bytes(20), (Result(bytes(20), 1, name),))
+    sent = [Message(bytes(16), 1, 0, Query(words)), Message(bytes(16), 1, 0, hit)]
+    if not name.encode()[: om.MAX_NAME].decode(errors="ignore"):
+        return  # nothing of the name survives the cut (a first character past the limit)
+    [query, got] = Framer().feed(GREETING + b"".join(encode(m) for m in sent))
+    assert words.startswith(query.payload.words)
+    assert len(query.payload.words.encode()) <= om.MAX_WORDS
+    assert name.startswith(got.payload.results[0].name)
+
+
+def test_a_hello_with_port_0_is_malformed():
+    hello = Message(bytes(16), 1, 0, Hello(bytes(20), 0, Role.ULTRAPEER))
+    with pytest.raises(OverlayError):
+        Framer().feed(GREETING + encode(hello))

@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..addresses import Address
+from ..addresses import Address, is_loopback_ip, pack_ip
 from .hosts import HostCache
 from .messages import (
     GREETING,
@@ -63,6 +63,8 @@ REDIAL_AFTER = 1.0
 QUERY_RATE = 20.0
 QUERY_BURST = 60.0
 FLOOD_CLOSE = 600
+# Links one IP may hold with us, beyond loopback.
+LINKS_PER_IP = 4
 # Pongs a link may owe us (pings it has not answered yet).
 MAX_PONGS_DUE = 4
 
@@ -141,7 +143,7 @@ class Link:
     refilled_at: float = 0.0
     dropped: int = 0
     table: QueryRouteTable | None = None  # a leaf's, held by its ultrapeer
-    pongs_due: int = 1  # pongs we take from it: one per ping we sent, and one refusal's
+    pongs_due: int = 0  # pongs we take from it: one per ping we sent, and one refusal's
 
     @property
     def listen(self) -> Address | None:
@@ -202,6 +204,11 @@ class LinkLayer:
         self._now = now
         if self.hosts.banned(address[0], now) or len(self._links) >= self._max_links():
             return None
+        if not is_loopback_ip(pack_ip(address[0])):
+            # One IP cannot take all our slots (loopback is every local node's).
+            same = sum(1 for link in self._links.values() if link.address[0] == address[0])
+            if same >= LINKS_PER_IP:
+                return None
         link = self._open_link(address, outbound=False)
         link.connected = True
         self._greet(link)
@@ -289,6 +296,9 @@ class LinkLayer:
         now = self._now
         link = Link(number, address, outbound, now, last_received=now, last_sent=now)
         link.refilled_at = now
+        # A node we dialled may refuse us with a pong of where else to go; nobody else may
+        # send a pong we did not ask for.
+        link.pongs_due = 1 if outbound else 0
         self._links[number] = link
         return link
 
@@ -469,6 +479,9 @@ class LinkLayer:
         link.refilled_at = now
         if link.tokens >= 1.0:
             link.tokens -= 1.0
+            # Drops count net of what passed: an honest relay a little over the rate is
+            # never closed, a flood is within a second.
+            link.dropped = max(0, link.dropped - 1)
             return True
         link.dropped += 1
         self.counters.rate_dropped += 1

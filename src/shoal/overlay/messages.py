@@ -162,18 +162,27 @@ def _encode_payload(payload: Payload) -> tuple[Kind, bytes]:
     if isinstance(payload, Pong):
         return Kind.PONG, b"".join(_address(a) for a in payload.addresses[:MAX_PONG_ADDRESSES])
     if isinstance(payload, Bye):
-        return Kind.BYE, payload.reason.encode()[:MAX_NAME]
+        return Kind.BYE, _clip(payload.reason, MAX_NAME)
     if isinstance(payload, QrpTable):
         return Kind.QRP_TABLE, payload.bits
     if isinstance(payload, Query):
-        return Kind.QUERY, bytes((int(payload.walk),)) + payload.words.encode()[:MAX_WORDS]
+        return Kind.QUERY, bytes((int(payload.walk),)) + _clip(payload.words, MAX_WORDS)
     if isinstance(payload, QueryHit):
         parts = [_address(payload.holder), payload.node_id, bytes((len(payload.results),))]
         for result in payload.results[:MAX_HITS]:
-            name = result.name.encode()[:MAX_NAME]
+            name = _clip(result.name, MAX_NAME)
             parts += [result.info_hash, struct.pack(">QB", result.size, len(name)), name]
         return Kind.QUERY_HIT, b"".join(parts)
     return Kind.QUERY_STATUS, struct.pack(">HB", min(payload.results, 0xFFFF), payload.done)
+
+
+def _clip(text: str, limit: int) -> bytes:
+    """text as UTF-8, cut to at most limit bytes at a character's end (a cut inside one
+    would make the message malformed for every receiver)."""
+    data = text.encode()
+    if len(data) <= limit:
+        return data
+    return data[:limit].decode(errors="ignore").encode()
 
 
 def _address(address: Address) -> bytes:
@@ -235,6 +244,8 @@ def parse_payload(kind: int, body: bytes) -> Payload:
         port, role, capabilities = struct.unpack(">HBH", reader.take(5))
         if role not in (Role.LEAF, Role.ULTRAPEER):
             raise OverlayError(f"a role of {role}")
+        if port == 0:
+            raise OverlayError("a hello with port 0: no one could link to it")
         payload = Hello(node_id, port, Role(role), capabilities)
     elif kind == Kind.PING:
         payload = Ping()

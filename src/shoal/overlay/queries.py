@@ -62,6 +62,8 @@ class QueryRouting(LinkLayer):
 
     def _on_traffic(self, link: Link, message: Message) -> None:
         payload = message.payload
+        if message.hops >= MAX_WALK_TTL:
+            return  # further than any query goes: and one more hop would not fit its byte
         if isinstance(payload, Query):
             self._on_query(link, message, payload)
         elif isinstance(payload, QueryHit):
