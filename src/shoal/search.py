@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import addresses
+from .addresses import Address
 from .errors import ShoalError
 from .node import Node
 from .overlay.search import Strategy
@@ -21,7 +23,6 @@ if TYPE_CHECKING:
     from .node.overlay import OverlayService
 
 ARCHITECTURES = ("hub", "dht", "overlay")
-Address = tuple[str, int]
 # A search gives up after this long (a DHT lookup ends in 30 s at most, and counts follow).
 SEARCH_TIMEOUT = 60.0
 # A one-shot node gives up when no DHT node or overlay peer answers it this long (the DHT's
@@ -192,6 +193,6 @@ async def joined(join: Awaitable[None], what: str, asked: Sequence[tuple[str, in
     try:
         await asyncio.wait_for(join, JOIN_TIMEOUT)
     except TimeoutError:
-        named = ", ".join(f"{host}:{port}" for host, port in asked)
+        named = ", ".join(addresses.text(address) for address in asked)
         tried = f" (asked {named})" if named else ""
         raise ShoalError(f"no {what} answered in {JOIN_TIMEOUT:.0f} s{tried}: is it up?") from None

@@ -151,10 +151,7 @@ class Sources:
         sources.dht_read_only = dht.read_only
         sources.overlay = overlay.options()
         if hub:
-            try:
-                sources.hub = base_url(hub)
-            except ShoalError as exc:
-                raise click.BadParameter(str(exc), param_hint="--hub") from None
+            sources.hub = checked_hub(hub)
             sources.add_tiers([[announce_url(hub)]])
             if sources.overlay is not None:
                 # Ultrapeers meet on the hub's tracker (see node/rendezvous).
@@ -330,3 +327,11 @@ async def with_dht(routers: list[tuple[str, int]], use: Callable[[DhtService], A
             raise ShoalError(f"no answer from the DHT in {SEARCH_TIMEOUT:.0f} s") from None
     finally:
         await node.stop()
+
+
+def checked_hub(hub: str) -> str:
+    """The hub's base URL from --hub as typed; a usage error if it cannot be one."""
+    try:
+        return base_url(hub)
+    except ShoalError as exc:
+        raise click.BadParameter(str(exc), param_hint="--hub") from None

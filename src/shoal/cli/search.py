@@ -15,7 +15,16 @@ from ..overlay.search import Strategy
 from ..progress import human_size, results_table, wide_console
 from ..search import ARCHITECTURES, Plan, search_all
 from ..words import words
-from .common import DhtChoice, OverlayChoice, dht_options, fail, main, overlay_peer_option, run
+from .common import (
+    DhtChoice,
+    OverlayChoice,
+    checked_hub,
+    dht_options,
+    fail,
+    main,
+    overlay_peer_option,
+    run,
+)
 
 if TYPE_CHECKING:
     from ..hub.client import SearchResult
@@ -56,7 +65,8 @@ def search(
     """Search a hub's index, the DHT, the overlay, or all at once for WORDS; prints name,
     size, seeders and info-hash (and which architectures found each)."""
     dht = DhtChoice(dht_bootstrap, no_dht, dht_read_only)
-    plan = Plan(" ".join(words_), [], hub, dht.routers(), strategy=Strategy(strategy))
+    hub_url = checked_hub(hub) if hub else None
+    plan = Plan(" ".join(words_), [], hub_url, dht.routers(), strategy=Strategy(strategy))
     plan.overlay_peers = OverlayChoice(overlay_peers).addresses()
     plan.limit = limit
     plan.chosen = choose(via, plan, dht)

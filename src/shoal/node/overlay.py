@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from .. import addresses
 from ..addresses import Address
 from ..errors import inert
 from ..metainfo import MetainfoError
@@ -135,7 +136,8 @@ class OverlayService(CoreClock[OverlayNode]):
         self._links: dict[int, OverlayLink] = {}
         self._dials: dict[int, asyncio.Task[None]] = {}
         self._searches: dict[bytes, _Search] = {}
-        self._peer_lookups: dict[bytes, PeersCallback] = {}
+        # Peer lookups by search id: the info-hash asked for, and whom to hand holders to.
+        self._peer_lookups: dict[bytes, tuple[bytes, PeersCallback]] = {}
         self._deferred: dict[bytes, PeersCallback] = {}
         self._join_waiters: list[asyncio.Future[None]] = []
         self._listings: list[Result] = []
@@ -239,7 +241,7 @@ class OverlayService(CoreClock[OverlayNode]):
             return
         now = self.loop.time()
         search_id = self.core.search(hash_query(info_hash), Strategy.FLOOD, now)
-        self._peer_lookups[search_id] = on_peers
+        self._peer_lookups[search_id] = (info_hash, on_peers)
         self._pump()
 
     # Links.
@@ -347,10 +349,13 @@ class OverlayService(CoreClock[OverlayNode]):
                 search.wake.set()
 
     def _found(self, found: Found) -> None:
-        on_peers = self._peer_lookups.get(found.search)
-        if on_peers is not None:
-            # Later, not here: a torrent's callback must not break this loop.
-            self.loop.call_soon(on_peers, [found.hit.holder])
+        lookup = self._peer_lookups.get(found.search)
+        if lookup is not None:
+            info_hash, on_peers = lookup
+            # Only a holder of the torrent asked for (a hit is a neighbour's word); and
+            # later, not here: a torrent's callback must not break this loop.
+            if any(result.info_hash == info_hash for result in found.hit.results):
+                self.loop.call_soon(on_peers, [found.hit.holder])
             return
         search = self._searches.get(found.search)
         if search is not None:
@@ -377,7 +382,7 @@ class OverlayService(CoreClock[OverlayNode]):
         if self.hosts_path is None or self.core is None:
             return
         hosts = self.core.hosts.addresses()[:SAVED_HOSTS]
-        text = "".join(f"[{h}]:{p}\n" if ":" in h else f"{h}:{p}\n" for h, p in hosts)
+        text = "".join(f"{addresses.text(host)}\n" for host in hosts)
         temporary = self.hosts_path.with_name(f".{HOSTS_FILE}.{os.getpid()}.{id(self)}")
         try:
             self.hosts_path.parent.mkdir(parents=True, exist_ok=True)
