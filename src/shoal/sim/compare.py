@@ -35,7 +35,7 @@ from ..dht.krpc import GET_LISTINGS
 from ..dht.listings import keyword_key, keywords, matches, sign_listing
 from ..dht.lookup import LOOKUP_DEADLINE
 from ..identity import Identity
-from ..overlay.core import Found, Send
+from ..overlay.core import Found
 from ..overlay.messages import Kind, Result, Role
 from ..overlay.search import WALK_DEADLINE, WANTED, Strategy
 from ..words import words
@@ -120,20 +120,6 @@ class _DhtNetwork(SimNetwork):
         super().send_datagram(node, address, data)
 
 
-class _Overlay(OverlayNetwork):
-    """The overlay network, telling the run of every query, hit and status carried."""
-
-    on_query_message: Callable[[bytes, Address, Address], None] | None = None
-
-    def _carry(self, host: OverlayHost, send: Send) -> None:
-        data = send.data
-        if len(data) > _KIND_AT and data[_KIND_AT] in _OVERLAY_QUERY_KINDS:
-            pipe = host.pipes.get(send.link)
-            if pipe is not None and self.on_query_message is not None:
-                self.on_query_message(data[:_KIND_AT], host.address, pipe[0].address)
-        super()._carry(host, send)
-
-
 class _CompareRun:
     """The state of one run: members by seat, the listings, the searches and their loads."""
 
@@ -143,8 +129,8 @@ class _CompareRun:
         self.rng = random.Random(seed)
         self.dht_network = _DhtNetwork(self._dht_sent, seed)
         self.events = self.dht_network.events
-        self.overlay = _Overlay(self.events, seed=seed + 1, latency=LATENCY)
-        self.overlay.on_query_message = self._overlay_sent
+        self.overlay = OverlayNetwork(self.events, seed=seed + 1, latency=LATENCY)
+        self.overlay.on_send = self._overlay_sent
         self.overlay.on_found = self._overlay_found
         self.hub = SimHub()
         self.holders = max(1, round(replication * nodes))
@@ -382,15 +368,18 @@ class _CompareRun:
         load[node.address] += 1
         load[address] += 1
 
-    def _overlay_sent(self, search_id: bytes, sender: Address, receiver: Address) -> None:
-        record = self.overlay.searches.get(search_id)
+    def _overlay_sent(self, sender: OverlayHost, receiver: OverlayHost, data: bytes) -> None:
+        """A query, hit or status of one of the searches counts toward its cost and load."""
+        if len(data) <= _KIND_AT or data[_KIND_AT] not in _OVERLAY_QUERY_KINDS:
+            return
+        record = self.overlay.searches.get(data[:_KIND_AT])
         asked = None if record is None else self.by_record.get(record)
         if asked is None:
             return
         asked.messages += 1
         load = self.loads[asked.architecture]
-        load[sender] += 1
-        load[receiver] += 1
+        load[sender.address] += 1
+        load[receiver.address] += 1
 
     def all_ended(self) -> bool:
         """Whether every search has ended (or its origin has left)."""

@@ -68,6 +68,8 @@ class OverlayNetwork:
         self.bytes = 0
         self._next_ip = 1
         self.on_found: Callable[[SearchRecord, Found], None] | None = None
+        # Told of every write carried: the sender, the receiver, the bytes.
+        self.on_send: Callable[[OverlayHost, OverlayHost, bytes], None] | None = None
 
     @property
     def now(self) -> float:
@@ -170,6 +172,8 @@ class OverlayNetwork:
         self.messages += 1
         self.bytes += len(send.data)
         data = send.data
+        if self.on_send is not None:
+            self.on_send(host, far, data)
         self._later(far, lambda: far.core.receive(far_link, data, self.now))
 
     def _dial(self, host: OverlayHost, dial: Dial) -> None:
