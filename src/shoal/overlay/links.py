@@ -14,7 +14,8 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..addresses import Address, is_loopback_ip, pack_ip
+from ..addresses import Address, pack_ip, source_key
+from ..ratelimit import RateLimiter
 from .hosts import HostCache
 from .messages import (
     GREETING,
@@ -44,6 +45,7 @@ LEAF_TARGET = 2
 LEAF_MAX = 3
 # Links still saying hello, beyond the ones above, so that a full node can still say why.
 HANDSHAKING = 8
+MAX_LINKS = MAX_DEGREE + MAX_LEAVES + HANDSHAKING
 HANDSHAKE_TIMEOUT = 10.0
 # A link quiet for KEEPALIVE seconds sends a ping; one silent for IDLE_LIMIT is dropped.
 KEEPALIVE = 30.0
@@ -139,8 +141,6 @@ class Link:
     last_received: float = 0.0
     last_sent: float = 0.0
     paused_since: float | None = None
-    tokens: float = QUERY_BURST
-    refilled_at: float = 0.0
     dropped: int = 0
     table: QueryRouteTable | None = None  # a leaf's, held by its ultrapeer
     pongs_due: int = 0  # pongs we take from it: one per ping we sent, and one refusal's
@@ -182,6 +182,8 @@ class LinkLayer:
         self._links: dict[int, Link] = {}
         self._next_link = 1
         self._outputs: list[Output] = []
+        # Each link's query budget, by link number (closed links' buckets fill and go).
+        self._query_budget = RateLimiter(QUERY_RATE, QUERY_BURST, max_keys=4 * MAX_LINKS)
         self._next_maintenance = now
         self._now = now
 
@@ -204,11 +206,12 @@ class LinkLayer:
         self._now = now
         if self.hosts.banned(address[0], now) or len(self._links) >= self._max_links():
             return None
-        if not is_loopback_ip(pack_ip(address[0])):
-            # One IP cannot take all our slots (loopback is every local node's).
-            same = sum(1 for link in self._links.values() if link.address[0] == address[0])
-            if same >= LINKS_PER_IP:
-                return None
+        # One source (an IP; on loopback, which every local node shares, an IP and port)
+        # cannot take all our slots.
+        source = _source(address)
+        same = sum(1 for link in self._links.values() if _source(link.address) == source)
+        if same >= LINKS_PER_IP:
+            return None
         link = self._open_link(address, outbound=False)
         link.connected = True
         self._greet(link)
@@ -288,14 +291,13 @@ class LinkLayer:
     def _max_links(self) -> int:
         if self.role == Role.LEAF:
             return LEAF_MAX + HANDSHAKING
-        return MAX_DEGREE + MAX_LEAVES + HANDSHAKING
+        return MAX_LINKS
 
     def _open_link(self, address: Address, *, outbound: bool) -> Link:
         number = self._next_link
         self._next_link += 1
         now = self._now
         link = Link(number, address, outbound, now, last_received=now, last_sent=now)
-        link.refilled_at = now
         # A node we dialled may refuse us with a pong of where else to go; nobody else may
         # send a pong we did not ask for.
         link.pongs_due = 1 if outbound else 0
@@ -474,11 +476,7 @@ class LinkLayer:
 
     def _spend(self, link: Link) -> bool:
         """Take one of link's query tokens; a link that floods on is closed and banned."""
-        now = self._now
-        link.tokens = min(QUERY_BURST, link.tokens + (now - link.refilled_at) * QUERY_RATE)
-        link.refilled_at = now
-        if link.tokens >= 1.0:
-            link.tokens -= 1.0
+        if self._query_budget.allow(link.number.to_bytes(8, "big"), self._now):
             # Drops count net of what passed: an honest relay a little over the rate is
             # never closed, a flood is within a second.
             link.dropped = max(0, link.dropped - 1)
@@ -491,3 +489,8 @@ class LinkLayer:
 
     def _new_id(self) -> bytes:
         return self.rng.randbytes(16)
+
+
+def _source(address: Address) -> bytes:
+    """What per-source limits count a link by (addresses.source_key)."""
+    return source_key(pack_ip(address[0]), address[1])
