@@ -1,0 +1,1 @@
+"""The ledger: a UTXO blockchain with proof of work that every node keeps and checks in full."""
