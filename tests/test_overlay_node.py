@@ -19,11 +19,11 @@ from shoal.addresses import Address
 from shoal.node.overlay import (
     HOSTS_FILE,
     SAVED_HOSTS,
-    WRITE_CAP,
     OverlayHit,
     OverlayOptions,
     OverlayService,
 )
+from shoal.node.streamlink import WRITE_CAP
 from shoal.overlay.links import FLOOD_CLOSE
 from shoal.overlay.messages import (
     GREETING,

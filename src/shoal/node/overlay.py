@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from .. import addresses
 from ..addresses import Address
@@ -23,8 +22,8 @@ from ..metainfo.magnet import parse_peer
 from ..overlay.core import Close, Dial, Found, OverlayNode, SearchEnded, Send
 from ..overlay.messages import Result, Role
 from ..overlay.search import WANTED, Strategy, hash_query
-from . import adapter
 from .adapter import CoreClock, resolve
+from .streamlink import StreamLink
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,6 @@ HOSTS_FILE = "overlay-hosts.txt"
 SAVED_HOSTS = 200  # addresses written at exit, those that answered first
 LOADED_HOSTS = 1000  # lines read at start, at most
 DIAL_TIMEOUT = 10.0
-# A link's unsent bytes: past HIGH the core hears it is paused (and skips it for queries),
-# below LOW that it is not; past CAP the link is dropped, so a peer that never reads holds
-# at most this much of our memory.
-WRITE_HIGH = 256 * 1024
-WRITE_LOW = 64 * 1024
-WRITE_CAP = 2 * 1024 * 1024
 # Hits held for a search's reader (the oldest make way), and peer lookups waiting for a link.
 SEARCH_BUFFER = 1024
 MAX_DEFERRED = 256
@@ -73,57 +66,6 @@ class _Search:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class OverlayLink(asyncio.Protocol):
-    """One overlay link's socket; its bytes go to the core."""
-
-    def __init__(self, service: OverlayService, number: int) -> None:
-        self.service = service
-        self.number = number
-        self.transport: asyncio.Transport | None = None
-
-    def attach(self, transport: asyncio.BaseTransport) -> None:
-        """Take the socket over: bounded writes, no Nagle delay."""
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """A dial the core asked for is open."""
-        self.attach(transport)
-        self.service.dialled(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.service.received(self.number, data)
-
-    def pause_writing(self) -> None:
-        self.service.paused(self.number, True)
-
-    def resume_writing(self) -> None:
-        self.service.paused(self.number, False)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.service.lost(self)
-
-    def write(self, data: bytes) -> bool:
-        """Queue data; False (and the socket aborted) if the peer has left too much unread."""
-        transport = self.transport
-        if transport is None:
-            return False
-        if transport.get_write_buffer_size() + len(data) > WRITE_CAP:
-            transport.abort()
-            return False
-        transport.write(data)
-        return True
-
-    def close(self) -> None:
-        """Close the socket (dropping what is unsent if it is much)."""
-        adapter.close(self.transport)
-
-
 class OverlayService(CoreClock[OverlayNode]):
     """The overlay core on the node's TCP port number."""
 
@@ -133,7 +75,7 @@ class OverlayService(CoreClock[OverlayNode]):
         self.options = options
         self.role = Role.LEAF if options.leaf else Role.ULTRAPEER
         self.hosts_path = None if state is None else state / HOSTS_FILE
-        self._links: dict[int, OverlayLink] = {}
+        self._links: dict[int, StreamLink] = {}
         self._dials: dict[int, asyncio.Task[None]] = {}
         self._searches: dict[bytes, _Search] = {}
         # Peer lookups by search id: the info-hash asked for, and whom to hand holders to.
@@ -254,14 +196,14 @@ class OverlayService(CoreClock[OverlayNode]):
         if core is None or number is None:
             transport.close()
             return
-        link = OverlayLink(self, number)
+        link = StreamLink(self, number)
         transport.set_protocol(link)
         link.attach(transport)
         self._links[number] = link
         core.receive(number, first, self.loop.time())
         self._pump()
 
-    def dialled(self, link: OverlayLink) -> None:
+    def dialled(self, link: StreamLink) -> None:
         if self.core is None or link.number not in self._dials:
             link.close()  # stopped, or the core gave the link up while it was dialled
             return
@@ -279,7 +221,7 @@ class OverlayService(CoreClock[OverlayNode]):
             self.core.set_paused(number, paused, self.loop.time())
             self._pump()
 
-    def lost(self, link: OverlayLink) -> None:
+    def lost(self, link: StreamLink) -> None:
         if self._links.get(link.number) is link:
             del self._links[link.number]
             if self.core is not None:
@@ -289,7 +231,7 @@ class OverlayService(CoreClock[OverlayNode]):
     async def _dial(self, number: int, address: Address) -> None:
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: OverlayLink(self, number), *address),
+                self.loop.create_connection(lambda: StreamLink(self, number), *address),
                 DIAL_TIMEOUT,
             )
         except (TimeoutError, OSError, ValueError) as exc:
