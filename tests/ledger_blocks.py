@@ -1,0 +1,115 @@
+"""Builders for ledger tests: deterministic keys, coinbases, signed spends and blocks mined
+under a chain's (easy) proof of work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from shoal.ledger.coins import Coin
+from shoal.ledger.params import ChainParams
+from shoal.ledger.pow import meets_target, target_from_bits
+from shoal.ledger.primitives import (
+    ZERO_HASH,
+    Block,
+    BlockHeader,
+    OutPoint,
+    Transaction,
+    TxOut,
+    block_merkle_root,
+    key_lock,
+    signature_message,
+)
+
+
+def private_key(seed: int) -> Ed25519PrivateKey:
+    """The same key for the same seed."""
+    return Ed25519PrivateKey.from_private_bytes(seed.to_bytes(32, "little"))
+
+
+def lock_of(key: Ed25519PrivateKey) -> bytes:
+    """The key lock its holder may spend."""
+    return key_lock(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def coinbase(height: int, outputs: Sequence[TxOut], extra: bytes = b"") -> Transaction:
+    """A coinbase for height paying outputs."""
+    return Transaction(
+        1,
+        (OutPoint(ZERO_HASH, height),),
+        tuple(outputs),
+        0,
+        (height.to_bytes(4, "little") + extra,),
+    )
+
+
+def sign(
+    tx: Transaction, spent: Sequence[TxOut], keys: Sequence[Ed25519PrivateKey], params: ChainParams
+) -> Transaction:
+    """tx with one signature per input by the matching key."""
+    witnesses = tuple(
+        key.sign(signature_message(tx, index, list(spent), params.chain_id))
+        for index, key in enumerate(keys)
+    )
+    return Transaction(tx.version, tx.inputs, tx.outputs, tx.lock_time, witnesses)
+
+
+def spend(
+    coins: Sequence[tuple[OutPoint, Coin]],
+    outputs: Sequence[TxOut],
+    key: Ed25519PrivateKey,
+    params: ChainParams,
+    lock_time: int = 0,
+) -> Transaction:
+    """A transaction spending coins (all locked to key) to outputs, signed."""
+    unsigned = Transaction(
+        1,
+        tuple(outpoint for outpoint, _ in coins),
+        tuple(outputs),
+        lock_time,
+        tuple(b"" for _ in coins),
+    )
+    return sign(unsigned, [coin.output for _, coin in coins], [key] * len(coins), params)
+
+
+def solve(header: BlockHeader) -> BlockHeader:
+    """header with the first nonce whose hash meets its bits."""
+    target = target_from_bits(header.bits)
+    nonce = 0
+    while True:
+        candidate = BlockHeader(
+            header.version, header.previous, header.merkle_root, header.time, header.bits, nonce
+        )
+        if meets_target(candidate.hash, target):
+            return candidate
+        nonce += 1
+
+
+def mine(
+    previous: bytes,
+    transactions: Sequence[Transaction],
+    time: int,
+    bits: int,
+    *,
+    merkle_root: bytes | None = None,
+) -> Block:
+    """A block on previous with transactions and a nonce that meets bits."""
+    root = block_merkle_root(list(transactions)) if merkle_root is None else merkle_root
+    header = solve(BlockHeader(1, previous, root, time, bits, 0))
+    return Block(header, tuple(transactions))
+
+
+def unsolved(block: Block) -> Block:
+    """block with a nonce whose hash misses its target."""
+    target = target_from_bits(block.header.bits)
+    header = block.header
+    nonce = 0
+    while True:
+        header = BlockHeader(
+            header.version, header.previous, header.merkle_root, header.time, header.bits, nonce
+        )
+        if not meets_target(header.hash, target):
+            return Block(header, block.transactions)
+        nonce += 1
