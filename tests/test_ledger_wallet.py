@@ -197,7 +197,7 @@ def test_history_follows_blocks_and_reorganisations(wallet: Wallet, tmp_path: Pa
     three_b = make_block(two_b.hash, 3, [], STRANGER)
     history.blocks_changed(Update([two_b, three_b], [two]))
     assert history.tip == three_b.hash
-    entries = history.entries([payment])
+    entries = history.entries(unconfirmed=[payment])
     assert [(e.txid, e.amount, e.height) for e in entries] == [
         (payment.txid, -20 * COIN - fee, None),
         (one.transactions[0].txid, 50 * COIN, 1),
@@ -222,6 +222,6 @@ def test_unconfirmed_spend_of_an_unconfirmed_parent(wallet: Wallet) -> None:
     child = wallet.pay(
         [(OutPoint(parent.txid, 0), Coin(parent.outputs[0], 0, False))], STRANGER, COIN // 2, 1, 0
     )
-    amounts = {e.txid: e.amount for e in history.entries([parent, child])}
+    amounts = {e.txid: e.amount for e in history.entries(unconfirmed=[parent, child])}
     fee = COIN - sum(o.amount for o in child.outputs)
     assert amounts == {parent.txid: COIN, child.txid: -(COIN // 2) - fee}

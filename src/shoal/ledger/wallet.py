@@ -397,7 +397,7 @@ class WalletHistory:
         )
 
     def entries(
-        self, unconfirmed: Iterable[Transaction] = (), limit: int = 1_000
+        self, limit: int = 1_000, *, unconfirmed: Iterable[Transaction] = ()
     ) -> list[HistoryEntry]:
         """Our transactions, newest first: those of unconfirmed (the mempool's) that touch
         us, then at most limit mined ones."""
