@@ -1,0 +1,25 @@
+"""bench/ledger.py runs to the end at tiny sizes and prints its ratios (a smoke test, not a
+measurement)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "ledger.py"
+
+
+def test_bench_ledger_runs_and_prints_ratios() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--count", "40", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("raw Ed25519 verify" in line for line in lines)
+    ratios = [line for line in lines if "of raw (goal 0.70)" in line]
+    assert len(ratios) == 2, result.stdout
