@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from shoal.ledger.blockindex import BlockIndex
+from shoal.ledger.chain import Chain
 from shoal.ledger.coins import Coin
-from shoal.ledger.params import ChainParams
+from shoal.ledger.params import LOCAL, ChainParams
 from shoal.ledger.pow import meets_target, target_from_bits
 from shoal.ledger.primitives import (
     ZERO_HASH,
@@ -113,3 +115,43 @@ def unsolved(block: Block) -> Block:
         if not meets_target(header.hash, target):
             return Block(header, block.transactions)
         nonce += 1
+
+
+MINER = private_key(99)
+NOW = LOCAL.genesis_time + 10_000_000  # the clock of chain tests: well after every block
+
+
+def next_block(
+    chain: Chain,
+    transactions: Sequence[Transaction] = (),
+    *,
+    parent: BlockIndex | None = None,
+    lock: bytes | None = None,
+    amount: int | None = None,
+    time: int | None = None,
+    bits: int | None = None,
+    extra: bytes = b"",
+) -> Block:
+    """A block on parent (the tip by default) that the chain should take: the coinbase pays
+    the subsidy to lock, time is a second after the parent's."""
+    parent = chain.tip if parent is None else parent
+    height = parent.height + 1
+    paid = chain.params.subsidy(height) if amount is None else amount
+    first = coinbase(height, [TxOut(paid, lock_of(MINER) if lock is None else lock)], extra)
+    return mine(
+        parent.hash,
+        [first, *transactions],
+        parent.header.time + 1 if time is None else time,
+        chain.next_bits(parent) if bits is None else bits,
+    )
+
+
+def grow(chain: Chain, count: int, *, lock: bytes | None = None, extra: bytes = b"") -> list[Block]:
+    """Mine count blocks on the chain's tip and connect them."""
+    blocks = []
+    for _ in range(count):
+        block = next_block(chain, lock=lock, extra=extra)
+        update = chain.accept_block(block, NOW)
+        assert update.connected == [block]
+        blocks.append(block)
+    return blocks
