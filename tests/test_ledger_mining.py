@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import sqlite3
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_ledger_mempool import LOCK, FakeChain, pay
 
+from shoal.ledger.bech32m import lock_from_address
+from shoal.ledger.chain import Chain, ChainUpdate
 from shoal.ledger.mempool import Mempool
 from shoal.ledger.mining import NONCES, block_template, solve
 from shoal.ledger.params import LOCAL, ChainParams
 from shoal.ledger.pow import bits_from_target, meets_target, target_from_bits
-from shoal.ledger.primitives import COIN, ZERO_HASH, BlockHeader, OutPoint, block_merkle_root
+from shoal.ledger.primitives import COIN, ZERO_HASH, Block, BlockHeader, OutPoint, block_merkle_root
+from shoal.ledger.store import MemoryStore
 from shoal.ledger.validation import check_block, check_block_at, check_coinbase_amount
+from shoal.ledger.wallet import Balance, HistoryEntry, Wallet, WalletHistory
 
 MINER = bytes([1]) + bytes(range(100, 132))
 
@@ -123,3 +130,59 @@ def test_solve_with_a_slice_agrees_with_a_whole_search(count: int) -> None:
         if (result := solve(header, start, count)) is not None
     )
     assert found == first
+
+
+def test_wallet_mempool_miner_and_chain_together(tmp_path: Path) -> None:
+    """Mine to the wallet, pay from it, mine the payment, lose it to a longer fork: it
+    returns to the mempool and the history shows it unconfirmed again."""
+    chain = Chain(LOCAL, MemoryStore())
+    wallet = Wallet.create(tmp_path / "wallet.json", LOCAL)
+    history = WalletHistory(sqlite3.connect(":memory:"), wallet)
+    pool = Mempool(LOCAL)
+    ours = lock_from_address(wallet.new_address(), LOCAL)
+    now = float(LOCAL.genesis_time)
+
+    def mine(view: object, lock: bytes, extra_nonce: int = 0) -> tuple[Block, ChainUpdate]:
+        nonlocal now
+        now += 1
+        template = block_template(view, pool, lock, now, extra_nonce)  # type: ignore[arg-type]
+        block = dataclasses.replace(template, header=solved(template.header))
+        update = chain.accept_block(block, now)
+        pool.blocks_changed(update, chain, now)
+        history.blocks_changed(update)
+        return block, update
+
+    for _ in range(LOCAL.coinbase_maturity + 1):
+        mine(chain, ours)
+    payment = wallet.pay(chain.coins_for(wallet.locks()), MINER, 10 * COIN, 2, chain.tip.height)
+    assert pool.add(payment, chain, now) == [payment]
+    fee = pool.fee(payment.txid)
+    assert fee == 2 * payment.size
+    latest = history.entries(unconfirmed=pool.transactions())[0]
+    assert (latest.txid, latest.amount, latest.height) == (payment.txid, -10 * COIN - fee, None)
+
+    fork_parent = chain.tip
+    mined, _ = mine(chain, ours)
+    assert payment in mined.transactions and len(pool) == 0
+    assert history.entries()[0] == HistoryEntry(
+        payment.txid, -10 * COIN - fee, fork_parent.height + 1, mined.hash
+    )
+
+    fork = SimpleNamespace(
+        tip=fork_parent,
+        params=LOCAL,
+        median_time_past=chain.median_time_past,
+        next_bits=chain.next_bits,
+    )
+    first, update = mine(fork, MINER, extra_nonce=1)  # equal work: the first seen stays
+    assert not update.connected and not update.disconnected
+    fork.tip = chain.get(first.hash)
+    _, reorg = mine(fork, MINER, extra_nonce=2)
+    assert reorg.disconnected == [mined]
+    assert payment.txid in pool
+    latest = history.entries(unconfirmed=pool.transactions())[0]
+    assert (latest.txid, latest.amount, latest.height) == (payment.txid, -10 * COIN - fee, None)
+    # At tip 13 a spend goes in block 14: the coinbases of blocks 1 to 4 are mature, those of
+    # 5 to 11 are not (12 was ours on the losing branch); the payment's coin is unspent again.
+    balance = wallet.balance(chain.coins_for(wallet.locks()), chain.tip.height)
+    assert balance == Balance(4 * LOCAL.subsidy(1), 7 * LOCAL.subsidy(1))
