@@ -1,0 +1,439 @@
+"""The ledger's peer-to-peer core: headers-first sync, blocks downloaded from several peers
+at once, inv/getdata relay of transactions and blocks, and bans for invalid data; on top of
+`peers.PeerLayer` (links, handshake, dialling, addresses). A sans-IO core of the one shape
+(see shoal.contract).
+
+The adapter opens the connections the core asks for with `Dial` and reports them with
+`connected` or `dial_failed`, hands over incoming ones with `accept`, feeds bytes to
+`receive`, writes `Send`s, closes on `Close` and reports `closed`. `now` is the wall clock
+(Unix seconds): block times are checked against it. The core changes the chain and the
+mempool on a peer's word; `ChainChanged` tells the wallet and the miner of every move of
+the active chain, `TransactionAccepted` of every transaction new in the mempool.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+
+from .chain import Chain, ChainUpdate, RejectedBlock
+from .mempool import Mempool
+from .messages import (
+    MAX_HEADERS,
+    MAX_INVENTORY,
+    MAX_LOCATOR,
+    BlockMessage,
+    GetData,
+    GetHeaders,
+    Headers,
+    Inv,
+    InvItem,
+    InvType,
+    Message,
+    NotFound,
+    TxMessage,
+    encode,
+)
+from .params import ChainParams
+from .peers import (
+    MAINTAIN_EVERY,
+    ChainChanged,
+    Close,
+    Dial,
+    Output,
+    Peer,
+    PeerInfo,
+    PeerLayer,
+    Send,
+    TransactionAccepted,
+)
+from .primitives import ZERO_HASH, Block, BlockHeader, Transaction
+from .sync import BLOCKS_PER_PEER, BoundedSet, Supplier
+from .validation import Invalid
+
+__all__ = [
+    "ChainChanged",
+    "Close",
+    "Dial",
+    "LedgerNode",
+    "Output",
+    "PeerInfo",
+    "Send",
+    "TransactionAccepted",
+]
+
+MAX_ORPHAN_BLOCKS = 16  # bodies of blocks with an unknown parent, kept until headers come
+MAX_UNCONNECTING = 10  # header batches in a row that do not connect before a peer is dropped
+MAX_ANNOUNCED = 8  # blocks of one update announced one by one; of a longer one, its tip only
+SEND_ROUND = 1_000_000  # bytes of getdata answers written to a link before the next gets a turn
+MAX_TX_ASKED = 5000  # transactions asked for and not yet come, from all peers
+TX_TIMEOUT = 60.0
+RECENT = 20_000  # txids recently refused or mined, not asked for again
+BLOCK_SOURCES = 1024  # who sent each of the latest blocks (punished if it proves invalid)
+
+
+class LedgerNode(PeerLayer):
+    """One node of the ledger's network."""
+
+    def __init__(
+        self,
+        params: ChainParams,
+        chain: Chain,
+        mempool: Mempool,
+        rng: random.Random,
+        *,
+        listen_port: int,
+        nonce: int | None = None,
+        max_outbound: int = 8,
+        max_inbound: int = 32,
+    ) -> None:
+        super().__init__(
+            params.magic,
+            rng,
+            listen_port=listen_port,
+            nonce=nonce,
+            max_outbound=max_outbound,
+            max_inbound=max_inbound,
+        )
+        self.params = params
+        self.chain = chain
+        self.mempool = mempool
+        self._orphans: dict[bytes, tuple[Block, int]] = {}  # hash -> block, link it came on
+        self._block_sources: dict[bytes, int] = {}  # block hash -> link it came on
+        self._tx_asked: dict[bytes, float] = {}
+        self._recent = BoundedSet(RECENT)
+        self._sync_peer: int | None = None
+
+    # The adapter's side.
+
+    def take_outputs(self) -> Sequence[Output]:
+        outputs, self._outputs = self._outputs, []
+        return outputs
+
+    def get_timer(self) -> float | None:
+        if any(peer.answering and not peer.paused for peer in self._peers.values()):
+            return self._now  # getdata answers wait for their next turn
+        mempool_timer = self.mempool.get_timer()
+        if mempool_timer is None:
+            return self._next_maintenance
+        return min(self._next_maintenance, mempool_timer)
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        for peer in list(self._peers.values()):
+            self._serve(peer)
+        self.mempool.handle_timer(now)
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + MAINTAIN_EVERY
+            self._maintain()
+
+    def set_paused(self, link: int, paused: bool, now: float) -> None:
+        """The link's send buffer is over its high mark (paused) or drained again."""
+        self._now = now
+        peer = self._peers.get(link)
+        if peer is not None:
+            peer.paused = paused
+            if not paused:
+                self._serve(peer)
+
+    # What the node's wallet, RPC and miner ask.
+
+    def submit_transaction(self, tx: Transaction, now: float) -> None:
+        """Take a transaction of ours into the mempool and relay it; Invalid if refused."""
+        self._now = now
+        self._accepted(self.mempool.add(tx, self.chain, now), None)
+
+    def submit_block(self, block: Block, now: float) -> ChainUpdate:
+        """Take a block our miner found and announce it; Invalid if it is not valid."""
+        self._now = now
+        try:
+            update = self.chain.accept_block(block, now)
+        except RejectedBlock as error:
+            self._chain_changed(error.update, None)
+            raise
+        self._chain_changed(update, None, announce=True)
+        return update
+
+    # The layer below's hooks.
+
+    def _start_height(self) -> int:
+        return self.chain.tip.height
+
+    def _on_ready(self, peer: Peer) -> None:
+        """Trade addresses; sync headers from a peer ahead of us (and from the first one)."""
+        super()._on_ready(peer)
+        if self._sync_peer is None or peer.best_height > self.chain.best_header.height:
+            if self._sync_peer is None:
+                self._sync_peer = peer.link
+            self._ask_headers(peer)
+
+    def _forget(self, peer: Peer) -> None:
+        super()._forget(peer)
+        if self._sync_peer == peer.link:
+            self._sync_peer = None
+        self._fetch_blocks()
+
+    def _received(self) -> None:
+        self._fetch_blocks()
+
+    def _on_traffic(self, peer: Peer, message: Message) -> None:
+        if isinstance(message, Inv):
+            self._on_inv(peer, message.items)
+        elif isinstance(message, GetData):
+            if len(peer.answering) + len(message.items) > MAX_INVENTORY:
+                self._drop(peer, "too many items asked for", ban=True)
+                return
+            peer.answering.extend(message.items)
+            self._serve(peer)
+        elif isinstance(message, NotFound):
+            self._on_notfound(peer, message.items)
+        elif isinstance(message, GetHeaders):
+            found = self.chain.headers_after(list(message.locator), message.stop, MAX_HEADERS)
+            self._send(peer, Headers(tuple(found)))
+        elif isinstance(message, Headers):
+            self._on_headers(peer, message.headers)
+        elif isinstance(message, BlockMessage):
+            self._on_block(peer, message.block)
+        elif isinstance(message, TxMessage):
+            self._on_tx(peer, message.tx)
+
+    # Inventory.
+
+    def _on_inv(self, peer: Peer, items: tuple[InvItem, ...]) -> None:
+        """Ask for the transactions new to us; for a block new to us, its headers first."""
+        unknown_block = False
+        wanted = []
+        for item in items:
+            peer.known.add(item.hash)
+            if item.type == InvType.BLOCK:
+                index = self.chain.get(item.hash)
+                if index is None:
+                    unknown_block = True
+                else:
+                    peer.saw(index)
+            elif self._want_tx(item.hash) and len(self._tx_asked) < MAX_TX_ASKED:
+                self._tx_asked[item.hash] = self._now
+                wanted.append(item)
+        if unknown_block and peer.headers_asked_at is None:
+            self._ask_headers(peer)
+        if wanted:
+            self._send(peer, GetData(tuple(wanted)))
+
+    def _want_tx(self, txid: bytes) -> bool:
+        return (
+            txid not in self._tx_asked
+            and txid not in self._recent
+            and txid not in self.mempool
+            and not self.mempool.has_orphan(txid)
+        )
+
+    def _on_notfound(self, peer: Peer, items: tuple[InvItem, ...]) -> None:
+        """The peer lacks these: a block may be asked of another."""
+        for item in items:
+            if item.type == InvType.TX:
+                self._tx_asked.pop(item.hash, None)
+                continue
+            request = self.download.requests.get(item.hash)
+            if request is not None and request.peer == peer.link:
+                self.download.received(item.hash)
+                peer.lacks.add(item.hash)
+
+    def _serve(self, peer: Peer) -> None:
+        """Answer queued getdata items until SEND_ROUND bytes went out or the link pauses:
+        a peer gets its blocks as fast as it reads them, never all at once."""
+        sent = 0
+        missing: list[InvItem] = []
+        while peer.answering and not peer.paused and sent < SEND_ROUND:
+            item = peer.answering.popleft()
+            message: Message | None = None
+            if item.type == InvType.BLOCK:
+                block = self.chain.block(item.hash)
+                message = None if block is None else BlockMessage(block)
+            else:
+                tx = self.mempool.get(item.hash)
+                message = None if tx is None else TxMessage(tx)
+            if message is None:
+                missing.append(item)
+                continue
+            data = encode(message, self.magic)
+            sent += len(data)
+            self._outputs.append(Send(peer.link, data))
+        if missing:
+            self._send(peer, NotFound(tuple(missing)))
+
+    def _announce(self, items: list[InvItem], source: Peer | None) -> None:
+        """Tell every peer but source of the items it is not known to have."""
+        for peer in self._ready_peers():
+            if peer is source:
+                continue
+            fresh = [item for item in items if item.hash not in peer.known]
+            for item in fresh:
+                peer.known.add(item.hash)
+            if fresh:
+                self._send(peer, Inv(tuple(fresh)))
+
+    # Headers and blocks.
+
+    def _ask_headers(self, peer: Peer, after: bytes | None = None) -> None:
+        """Send getheaders with our active chain's locator (led by after, if given)."""
+        locator = self.chain.locator()
+        if after is not None:
+            locator.insert(0, after)
+        peer.headers_asked_at = self._now
+        self._send(peer, GetHeaders(tuple(locator[:MAX_LOCATOR]), ZERO_HASH))
+
+    def _on_headers(self, peer: Peer, headers: tuple[BlockHeader, ...]) -> None:
+        peer.headers_asked_at = None
+        if not headers:
+            return
+        if any(child.previous != parent.hash for parent, child in itertools.pairwise(headers)):
+            self._drop(peer, "headers that do not form a chain", ban=True)
+            return
+        if self.chain.get(headers[0].previous) is None:
+            # A branch we have not heard of: ask again from our locator, a few times.
+            peer.unconnecting += 1
+            if peer.unconnecting > MAX_UNCONNECTING:
+                self._drop(peer, "headers that never connect")
+            else:
+                self._ask_headers(peer)
+            return
+        peer.unconnecting = 0
+        for header in headers:
+            try:
+                index = self.chain.accept_header(header, self._now)
+            except Invalid as error:
+                if error.ban:
+                    self._drop(peer, f"{error.reason}: {error.detail}", ban=True)
+                return
+            peer.saw(index)
+        if len(headers) == MAX_HEADERS:
+            self._ask_headers(peer, after=headers[-1].hash)
+        self._retry_orphans()
+
+    def _fetch_blocks(self) -> None:
+        """Ask peers with room for the blocks the chain lacks, neighbours to different peers."""
+        suppliers = [
+            Supplier(peer.link, peer.best, peer.lacks)
+            for peer in self._ready_peers()
+            if not peer.paused and peer.best is not None and self.download.free(peer.link) > 0
+        ]
+        if not suppliers:
+            return
+        wanted = self.chain.blocks_to_fetch(2 * BLOCKS_PER_PEER * len(suppliers), self.download)
+        plan = self.download.plan(suppliers, [i for i in wanted if i.hash not in self._orphans])
+        for link, indexes in plan.items():
+            hashes = [index.hash for index in indexes]
+            self.download.asked(link, hashes, self._now)
+            items = tuple(InvItem(InvType.BLOCK, block_hash) for block_hash in hashes)
+            self._send(self._peers[link], GetData(items))
+
+    def _maintain(self) -> None:
+        """The links' upkeep, then drop the peer holding the block the chain waits for too
+        long (or any block), and forget transactions asked for long ago."""
+        super()._maintain()
+        now = self._now
+        first = self.chain.blocks_to_fetch(1, ())
+        stalling = self.download.stalling(first[0].hash if first else None, now)
+        slow = self.download.timed_out(now)
+        if stalling is not None:
+            slow.add(stalling)
+        for link in slow:
+            self._drop(self._peers[link], "stalling the block download")
+        for txid in [t for t, at in self._tx_asked.items() if now - at > TX_TIMEOUT]:
+            del self._tx_asked[txid]
+        self._fetch_blocks()
+
+    def _on_block(self, peer: Peer, block: Block) -> None:
+        self.download.received(block.hash)
+        peer.known.add(block.hash)
+        self._block_sources[block.hash] = peer.link
+        if len(self._block_sources) > BLOCK_SOURCES:
+            del self._block_sources[next(iter(self._block_sources))]
+        self._process_block(block, peer)
+        self._retry_orphans()
+
+    def _process_block(self, block: Block, peer: Peer | None) -> None:
+        """Hand block to the chain; keep it a while if its parent is unknown."""
+        try:
+            update = self.chain.accept_block(block, self._now)
+        except RejectedBlock as error:
+            self._chain_changed(error.update, peer)
+            if peer is not None:
+                self._drop(peer, f"{error.reason}: {error.detail}", ban=error.ban)
+            return
+        except Invalid as error:
+            if error.reason == "prev-blk-not-found":
+                self._keep_orphan(block, peer)
+            elif peer is not None and error.ban:
+                self._drop(peer, f"{error.reason}: {error.detail}", ban=True)
+            return
+        index = self.chain.get(block.hash)
+        if peer is not None and index is not None:
+            peer.saw(index)
+        self._chain_changed(update, peer)
+
+    def _keep_orphan(self, block: Block, peer: Peer | None) -> None:
+        """Keep a block on an unknown parent (a few at most) and ask for its headers."""
+        if len(self._orphans) >= MAX_ORPHAN_BLOCKS:
+            del self._orphans[next(iter(self._orphans))]
+        self._orphans[block.hash] = (block, -1 if peer is None else peer.link)
+        if peer is not None:
+            self._ask_headers(peer)
+
+    def _retry_orphans(self) -> None:
+        """Hand the chain the kept blocks whose parent is known now."""
+        while ready := [
+            h for h, (b, _) in self._orphans.items() if self.chain.get(b.header.previous)
+        ]:
+            for block_hash in ready:
+                block, link = self._orphans.pop(block_hash)
+                self._process_block(block, self._peers.get(link))
+
+    def _chain_changed(
+        self, update: ChainUpdate, source: Peer | None, *, announce: bool = False
+    ) -> None:
+        """Follow a move of the active chain: punish who sent blocks found invalid, update
+        the mempool, tell the layer above, and announce the new blocks once in step (while
+        catching up, peers have them already)."""
+        for block_hash, error in update.invalid:
+            link = self._block_sources.get(block_hash)
+            sender = None if link is None else self._peers.get(link)
+            if sender is not None:
+                self._drop(sender, f"{error.reason}: {error.detail}", ban=error.ban)
+        if not update.connected and not update.disconnected:
+            return
+        for block in update.connected:
+            for tx in block.transactions:
+                self._recent.add(tx.txid)
+        revived = self.mempool.blocks_changed(update, self.chain, self._now)
+        self._outputs.append(ChainChanged(update))
+        if update.connected and (announce or self.chain.tip is self.chain.best_header):
+            connected = update.connected
+            blocks = connected if len(connected) <= MAX_ANNOUNCED else connected[-1:]
+            self._announce([InvItem(InvType.BLOCK, block.hash) for block in blocks], source)
+        self._accepted(revived, None)
+
+    # Transactions.
+
+    def _on_tx(self, peer: Peer, tx: Transaction) -> None:
+        txid = tx.txid
+        self._tx_asked.pop(txid, None)
+        peer.known.add(txid)
+        if txid in self.mempool or txid in self._recent:
+            return
+        try:
+            accepted = self.mempool.add(tx, self.chain, self._now)
+        except Invalid as error:
+            self._recent.add(txid)
+            if error.ban:
+                self._drop(peer, f"{error.reason}: {error.detail}", ban=True)
+            return
+        self._accepted(accepted, peer)
+
+    def _accepted(self, txs: list[Transaction], source: Peer | None) -> None:
+        """Tell of transactions new in the mempool, and relay them to every peer but source."""
+        for tx in txs:
+            self._outputs.append(TransactionAccepted(tx))
+        if txs:
+            self._announce([InvItem(InvType.TX, tx.txid) for tx in txs], source)

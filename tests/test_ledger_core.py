@@ -1,0 +1,377 @@
+"""The ledger's peer-to-peer core, several wired together in memory (a tiny hub carries each
+Send to the other end's receive, and each Dial to the node listening there), or one fed by
+hand by a stranger: headers-first sync from two peers at once, inv relay, bans for invalid
+data, caps on addresses, outbound groups, links to ourselves, stalls and pacing."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Callable
+
+from ledger_blocks import lock_of, mine, private_key, spend, unsolved
+
+from shoal.addresses import Address
+from shoal.ledger import messages as lm
+from shoal.ledger import sync
+from shoal.ledger.addrman import network_group
+from shoal.ledger.chain import Chain
+from shoal.ledger.core import ChainChanged, Close, Dial, LedgerNode, Send, TransactionAccepted
+from shoal.ledger.mempool import Mempool
+from shoal.ledger.messages import (
+    Addr,
+    BlockMessage,
+    Framer,
+    GetData,
+    GetHeaders,
+    Headers,
+    InvItem,
+    InvType,
+    NetAddress,
+    Verack,
+    Version,
+    encode,
+)
+from shoal.ledger.mining import block_template, solve
+from shoal.ledger.params import LOCAL
+from shoal.ledger.primitives import Block, OutPoint, TxOut
+from shoal.ledger.store import MemoryStore
+
+MAGIC = LOCAL.magic
+NOW = float(LOCAL.genesis_time + 100_000)
+KEY = private_key(7)
+
+
+@dataclasses.dataclass(eq=False)
+class Node:
+    """One core with its chain and mempool, and what it put out."""
+
+    address: Address
+    core: LedgerNode
+    chain: Chain
+    mempool: Mempool
+    events: list[object] = dataclasses.field(default_factory=list)
+    sent: Counter[bytes] = dataclasses.field(default_factory=Counter)
+    getdata_sizes: list[int] = dataclasses.field(default_factory=list)
+
+
+def new_node(address: Address, seed: int, **options: int) -> Node:
+    chain = Chain(LOCAL, MemoryStore())
+    mempool = Mempool(LOCAL)
+    core = LedgerNode(LOCAL, chain, mempool, random.Random(seed), listen_port=address[1], **options)
+    return Node(address, core, chain, mempool)
+
+
+class Net:
+    """Cores linked in memory, on one simulated clock."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+        self.nodes: dict[Address, Node] = {}
+        self.links: dict[tuple[Node, int], tuple[Node, int]] = {}
+        self._numbers = 0
+        self._ports = 40000
+
+    def add(self, host: str = "127.0.0.1", port: int = 0, **options: int) -> Node:
+        address = (host, port or 9000 + len(self.nodes))
+        node = self.nodes[address] = new_node(address, len(self.nodes), **options)
+        return node
+
+    def pump(self) -> None:
+        """Carry out every output until none is left."""
+        busy = True
+        while busy:
+            busy = False
+            for node in list(self.nodes.values()):
+                for output in node.core.take_outputs():
+                    busy = True
+                    self._carry(node, output)
+
+    def _carry(self, node: Node, output: object) -> None:
+        if isinstance(output, Send):
+            command = output.data[4:16].rstrip(b"\x00")
+            node.sent[command] += 1
+            if command == b"getdata":
+                message = lm.decode(command, output.data[lm.HEADER.size :])
+                assert isinstance(message, GetData)
+                node.getdata_sizes.append(len(message.items))
+            other = self.links.get((node, output.link))
+            if other is not None:
+                other[0].core.receive(other[1], output.data, self.now)
+            return
+        node.events.append(output)
+        if isinstance(output, Dial):
+            target = self.nodes.get(output.address)
+            if target is None:
+                node.core.dial_failed(output.address, self.now)
+                return
+            self._numbers += 2
+            self._ports += 1
+            ours, theirs = self._numbers, self._numbers + 1
+            self.links[(node, ours)] = (target, theirs)
+            self.links[(target, theirs)] = (node, ours)
+            target.core.accept(theirs, (node.address[0], self._ports), self.now)
+            node.core.connected(ours, output.address, self.now)
+        elif isinstance(output, Close):
+            other = self.links.pop((node, output.link), None)
+            if other is not None:
+                del self.links[other]
+                other[0].core.closed(other[1], self.now)
+
+    def run(self, until: Callable[[], bool], seconds: float = 120.0) -> None:
+        """Pump and advance the clock to the next timer until `until` holds."""
+        end = self.now + seconds
+        for _ in range(100_000):
+            self.pump()
+            if until():
+                return
+            timers = [t for n in self.nodes.values() if (t := n.core.get_timer()) is not None]
+            self.now = max(self.now, min(timers))
+            assert self.now <= end, "the condition did not come in time"
+            for node in self.nodes.values():
+                timer = node.core.get_timer()
+                if timer is not None and timer <= self.now:
+                    node.core.handle_timer(self.now)
+        raise AssertionError("too many steps")
+
+
+def mine_on(node: Node, count: int, now: float, lock: bytes = lock_of(KEY)) -> list[Block]:
+    """count blocks mined on node's tip and submitted to its core."""
+    blocks = []
+    for _ in range(count):
+        template = block_template(node.chain, node.mempool, lock, now)
+        nonce = solve(template.header, 0, 1 << 32)
+        assert nonce is not None
+        block = Block(dataclasses.replace(template.header, nonce=nonce), template.transactions)
+        node.core.submit_block(block, now)
+        blocks.append(block)
+    return blocks
+
+
+def test_a_new_node_syncs_300_blocks_headers_first_from_two_peers_at_once():
+    net = Net()
+    first, second = net.add(max_outbound=0), net.add(max_outbound=0)
+    blocks = mine_on(first, 300, net.now)
+    for block in blocks:
+        second.chain.accept_block(block, net.now)
+    newcomer = net.add(max_outbound=0)
+    newcomer.core.add_peers([first.address, second.address], net.now)
+    net.run(lambda: newcomer.chain.tip.hash == blocks[-1].hash)
+    # Headers first: the newcomer asked for headers before any block.
+    assert newcomer.sent[b"getheaders"] >= 1
+    assert first.sent[b"block"] > 0 and second.sent[b"block"] > 0
+    assert first.sent[b"block"] + second.sent[b"block"] == 300
+    assert max(newcomer.getdata_sizes) <= sync.BLOCKS_PER_PEER
+    changed = [e for e in newcomer.events if isinstance(e, ChainChanged)]
+    assert sum(len(e.update.connected) for e in changed) == 300
+    assert {peer.height for peer in newcomer.core.peers()} == {300}
+
+
+def test_a_transaction_and_a_block_are_relayed_by_inv_along_a_line():
+    net = Net()
+    a, b, c = (net.add(max_outbound=0) for _ in range(3))
+    b.core.add_peers([a.address], net.now)
+    c.core.add_peers([b.address], net.now)
+    blocks = mine_on(a, LOCAL.coinbase_maturity + 1, net.now)
+    net.run(lambda: c.chain.tip.hash == blocks[-1].hash)
+    assert not any(peer.address == a.address for peer in c.core.peers())
+
+    outpoint = OutPoint(blocks[0].transactions[0].txid, 0)
+    coin = a.chain.coin(outpoint)
+    assert coin is not None
+    tx = spend([(outpoint, coin)], [TxOut(coin.output.amount - 10_000, lock_of(KEY))], KEY, LOCAL)
+    a.core.submit_transaction(tx, net.now)
+    net.run(lambda: tx.txid in c.mempool)
+    assert any(isinstance(e, TransactionAccepted) and e.tx == tx for e in c.events)
+    assert b.sent[b"tx"] == 1  # b asked a for it once, and c asked b
+
+    [block] = mine_on(a, 1, net.now)
+    assert tx in block.transactions
+    net.run(lambda: c.chain.tip.hash == block.hash)
+    assert tx.txid not in c.mempool and tx.txid not in b.mempool
+
+
+class Stranger:
+    """A peer driven by hand: bytes to one core, its answers read back."""
+
+    def __init__(self, node: Node, link: int, *, port: int = 50000, listen_port: int = 7000):
+        self.node = node
+        self.link = link
+        self.framer = Framer(MAGIC)
+        self.closed: str | None = None
+        node.core.accept(link, ("127.0.0.1", port), NOW)
+        self.listen_port = listen_port
+
+    def handshake(self, height: int = 0, now: float = NOW) -> None:
+        version = Version(1, 1, int(now), 99, self.listen_port, height, "/stranger/")
+        self.send(version, Verack(), now=now)
+
+    def send(self, *messages: lm.Message, now: float = NOW) -> None:
+        data = b"".join(encode(message, MAGIC) for message in messages)
+        self.node.core.receive(self.link, data, now)
+
+    def read(self) -> list[lm.Message]:
+        """What the core sent this stranger since the last read."""
+        got: list[lm.Message] = []
+        for output in self.node.core.take_outputs():
+            if isinstance(output, Send) and output.link == self.link:
+                got += self.framer.feed(output.data)
+            elif isinstance(output, Close) and output.link == self.link:
+                self.closed = output.reason
+        return got
+
+
+def test_a_peer_sending_an_invalid_block_is_dropped_and_banned_with_the_reason():
+    node = new_node(("127.0.0.1", 9000), 1)
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    stranger.read()
+    bad = unsolved(block_template(node.chain, node.mempool, lock_of(KEY), NOW))
+    stranger.send(BlockMessage(bad))
+    stranger.read()
+    assert stranger.closed is not None and "bad-pow" in stranger.closed
+    [ban] = node.core.banned()
+    assert ban.address == ("127.0.0.1", 7000) and "bad-pow" in ban.reason
+    # Back from another port but listening on the same one: refused at its version.
+    again = Stranger(node, 2, port=50001)
+    again.handshake()
+    again.read()
+    assert again.closed == "banned"
+    # Another node on the same loopback IP is someone else.
+    other = Stranger(node, 3, port=50002, listen_port=7001)
+    other.handshake()
+    assert other.read() and other.closed is None
+
+
+def test_a_block_found_invalid_on_connecting_gets_its_sender_banned():
+    node = new_node(("127.0.0.1", 9000), 1)
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    stranger.read()
+    template = block_template(node.chain, node.mempool, lock_of(KEY), NOW)
+    [coinbase] = template.transactions
+    greedy = dataclasses.replace(
+        coinbase, outputs=(TxOut(coinbase.outputs[0].amount + 1, lock_of(KEY)),)
+    )
+    tip = node.chain.tip
+    block = mine(tip.hash, [greedy], template.header.time, template.header.bits)
+    stranger.send(BlockMessage(block))
+    stranger.read()
+    assert stranger.closed is not None and "bad-cb-amount" in stranger.closed
+    assert node.chain.tip is tip
+    assert [ban.address for ban in node.core.banned()] == [("127.0.0.1", 7000)]
+
+
+def test_headers_that_break_the_rules_get_their_sender_banned():
+    node = new_node(("10.0.0.9", 9000), 1)
+    stranger = Stranger(node, 1)
+    stranger.handshake(height=5)
+    assert any(isinstance(m, GetHeaders) for m in stranger.read())
+    bad = unsolved(block_template(node.chain, node.mempool, lock_of(KEY), NOW))
+    stranger.send(Headers((bad.header,)))
+    stranger.read()
+    assert stranger.closed is not None and "bad-pow" in stranger.closed
+
+
+def test_a_peer_flooding_addresses_gets_few_in():
+    node = new_node(("127.0.0.1", 9000), 1)
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    for round_ in range(5):
+        entries = tuple(
+            NetAddress.of((f"10.{round_}.{n // 250}.{n % 250 + 1}", 8333), int(NOW))
+            for n in range(1000)
+        )
+        stranger.send(Addr(entries), now=NOW + round_)
+    # One token to start with; none more within 4 seconds (one a ten seconds).
+    assert len(node.core.addresses) <= 2  # the stranger's own listen address, and one
+    assert node.core.addr_dropped >= 4998
+    assert stranger.closed is None
+
+
+def test_outbound_dials_go_each_to_a_group_of_its_own():
+    node = new_node(("127.0.0.1", 9000), 1)
+    heard = [(f"127.{g}.0.{h + 1}", 8333) for g in range(1, 21) for h in range(5)]
+    node.core.addresses.heard(heard, ("10.0.0.1", 1), NOW)
+    node.core.add_peers([("127.0.0.1", 9100)], NOW)
+    node.core.handle_timer(NOW)
+    dials = [o.address for o in node.core.take_outputs() if isinstance(o, Dial)]
+    assert ("127.0.0.1", 9100) in dials  # the given peer, whatever its group
+    automatic = [a for a in dials if a != ("127.0.0.1", 9100)]
+    assert len(automatic) == 8
+    assert len({network_group(address) for address in automatic}) == 8
+
+
+def test_a_node_that_dials_itself_drops_the_link():
+    net = Net()
+    node = net.add()
+    node.core.add_peers([node.address], net.now)
+    net.run(lambda: any(isinstance(e, Close) for e in node.events))
+    reasons = {e.reason for e in node.events if isinstance(e, Close)}
+    assert "a link to ourselves" in reasons
+    assert node.core.peers() == []
+
+
+def test_a_peer_that_stalls_the_download_is_dropped():
+    source = new_node(("127.0.0.1", 9001), 2)
+    blocks = mine_on(source, 20, NOW)
+    node = new_node(("127.0.0.1", 9000), 1)
+    stranger = Stranger(node, 1)
+    stranger.handshake(height=20)
+    stranger.read()
+    stranger.send(Headers(tuple(block.header for block in blocks)))
+    asked = [m for m in stranger.read() if isinstance(m, GetData)]
+    assert sum(len(m.items) for m in asked) == sync.BLOCKS_PER_PEER
+    node.core.handle_timer(NOW + sync.STALL_TIMEOUT / 2)
+    stranger.read()
+    assert stranger.closed is None
+    node.core.handle_timer(NOW + sync.STALL_TIMEOUT + 1)
+    stranger.read()
+    assert stranger.closed == "stalling the block download"
+
+
+def test_a_silent_connection_is_dropped_after_the_handshake_timeout():
+    node = new_node(("127.0.0.1", 9000), 1)
+    stranger = Stranger(node, 1)
+    node.core.handle_timer(NOW + 5)
+    stranger.read()
+    assert stranger.closed is None
+    node.core.handle_timer(NOW + 60)
+    stranger.read()
+    assert stranger.closed == "no handshake"
+
+
+def test_blocks_asked_for_go_out_as_the_peer_reads():
+    node = new_node(("127.0.0.1", 9000), 1)
+    blocks = mine_on(node, 30, NOW)
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    stranger.read()
+    node.core.set_paused(1, True, NOW)
+    stranger.send(GetData(tuple(InvItem(InvType.BLOCK, block.hash) for block in blocks)))
+    assert stranger.read() == []  # paused: nothing written
+    node.core.set_paused(1, False, NOW)
+    got = [m for m in stranger.read() if isinstance(m, BlockMessage)]
+    while node.core.get_timer() == NOW and len(got) < 30:
+        node.core.handle_timer(NOW)
+        got += [m for m in stranger.read() if isinstance(m, BlockMessage)]
+    assert [m.block.hash for m in got] == [block.hash for block in blocks]
+
+
+def test_a_block_on_an_unknown_parent_waits_for_its_headers():
+    source = new_node(("127.0.0.1", 9001), 2)
+    blocks = mine_on(source, 3, NOW)
+    node = new_node(("127.0.0.1", 9000), 1)
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    stranger.read()
+    stranger.send(BlockMessage(blocks[2]))  # its parent unknown
+    assert any(isinstance(m, GetHeaders) for m in stranger.read())
+    assert stranger.closed is None and node.chain.tip.height == 0
+    stranger.send(Headers(tuple(block.header for block in blocks)))
+    asked = [m for m in stranger.read() if isinstance(m, GetData)]
+    # Only the two it lacks are asked for; the kept one is not fetched again.
+    assert [item.hash for m in asked for item in m.items] == [blocks[0].hash, blocks[1].hash]
+    stranger.send(BlockMessage(blocks[0]), BlockMessage(blocks[1]))
+    assert node.chain.tip.hash == blocks[2].hash
