@@ -163,8 +163,10 @@ def test_payments_pay_their_fee_rate_or_raise(amounts: list[int], amount: int, r
     assert_signed(tx, dict(coins))
 
 
-def make_block(previous: bytes, height: int, txs: list[Transaction], to: bytes) -> Block:
-    coinbase = Transaction(1, (OutPoint(ZERO_HASH, height),), (TxOut(50 * COIN, to),), 0, (b"",))
+def make_block(
+    previous: bytes, height: int, txs: list[Transaction], to: bytes, reward: int = 50 * COIN
+) -> Block:
+    coinbase = Transaction(1, (OutPoint(ZERO_HASH, height),), (TxOut(reward, to),), 0, (b"",))
     body = (coinbase, *txs)
     header = BlockHeader(1, previous, block_merkle_root(body), height, LOCAL.pow_limit_bits, 0)
     return Block(header, body)
@@ -225,3 +227,56 @@ def test_unconfirmed_spend_of_an_unconfirmed_parent(wallet: Wallet) -> None:
     amounts = {e.txid: e.amount for e in history.entries(unconfirmed=[parent, child])}
     fee = COIN - sum(o.amount for o in child.outputs)
     assert amounts == {parent.txid: COIN, child.txid: -(COIN // 2) - fee}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2**32)), min_size=1, max_size=25))
+def test_history_after_any_reorganisations_is_the_active_chains(
+    steps: list[tuple[int, int]],
+) -> None:
+    """Blocks connect and whole branches are swapped; the history always equals one built
+    from the active chain alone."""
+    wallet = Wallet(Path("/nonexistent/wallet.json"), LOCAL, [])
+    wallet._save = lambda: None  # type: ignore[method-assign]
+    ours = [lock_from_address(wallet.new_address(), LOCAL) for _ in range(2)]
+    history = WalletHistory(sqlite3.connect(":memory:"), wallet)
+    active = [LOCAL.genesis]
+    history.blocks_changed(Update([LOCAL.genesis], []))
+
+    def next_block(seed: int) -> Block:
+        unspent = {
+            OutPoint(tx.txid, i): out
+            for block in active
+            for tx in block.transactions
+            for i, out in enumerate(tx.outputs)
+            if out.amount
+        }
+        for block in active:
+            for tx in block.transactions:
+                for outpoint in tx.inputs:
+                    unspent.pop(outpoint, None)
+        spendable = sorted(unspent.items(), key=lambda item: item[0].txid)
+        txs = []
+        if spendable:
+            outpoint, output = spendable[seed % len(spendable)]
+            to = [ours[0], ours[1], STRANGER][seed % 3]
+            txs.append(Transaction(1, (outpoint,), (TxOut(output.amount - 7, to),), 0, (b"",)))
+        to = [ours[0], STRANGER][seed % 2]
+        return make_block(active[-1].hash, len(active), txs, to, COIN + seed % 1000)
+
+    for back, seed in steps:
+        back = min(back, len(active) - 1)
+        disconnected = active[len(active) - back :][::-1]
+        del active[len(active) - back :]
+        connected = []
+        for n in range(back + 1):
+            connected.append(next_block(seed + n))
+            active.append(connected[-1])
+        history.blocks_changed(Update(connected, disconnected))
+        fresh = WalletHistory(sqlite3.connect(":memory:"), wallet)
+        fresh.blocks_changed(Update(list(active), []))
+        assert history.entries() == fresh.entries()
+        for table in ("wallet_tx", "wallet_output"):
+            query = f"SELECT * FROM {table} ORDER BY 1, 2"
+            assert list(history.connection.execute(query)) == list(fresh.connection.execute(query))
+        assert history.tip == fresh.tip == active[-1].hash
