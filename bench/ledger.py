@@ -27,11 +27,15 @@ machine load hits both alike; quote ratios. Progress goes to stderr, results to 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import random
 import subprocess
 import sys
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,21 +43,37 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from shoal.ledger.chain import Chain
 from shoal.ledger.coins import Coin
 from shoal.ledger.params import LOCAL, ChainParams
+from shoal.ledger.pow import meets_target
 from shoal.ledger.primitives import (
     COIN,
+    ZERO_HASH,
+    Block,
+    BlockHeader,
     OutPoint,
     Transaction,
     TxOut,
+    block_merkle_root,
+    decode_block,
     decode_transaction,
     key_lock,
     signature_message,
 )
+from shoal.ledger.store import SqliteStore
 from shoal.ledger.validation import check_inputs, check_transaction
 
 GOAL = 0.70  # of the raw verification rate, as issue 10 asks
 PAYMENT_FEE = 1_000  # base units each benchmark payment leaves to its miner
+# The chain's payments go to this many keys: more than validation's cache of parsed keys
+# holds, as a chain whose wallets use a new address for each payment.
+CHAIN_KEYS = 5_000
+SMALLEST_HALF = 10_000  # a payment splits its coin in two while each half is at least this
+
+
+class BenchError(Exception):
+    """The bench cannot go on; the message says why, in one sentence."""
 
 
 def log(message: str) -> None:
@@ -179,6 +199,128 @@ def validation_rates(count: int, rounds: int, params: ChainParams) -> dict[str, 
     return best
 
 
+# Part 2: blocks of signed payments connected per second.
+
+
+@dataclass
+class BuiltChain:
+    """A chain of blocks, serialised (heights 1 on), and how many payments they carry."""
+
+    blocks: list[bytes]
+    payments: int
+
+    @property
+    def last_time(self) -> int:
+        """The time of the last block's header."""
+        return decode_block(self.blocks[-1]).header.time
+
+
+def mine(previous: bytes, transactions: list[Transaction], when: int, params: ChainParams) -> Block:
+    """A block on previous at the chain's easiest target (about 16 hashes on the local chain)."""
+    root = block_merkle_root(transactions)
+    bits = params.pow_limit_bits
+    for nonce in itertools.count():
+        header = BlockHeader(1, previous, root, when, bits, nonce)
+        if meets_target(header.hash, params.pow_limit_target):
+            return Block(header, tuple(transactions))
+    raise AssertionError("unreachable: the nonces never end")
+
+
+def pay(
+    coin: Spendable, keys: Sequence[Key], rng: random.Random, params: ChainParams
+) -> Transaction:
+    """A payment of coin to two random keys (one payee, one change) or, once the coin is
+    small, to one."""
+    rest = coin.coin.output.amount - PAYMENT_FEE
+    if rest < SMALLEST_HALF:
+        raise BenchError("the bench's coins ran out: fewer blocks or payments per block")
+    halves = (rest // 2, rest - rest // 2) if rest >= 2 * SMALLEST_HALF else (rest,)
+    outputs = tuple(TxOut(amount, rng.choice(keys).lock) for amount in halves)
+    return sign_payment([coin], outputs, params)
+
+
+def spendables(tx: Transaction, height: int, keys: dict[bytes, Key]) -> list[Spendable]:
+    """The outputs of tx (mined at height) as the bench may spend them."""
+    return [
+        Spendable(OutPoint(tx.txid, index), Coin(output, height, tx.is_coinbase), keys[output.lock])
+        for index, output in enumerate(tx.outputs)
+    ]
+
+
+def build_chain(blocks: int, payments: int, params: ChainParams) -> BuiltChain:
+    """coinbase_maturity blocks whose coinbases each pay 2 x payments coins to the bench's
+    keys, then blocks of payments each spending an output of an earlier block."""
+    keys = [Key.generate() for _ in range(CHAIN_KEYS)]
+    by_lock = {key.lock: key for key in keys}
+    rng = random.Random(10)
+    ready: deque[Spendable] = deque()  # spendable in the next block, oldest first
+    maturing: dict[int, list[Spendable]] = {}  # by the height they may be spent at
+    lead = params.coinbase_maturity
+    built = BuiltChain([], 0)
+    previous = params.genesis.hash
+    for height in range(1, lead + blocks + 1):
+        ready.extend(maturing.pop(height, ()))
+        spent = [ready.popleft() for _ in range(payments if height > lead else 0)]
+        transactions = [pay(coin, keys, rng, params) for coin in spent]
+        claim = params.subsidy(height) + PAYMENT_FEE * len(transactions)
+        parts = 2 * payments if height <= lead else 1
+        coinbase_outputs = tuple(
+            TxOut(claim // parts, keys[(height + part) % len(keys)].lock) for part in range(parts)
+        )
+        coinbase = Transaction(1, (OutPoint(ZERO_HASH, height),), coinbase_outputs, 0, (b"bench",))
+        block = mine(previous, [coinbase, *transactions], params.genesis_time + height, params)
+        built.blocks.append(block.serialized)
+        built.payments += len(transactions)
+        previous = block.hash
+        for tx in transactions:
+            ready.extend(spendables(tx, height, by_lock))
+        if height <= lead:
+            maturing[height + params.coinbase_maturity] = spendables(coinbase, height, by_lock)
+        if height % 1000 == 0:
+            log(f"  built {height} blocks")
+    return built
+
+
+@dataclass
+class ConnectResult:
+    """Seconds spent in Chain.accept_block over a chain, and what it connected."""
+
+    seconds: float
+    blocks: int
+    payments: int
+
+    @property
+    def blocks_per_second(self) -> float:
+        """Blocks connected per second."""
+        return self.blocks / self.seconds
+
+    @property
+    def payments_per_second(self) -> float:
+        """Payments (one signature each) connected per second."""
+        return self.payments / self.seconds
+
+
+def connect_chain(built: BuiltChain, path: Path, params: ChainParams) -> ConnectResult:
+    """Time Chain.accept_block of every block, decoded just before (as from the wire; the
+    decoding is not timed), into a new SqliteStore at path."""
+    chain = Chain(params, SqliteStore(path))
+    now = float(built.last_time)
+    seconds = 0.0
+    try:
+        for number, data in enumerate(built.blocks, 1):
+            block = decode_block(data)
+            start = time.perf_counter()
+            chain.accept_block(block, now)
+            seconds += time.perf_counter() - start
+            if chain.tip.hash != block.hash:
+                raise BenchError(f"block {number} did not become the tip")
+            if number % 1000 == 0:
+                log(f"  connected {number} blocks")
+    finally:
+        chain.close()
+    return ConnectResult(seconds, len(built.blocks), built.payments)
+
+
 def commit() -> str:
     """The commit the bench ran on, and whether src/ had changes not committed."""
     head = subprocess.run(
@@ -195,6 +337,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000, help="transactions per validation round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per validation rate")
+    parser.add_argument("--blocks", type=int, default=10_000, help="blocks of payments to connect")
+    parser.add_argument("--txs", type=int, default=20, help="payments per block")
     parser.add_argument("--json", type=Path, metavar="FILE", help="save the figures to FILE")
     args = parser.parse_args()
     params = LOCAL
@@ -211,6 +355,28 @@ def main() -> int:
             f" ({rate / inputs:.0f} tx/s), {rate / raw:.2f} of raw (goal {GOAL:.2f})"
         )
     figures["validation"] = rates
+
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-ledger-") as folder:
+        log(f"building {args.blocks} blocks of {args.txs} payments")
+        start = time.perf_counter()
+        built = build_chain(args.blocks, args.txs, params)
+        log(f"  built in {time.perf_counter() - start:.0f} s")
+        log("connecting them into a SqliteStore")
+        connected = connect_chain(built, Path(folder) / "chain.sqlite", params)
+        print(
+            f"{'connect':>26}: {connected.blocks} blocks in {connected.seconds:.1f} s,"
+            f" {connected.blocks_per_second:.0f} blocks/s,"
+            f" {connected.payments_per_second:.0f} payments/s,"
+            f" {connected.payments_per_second / raw:.2f} of raw"
+        )
+        figures["connect"] = {
+            "blocks": connected.blocks,
+            "payments": connected.payments,
+            "seconds": connected.seconds,
+            "blocks_per_second": connected.blocks_per_second,
+            "payments_per_second": connected.payments_per_second,
+            "of_raw": connected.payments_per_second / raw,
+        }
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return 0

@@ -12,7 +12,18 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "ledger.py"
 
 def test_bench_ledger_runs_and_prints_ratios() -> None:
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--count", "40", "--rounds", "1"],
+        [
+            sys.executable,
+            str(BENCH),
+            "--count",
+            "40",
+            "--rounds",
+            "1",
+            "--blocks",
+            "20",
+            "--txs",
+            "3",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -23,3 +34,6 @@ def test_bench_ledger_runs_and_prints_ratios() -> None:
     assert any("raw Ed25519 verify" in line for line in lines)
     ratios = [line for line in lines if "of raw (goal 0.70)" in line]
     assert len(ratios) == 2, result.stdout
+    connect = [line for line in lines if "connect:" in line]
+    # 20 blocks of payments after the 10 whose coinbases pay for them.
+    assert len(connect) == 1 and "30 blocks" in connect[0] and "of raw" in connect[0], connect
