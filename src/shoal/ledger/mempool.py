@@ -26,8 +26,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
+from .chain import Chain, ChainUpdate
 from .coins import Coin
 from .params import ChainParams
 from .primitives import Block, OutPoint, Transaction
@@ -42,41 +42,6 @@ MAX_ORPHAN_SIZE = 25_000  # one orphan fills at most a quarter of the orphan poo
 ORPHAN_LIFETIME = 20 * 60.0  # seconds
 
 
-class ChainTip(Protocol):
-    """The active chain's last block, as the mempool needs it."""
-
-    @property
-    def height(self) -> int:
-        """Its height."""
-
-    @property
-    def hash(self) -> bytes:
-        """Its hash."""
-
-
-class ChainState(Protocol):
-    """What the mempool reads of the chain (chain.Chain has it)."""
-
-    @property
-    def tip(self) -> ChainTip:
-        """The active chain's tip."""
-
-    def coin(self, outpoint: OutPoint) -> Coin | None:
-        """The unspent output outpoint names at the tip."""
-
-
-class BlocksUpdate(Protocol):
-    """A change of the active chain (chain.ChainUpdate has this shape)."""
-
-    @property
-    def connected(self) -> Sequence[Block]:
-        """New blocks of the active chain, oldest first."""
-
-    @property
-    def disconnected(self) -> Sequence[Block]:
-        """Blocks no longer on it, newest first."""
-
-
 @dataclass(eq=False)
 class Entry:
     """A mempool transaction, its fee, its links to unconfirmed parents and children, and the
@@ -84,7 +49,6 @@ class Entry:
 
     tx: Transaction
     fee: int
-    time: float
     parents: set[bytes] = field(default_factory=set)
     children: set[bytes] = field(default_factory=set)
     ancestor_fee: int = 0
@@ -161,7 +125,7 @@ class Mempool:
 
     # Adding.
 
-    def add(self, tx: Transaction, chain: ChainState, now: float) -> list[Transaction]:
+    def add(self, tx: Transaction, chain: Chain, now: float) -> list[Transaction]:
         """Accept tx if it is valid on chain's tip with our other transactions: then it and
         every orphan it made valid, for relay. [] if it waits as an orphan. Raises Invalid."""
         if tx.txid in self._entries or tx.txid in self._orphans:
@@ -171,7 +135,7 @@ class Mempool:
             accepted += self._adopt_orphans([tx.txid], chain, now)
         return accepted
 
-    def _accept(self, tx: Transaction, chain: ChainState, now: float, *, orphan: bool) -> bool:
+    def _accept(self, tx: Transaction, chain: Chain, now: float, *, orphan: bool) -> bool:
         """Add tx if valid (True), keep it as an orphan if inputs are missing and orphan
         (False), or raise Invalid."""
         check_transaction(tx)
@@ -208,7 +172,7 @@ class Mempool:
                 f"The fee of {fee} is under {MIN_RELAY_FEE_RATE} a byte for {tx.size} bytes.",
                 ban=False,
             )
-        entry = Entry(tx, fee, now, parents)
+        entry = Entry(tx, fee, parents)
         self._check_chain_limits(entry)
         self._insert(entry)
         self._trim()
@@ -217,7 +181,7 @@ class Mempool:
         return True
 
     def _coins_for(
-        self, tx: Transaction, chain: ChainState, height: int
+        self, tx: Transaction, chain: Chain, height: int
     ) -> tuple[list[Coin] | None, set[bytes]]:
         """The coins tx's inputs spend, from mempool parents or the chain (None if one is
         missing), and the txids of its mempool parents."""
@@ -354,9 +318,7 @@ class Mempool:
                     del self._waiting[outpoint.txid]
         return orphan.tx
 
-    def _adopt_orphans(
-        self, parents: list[bytes], chain: ChainState, now: float
-    ) -> list[Transaction]:
+    def _adopt_orphans(self, parents: list[bytes], chain: Chain, now: float) -> list[Transaction]:
         """Try again the orphans waiting on parents (and on those they bring in)."""
         accepted = []
         queue = list(parents)
@@ -386,9 +348,7 @@ class Mempool:
 
     # Following the chain.
 
-    def blocks_changed(
-        self, update: BlocksUpdate, chain: ChainState, now: float
-    ) -> list[Transaction]:
+    def blocks_changed(self, update: ChainUpdate, chain: Chain, now: float) -> list[Transaction]:
         """Follow the chain (at its new tip): drop mined transactions and those conflicting
         with them; after a reorganisation, bring back the disconnected blocks' transactions
         and check everything again. Returns orphans that became valid, for relay."""
@@ -414,7 +374,7 @@ class Mempool:
                     self._remove_with_descendants(spender)
 
     def _rebuild(
-        self, disconnected: Sequence[Block], mined: set[bytes], chain: ChainState, now: float
+        self, disconnected: Sequence[Block], mined: set[bytes], chain: Chain, now: float
     ) -> None:
         """Check again, against chain's new tip, the disconnected blocks' transactions (oldest
         first) and then ours (parents first); keep what is valid."""
@@ -424,15 +384,15 @@ class Mempool:
             for tx in block.transactions
             if not tx.is_coinbase and tx.txid not in mined
         ]
-        held = [(tx, self._entries[tx.txid].time) for tx in self.transactions()]
+        held = list(self.transactions())
         self._entries.clear()
         self._spenders.clear()
         self.bytes = 0
-        for tx, time in [*((tx, now) for tx in returning), *held]:
+        for tx in [*returning, *held]:
             if tx.txid in self._entries or tx.txid in mined:
                 continue
             try:
-                self._accept(tx, chain, time, orphan=False)
+                self._accept(tx, chain, now, orphan=False)
             except Invalid:
                 continue  # spent, conflicting or immature on the new chain: it is gone
 

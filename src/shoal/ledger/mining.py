@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
+from .chain import Chain
 from .encoding import u32, u64
+from .mempool import Mempool
 from .pow import target_from_bits
 from .primitives import (
     HEADER_SIZE,
@@ -18,10 +19,6 @@ from .primitives import (
     TxOut,
     block_merkle_root,
 )
-
-if TYPE_CHECKING:
-    from .chain import Chain
-    from .mempool import Mempool
 
 BLOCK_VERSION = 1
 NONCES = 1 << 32  # a header's nonce is 32 bits

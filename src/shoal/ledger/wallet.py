@@ -21,13 +21,13 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import ShoalError
 from .bech32m import address_from_key
+from .chain import ChainUpdate
 from .coins import Coin
 from .encoding import compact_size
 from .params import ChainParams
@@ -288,18 +288,6 @@ class Wallet:
         return Transaction(TX_VERSION, inputs, tuple(outputs), 0, witnesses)
 
 
-class BlocksUpdate(Protocol):
-    """What the chain says after accepting a block (chain.ChainUpdate has this shape)."""
-
-    @property
-    def connected(self) -> Sequence[Block]:
-        """New blocks of the active chain, oldest first."""
-
-    @property
-    def disconnected(self) -> Sequence[Block]:
-        """Blocks no longer on it, newest first."""
-
-
 @dataclass(frozen=True)
 class HistoryEntry:
     """One transaction touching the wallet: what it did to the balance (negative for a
@@ -348,7 +336,7 @@ class WalletHistory:
         row = self.connection.execute("SELECT value FROM wallet_meta WHERE name = 'tip'").fetchone()
         return bytes(row[0]) if row else None
 
-    def blocks_changed(self, update: BlocksUpdate) -> None:
+    def blocks_changed(self, update: ChainUpdate) -> None:
         """Follow the chain through one update: undo disconnected blocks, apply connected."""
         with self.connection:
             for block in update.disconnected:
