@@ -313,20 +313,57 @@ def test_a_node_that_dials_itself_drops_the_link():
     assert node.core.peers() == []
 
 
-def test_a_peer_that_stalls_the_download_is_dropped():
+def test_a_peer_that_stalls_the_download_is_dropped_and_another_takes_over():
     source = new_node(("127.0.0.1", 9001), 2)
     blocks = mine_on(source, 20, NOW)
+    headers = Headers(tuple(block.header for block in blocks))
+    node = new_node(("127.0.0.1", 9000), 1)
+    staller = Stranger(node, 1)
+    staller.handshake(height=20)
+    staller.read()
+    staller.send(headers)
+    asked = [item.hash for m in staller.read() if isinstance(m, GetData) for item in m.items]
+    assert asked == [block.hash for block in blocks[: sync.BLOCKS_PER_PEER]]
+    helper = Stranger(node, 2, port=50001, listen_port=7001)
+    helper.handshake(height=20)
+    helper.read()
+    helper.send(headers)
+    rest = [item.hash for m in helper.read() if isinstance(m, GetData) for item in m.items]
+    assert rest == [block.hash for block in blocks[sync.BLOCKS_PER_PEER :]]
+    helper.send(*(BlockMessage(block) for block in blocks[sync.BLOCKS_PER_PEER :]))
+    node.core.handle_timer(NOW + sync.STALL_TIMEOUT / 2)
+    staller.read()
+    assert staller.closed is None
+    node.core.handle_timer(NOW + sync.STALL_TIMEOUT + 1)
+    outputs = node.core.take_outputs()
+    closes = [o.reason for o in outputs if isinstance(o, Close) and o.link == 1]
+    assert closes == ["stalling the block download"]
+    framer = Framer(MAGIC)
+    taken = [
+        item.hash
+        for o in outputs
+        if isinstance(o, Send) and o.link == 2
+        for m in framer.feed(o.data)
+        if isinstance(m, GetData)
+        for item in m.items
+    ]
+    assert taken == asked
+    assert not node.core.banned()  # slow is not malicious
+
+
+def test_a_lone_slow_peer_is_dropped_only_after_the_block_timeout():
+    source = new_node(("127.0.0.1", 9001), 2)
+    blocks = mine_on(source, 3, NOW)
     node = new_node(("127.0.0.1", 9000), 1)
     stranger = Stranger(node, 1)
-    stranger.handshake(height=20)
+    stranger.handshake(height=3)
     stranger.read()
     stranger.send(Headers(tuple(block.header for block in blocks)))
-    asked = [m for m in stranger.read() if isinstance(m, GetData)]
-    assert sum(len(m.items) for m in asked) == sync.BLOCKS_PER_PEER
-    node.core.handle_timer(NOW + sync.STALL_TIMEOUT / 2)
     stranger.read()
-    assert stranger.closed is None
     node.core.handle_timer(NOW + sync.STALL_TIMEOUT + 1)
+    stranger.read()
+    assert stranger.closed is None  # no one else could send the blocks
+    node.core.handle_timer(NOW + sync.BLOCK_TIMEOUT + 1)
     stranger.read()
     assert stranger.closed == "stalling the block download"
 

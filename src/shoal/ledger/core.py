@@ -49,7 +49,7 @@ from .peers import (
     TransactionAccepted,
 )
 from .primitives import ZERO_HASH, Block, BlockHeader, Transaction
-from .sync import BLOCKS_PER_PEER, BoundedSet, Supplier
+from .sync import BLOCKS_PER_PEER, REFILL_AT, BoundedSet, Supplier
 from .validation import Invalid
 
 __all__ = [
@@ -311,12 +311,21 @@ class LedgerNode(PeerLayer):
             self._ask_headers(peer, after=headers[-1].hash)
         self._retry_orphans()
 
-    def _fetch_blocks(self) -> None:
-        """Ask peers with room for the blocks the chain lacks, neighbours to different peers."""
-        suppliers = [
+    def _suppliers(self) -> list[Supplier]:
+        return [
             Supplier(peer.link, peer.best, peer.lacks)
             for peer in self._ready_peers()
-            if not peer.paused and peer.best is not None and self.download.free(peer.link) > 0
+            if peer.best is not None
+        ]
+
+    def _fetch_blocks(self) -> None:
+        """Ask peers for the blocks the chain lacks, neighbours to different peers; a peer is
+        topped up once half its slots are free (each look walks the chain's window)."""
+        suppliers = [
+            supplier
+            for supplier in self._suppliers()
+            if not self._peers[supplier.peer].paused
+            and self.download.free(supplier.peer) >= REFILL_AT
         ]
         if not suppliers:
             return
@@ -329,17 +338,21 @@ class LedgerNode(PeerLayer):
             self._send(self._peers[link], GetData(items))
 
     def _maintain(self) -> None:
-        """The links' upkeep, then drop the peer holding the block the chain waits for too
-        long (or any block), and forget transactions asked for long ago."""
+        """The links' upkeep; drop a peer slow with any block, or holding the block the chain
+        waits for while another peer could send it; forget transactions asked long ago."""
         super()._maintain()
         now = self._now
-        first = self.chain.blocks_to_fetch(1, ())
-        stalling = self.download.stalling(first[0].hash if first else None, now)
         slow = self.download.timed_out(now)
-        if stalling is not None:
-            slow.add(stalling)
+        first = self.chain.blocks_to_fetch(1, ())
+        if first:
+            stalling = self.download.stalling(first[0].hash, now)
+            others = [s for s in self._suppliers() if s.peer != stalling and s.has(first[0])]
+            if stalling is not None and others:
+                slow.add(stalling)
         for link in slow:
-            self._drop(self._peers[link], "stalling the block download")
+            peer = self._peers.get(link)
+            if peer is not None:
+                self._drop(peer, "stalling the block download")
         for txid in [t for t, at in self._tx_asked.items() if now - at > TX_TIMEOUT]:
             del self._tx_asked[txid]
         self._fetch_blocks()
@@ -374,7 +387,10 @@ class LedgerNode(PeerLayer):
         self._chain_changed(update, peer)
 
     def _keep_orphan(self, block: Block, peer: Peer | None) -> None:
-        """Keep a block on an unknown parent (a few at most) and ask for its headers."""
+        """Keep a block on an unknown parent (a few, none too large) and ask for its
+        headers."""
+        if block.size > self.params.max_block_size:
+            return
         if len(self._orphans) >= MAX_ORPHAN_BLOCKS:
             del self._orphans[next(iter(self._orphans))]
         self._orphans[block.hash] = (block, -1 if peer is None else peer.link)

@@ -16,6 +16,7 @@ from .blockindex import BlockIndex
 
 # Blocks one peer is asked for at a time (Bitcoin's MAX_BLOCKS_IN_TRANSIT_PER_PEER).
 BLOCKS_PER_PEER = 16
+REFILL_AT = BLOCKS_PER_PEER // 2  # free slots a peer has before it is asked for more
 # A peer that holds the block the chain waits for next (the first of the download window)
 # this long is disconnected: it stalls every other peer's blocks behind it. Any block asked
 # for and not come after BLOCK_TIMEOUT drops its peer too.
