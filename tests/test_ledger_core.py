@@ -412,3 +412,25 @@ def test_a_block_on_an_unknown_parent_waits_for_its_headers():
     assert [item.hash for m in asked for item in m.items] == [blocks[0].hash, blocks[1].hash]
     stranger.send(BlockMessage(blocks[0]), BlockMessage(blocks[1]))
     assert node.chain.tip.hash == blocks[2].hash
+
+
+def test_a_partitioned_node_reorganises_to_the_longer_chain_when_it_joins_again():
+    net = Net()
+    a, b = net.add(max_outbound=0), net.add(max_outbound=0)
+    b.core.add_peers([a.address], net.now)
+    net.run(lambda: len(a.core.peers()) == 1 == len(b.core.peers()))
+    b.core.set_network_active(False, net.now)
+    net.run(lambda: not a.core.peers() and not b.core.peers())
+    longer = mine_on(a, 3, net.now)
+    shorter = mine_on(b, 2, net.now + 1)
+    net.run(lambda: net.now > NOW + 30)
+    assert not b.core.peers()  # off: it dialled no one, took no one
+    assert b.chain.tip.hash == shorter[-1].hash
+    b.core.set_network_active(True, net.now)
+    net.run(lambda: b.chain.tip.hash == longer[-1].hash)
+    [reorg] = [e.update for e in b.events if isinstance(e, ChainChanged) and e.update.disconnected]
+    assert [blk.hash for blk in reorg.disconnected] == [blk.hash for blk in reversed(shorter)]
+    assert [blk.hash for blk in reorg.connected] == [blk.hash for blk in longer]
+    assert a.chain.tip.hash == longer[-1].hash
+    [info] = b.core.peers()
+    assert info.as_json()["address"] == "127.0.0.1:9000" and info.as_json()["given"] is True

@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..addresses import Address, pack_ip, source_key
+from ..addresses import Address, pack_ip, source_key, text
 
 NEW_CAPACITY = 1024
 TRIED_CAPACITY = 1024
@@ -319,6 +319,15 @@ class Ban:
     reason: str
     since: float
     until: float
+
+    def as_json(self) -> dict[str, object]:
+        """The fields as JSON values (the address as HOST:PORT)."""
+        return {
+            "address": text(self.address),
+            "reason": self.reason,
+            "since": self.since,
+            "until": self.until,
+        }
 
 
 class BanList:

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..addresses import Address
+from ..addresses import Address, text
 from .addrman import AddrBudget, AddressManager, Ban, BanList, ban_key, network_group
 from .blockindex import BlockIndex
 from .chain import ChainUpdate
@@ -102,6 +102,21 @@ class PeerInfo:
     blocks_in_flight: int
     ping: float | None  # seconds, as last measured
 
+    def as_json(self) -> dict[str, object]:
+        """The fields as JSON values (the address as HOST:PORT)."""
+        return {
+            "link": self.link,
+            "address": text(self.address),
+            "inbound": self.inbound,
+            "given": self.given,
+            "height": self.height,
+            "user_agent": self.user_agent,
+            "version": self.version,
+            "connected_since": self.connected_since,
+            "blocks_in_flight": self.blocks_in_flight,
+            "ping": self.ping,
+        }
+
 
 @dataclass(eq=False)
 class Peer:
@@ -172,6 +187,7 @@ class PeerLayer:
         self.bans = BanList()
         self.download = BlockDownload()
         self.addr_dropped = 0  # addresses past their sender's budget (for tests and status)
+        self.network_active = True
         self._peers: dict[int, Peer] = {}
         self._dialling: dict[Address, float] = {}
         self._outputs: list[Output] = []
@@ -186,12 +202,26 @@ class PeerLayer:
         self.addresses.add_given(addresses, now)
         self._next_maintenance = now
 
+    def set_network_active(self, active: bool, now: float) -> None:
+        """Cut the node off (every link closed, none dialled or taken) or join again, as
+        bitcoind's setnetworkactive."""
+        self._now = now
+        self.network_active = active
+        if active:
+            self._next_maintenance = now
+            return
+        self._dialling.clear()
+        for peer in list(self._peers.values()):
+            self._drop(peer, "the network is off")
+
     def accept(self, link: int, address: Address, now: float) -> None:
         """A connection came in from address as link (refused with a Close)."""
         self._now = now
         inbound = [peer for peer in self._peers.values() if peer.inbound]
         source = _source(address)
-        if self.bans.is_banned(address, now):
+        if not self.network_active:
+            self._outputs.append(Close(link, "the network is off"))
+        elif self.bans.is_banned(address, now):
             self._outputs.append(Close(link, "banned"))
         elif len(inbound) >= self.max_inbound:
             self._outputs.append(Close(link, "no room for another peer"))
@@ -204,6 +234,9 @@ class PeerLayer:
         """The connection a Dial asked for is open as link: say who we are."""
         self._now = now
         self._dialling.pop(address, None)
+        if not self.network_active:
+            self._outputs.append(Close(link, "the network is off"))
+            return
         peer = self._peers[link] = self._open(link, address, inbound=False)
         self._send(peer, self._version())
 
@@ -290,7 +323,7 @@ class PeerLayer:
         """peer's link is gone: its blocks may be asked of others; a dial that never finished
         the handshake counts as failed."""
         self.download.release(peer.link)
-        if not peer.inbound and not peer.ready:
+        if not peer.inbound and not peer.ready and self.network_active:
             self.addresses.failed(peer.address, self._now)
         self._next_maintenance = min(self._next_maintenance, self._now + MAINTAIN_EVERY)
 
@@ -351,6 +384,8 @@ class PeerLayer:
         """Dial the given peers not linked, and others up to max_outbound, each of those in a
         network group of its own."""
         now = self._now
+        if not self.network_active:
+            return
         given = set(self.addresses.given())
         outbound = [peer.address for peer in self._peers.values() if not peer.inbound]
         busy = set(self._dialling) | set(outbound)
