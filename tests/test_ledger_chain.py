@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -451,3 +456,70 @@ def test_blocks_to_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
     update = chain.accept_block(blocks[1], NOW)
     assert update.connected == blocks[1:3] and chain.tip.height == 3
     assert [i.hash for i in chain.blocks_to_fetch(10, set())] == [b.hash for b in blocks[3:5]]
+
+
+def paying_branch(count: int, key_seed: int) -> list[Block]:
+    """count blocks from the genesis paying key_seed's key, each after the maturity also
+    spending an earlier coinbase, so connecting and disconnecting them moves coins."""
+    key = private_key(key_seed)
+    builder = fresh()
+    blocks: list[Block] = []
+    for height in range(1, count + 1):
+        txs = []
+        if height > LOCAL.coinbase_maturity:
+            coin = coinbase_coin(blocks[height - LOCAL.coinbase_maturity - 1])
+            txs.append(spend([coin], [TxOut(coin[1].output.amount, lock_of(BOB))], key, LOCAL))
+        blocks.append(next_block(builder, txs, lock=lock_of(key)))
+        builder.accept_block(blocks[-1], NOW)
+    return blocks
+
+
+CHILD = """
+import sys
+from shoal.ledger.chain import Chain
+from shoal.ledger.params import LOCAL
+from shoal.ledger.primitives import decode_block
+from shoal.ledger.store import SqliteStore
+
+chain = Chain(LOCAL, SqliteStore(sys.argv[1]))
+for line in open(sys.argv[2]):
+    chain.accept_block(decode_block(bytes.fromhex(line)), float(sys.argv[3]))
+    print(chain.tip.height, flush=True)
+"""
+
+
+@pytest.mark.parametrize("kill_after", [25, 45, 60, 62])
+def test_a_kill_at_any_moment_leaves_a_consistent_state(tmp_path: Path, kill_after: int) -> None:
+    losing, winning = paying_branch(30, 1), paying_branch(45, 2)
+    feed = tmp_path / "blocks.hex"
+    feed.write_text("".join(block.serialized.hex() + "\n" for block in losing + winning))
+    path = tmp_path / "chain.sqlite"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), str(feed), str(NOW)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    # One line a block: the kill lands in a later one; after 60 lines (the losing branch
+    # and 30 of the winning) the next block sets off a reorganisation of 61 commits.
+    for _ in range(kill_after):
+        assert child.stdout.readline()
+    if kill_after == 60:  # wait for the reorganisation to begin: the first block disconnected
+        watcher = sqlite3.connect(path)
+        deadline = time.monotonic() + 20
+        while (
+            watcher.execute("SELECT value FROM meta WHERE key = 'tip'").fetchone()[0]
+            == losing[-1].hash
+        ):
+            assert time.monotonic() < deadline
+        watcher.close()
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    chain = Chain(LOCAL, SqliteStore(path))
+    active = [chain.block(chain.at_height(h).hash) for h in range(1, chain.tip.height + 1)]  # type: ignore[union-attr]
+    assert chain.tip.height >= min(kill_after, 30) and None not in active
+    assert chain.store.utxo() == fed(active).store.utxo()  # type: ignore[arg-type]
+    assert chain.tip.hash in {block.hash for block in losing + winning}
+    if kill_after == 60:  # the block that set off the reorganisation was kept with its first step
+        assert chain.tip.hash == winning[30].hash
+    chain.close()

@@ -22,13 +22,13 @@ class BlockIndex:
     header: BlockHeader
     height: int
     work: int  # cumulative: of this block and every ancestor
-    parent: BlockIndex | None
+    parent: BlockIndex | None = field(repr=False)
     has_data: bool  # its body is stored
     invalid: bool  # it or an ancestor breaks a rule
     complete: bool = False  # it and every ancestor have data: it can be connected
     sequence: int = 0  # when its data arrived: of two chains of equal work, the first wins
-    skip: BlockIndex | None = None
-    children: list[BlockIndex] = field(default_factory=list)
+    skip: BlockIndex | None = field(default=None, repr=False)
+    children: list[BlockIndex] = field(default_factory=list, repr=False)
 
     def link(self) -> None:
         """Set the skip link and join the parent's children (the parent's links are set)."""

@@ -269,6 +269,11 @@ class SqliteStore:
         # NORMAL under WAL: a crash of the process loses nothing committed, a power cut at
         # most the last commits, and the file is never left inconsistent.
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Each block dirties pages all over the coin and transaction tables (their keys are
+        # hashes): a longer log between checkpoints writes each page back once for many
+        # blocks, and a larger page cache keeps those tables' upper levels in memory.
+        self._db.execute("PRAGMA wal_autocheckpoint=10000")
+        self._db.execute("PRAGMA cache_size=-65536")
         self._db.executescript(_SCHEMA)
         self._recent: dict[OutPoint, Coin] = {}
 
@@ -345,6 +350,17 @@ class SqliteStore:
 
     def apply(self, change: StateChange) -> None:
         self._begin()
+        try:
+            self._write(change)
+        except sqlite3.Error:
+            # Never let a later commit() keep half a block: drop the open transaction.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._remember(change)
+
+    def _write(self, change: StateChange) -> None:
+        """The statements of apply."""
         db = self._db
         db.executemany(
             "DELETE FROM utxo WHERE txid = ? AND idx = ?",
@@ -370,7 +386,6 @@ class SqliteStore:
             db.execute("DELETE FROM undo WHERE hash = ?", (change.block_hash,))
             db.executemany("DELETE FROM txindex WHERE txid = ?", [(t,) for t in change.txids])
         db.execute("INSERT OR REPLACE INTO meta VALUES ('tip', ?)", (change.tip,))
-        self._remember(change)
 
     def _remember(self, change: StateChange) -> None:
         """Keep the memory copy of recent coins in step with the table."""
