@@ -29,6 +29,7 @@ apt:
 
 demo: $(BIN)/shoal
 	$(BIN)/shoal demo
+	$(BIN)/shoal demo --ledger
 
 lint: $(BIN)/shoal
 	$(BIN)/ruff check .

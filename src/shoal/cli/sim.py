@@ -20,9 +20,18 @@ from .common import (
 @main.command()
 @click.option("--leechers", type=click.IntRange(1, 20), default=4, help="How many leechers.")
 @click.option("--size-mib", type=click.IntRange(1, 4096), default=24, help="Size of the file.")
-def demo(leechers: int, size_mib: int) -> None:
+@click.option(
+    "--ledger", is_flag=True, help="Run the ledger demo instead: mining, payments, a partition."
+)
+def demo(leechers: int, size_mib: int, ledger: bool) -> None:
     """Run a hub, a DHT and the overlay on loopback: one seeder lists a file in all three, one
-    search finds it three ways, and several leechers download it, trading pieces."""
+    search finds it three ways, and several leechers download it, trading pieces. With
+    --ledger: three ledger nodes mine and pay each other, and a partition heals."""
+    if ledger:
+        from ..demo_ledger import run_ledger_demo
+
+        run(run_ledger_demo)
+        return
     from ..demo import run_demo
 
     run(lambda: run_demo(leechers=leechers, size=size_mib * 1024 * 1024))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -54,12 +55,21 @@ def close(transport: asyncio.WriteTransport | None) -> None:
 
 
 def rearm(
-    timer: asyncio.TimerHandle | None, wake: float | None, callback: Callable[[], None]
+    timer: asyncio.TimerHandle | None,
+    wake: float | None,
+    callback: Callable[[], None],
+    wall_clock: bool = False,
 ) -> asyncio.TimerHandle | None:
-    """A core's one timer, moved to wake (the core's get_timer(); None: no timer)."""
+    """A core's one timer, moved to wake (the core's get_timer(); None: no timer), a time of
+    the event loop's clock or, for a core on the wall clock, of time.time()."""
     if timer is not None:
         timer.cancel()
-    return None if wake is None else asyncio.get_running_loop().call_at(wake, callback)
+    if wake is None:
+        return None
+    loop = asyncio.get_running_loop()
+    if wall_clock:
+        return loop.call_later(max(0.0, wake - time.time()), callback)
+    return loop.call_at(wake, callback)
 
 
 class TimedCore(Protocol):
@@ -79,6 +89,9 @@ class CoreClock(Generic[C]):
     in _pump and re-arm the timer there with _rearm."""
 
     save_interval = 300.0
+    # Cores whose `now` is Unix time (the ledger checks block times against it) rather than
+    # the event loop's monotonic clock.
+    wall_clock = False
 
     def __init__(self) -> None:
         self.core: C | None = None
@@ -89,15 +102,19 @@ class CoreClock(Generic[C]):
         self._timer = None
         if self.core is None:
             return
-        now = asyncio.get_running_loop().time()
+        now = self.now()
         self.core.handle_timer(now)
         if now - self._last_save >= self.save_interval:
             self._last_save = now
             self._save()
         self._pump()
 
+    def now(self) -> float:
+        """The time as the core reads it."""
+        return time.time() if self.wall_clock else asyncio.get_running_loop().time()
+
     def _rearm(self, core: C) -> None:
-        self._timer = rearm(self._timer, core.get_timer(), self._on_timer)
+        self._timer = rearm(self._timer, core.get_timer(), self._on_timer, self.wall_clock)
 
     def _stop_clock(self) -> None:
         if self._timer is not None:

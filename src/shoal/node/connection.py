@@ -111,8 +111,8 @@ class PeerConnection(asyncio.Protocol):
             self._first = data
             return
         self._first = None
-        if kind is StreamKind.OVERLAY:
-            self._to_overlay(data)
+        if kind in (StreamKind.OVERLAY, StreamKind.LEDGER):
+            self._hand_over(kind, data)
             return
         plaintext = kind is StreamKind.BITTORRENT
         if self.node.encryption == ("require" if plaintext else "off"):
@@ -124,16 +124,17 @@ class PeerConnection(asyncio.Protocol):
             self.mse = mse.MseReceiver(self.node.torrent_by_skey, methods=self.node.mse_methods)
             self._negotiate(data)
 
-    def _to_overlay(self, data: bytes) -> None:
-        """Hand the socket, and the bytes read so far, to the overlay (if the node joins it)."""
-        overlay = self.node.overlay
-        if overlay is None or self.transport is None or self.address is None:
-            log.info("dropped %s: this node does not join the overlay", self.address)
+    def _hand_over(self, kind: StreamKind, data: bytes) -> None:
+        """Hand the socket, and the bytes read so far, to the service of a stream core (the
+        overlay or the ledger), if the node runs it."""
+        service = self.node.overlay if kind is StreamKind.OVERLAY else self.node.ledger
+        if service is None or self.transport is None or self.address is None:
+            log.info("dropped %s: it opened with %s, not served here", self.address, kind.value)
             self.close()
             return
         self.node.handshaken(self)
         transport, self.transport = self.transport, None
-        overlay.adopt(transport, self.address, data)
+        service.adopt(transport, self.address, data)
 
     def _negotiate(self, data: bytes) -> None:
         """Carry the MSE handshake on; once done, the BitTorrent stream starts."""

@@ -25,6 +25,7 @@ from ..swarm.sources import ENCRYPTION_POLICIES
 from ..wire import mse
 from .connection import PeerConnection
 from .dht import DhtService
+from .ledger import LedgerOptions, LedgerService
 from .overlay import OverlayOptions, OverlayService
 from .rendezvous import Rendezvous
 from .torrent import TorrentTask
@@ -58,6 +59,7 @@ class Node:
         dht_read_only: bool = False,
         state: Path | None = None,
         overlay: OverlayOptions | None = None,
+        ledger: LedgerOptions | None = None,
     ) -> None:
         """dht_routers: join the DHT through these (None: no DHT); dht_read_only: a DHT node
         that asks but never answers (BEP 43); state: where the DHT keeps its routing table
@@ -99,6 +101,11 @@ class Node:
             else None
         )
         self.overlay: OverlayService | None = None
+        self.ledger: LedgerService | None = None
+        if ledger is not None:
+            if state is None:
+                raise ShoalError("a node that runs the ledger needs a state folder")
+            self.ledger = LedgerService(ledger, state)
         self.rendezvous: Rendezvous | None = None
         if overlay is not None:
             self.overlay = OverlayService(overlay, state)
@@ -142,6 +149,8 @@ class Node:
             await self.overlay.start(self.port)
         if self.rendezvous is not None:
             self.rendezvous.start()
+        if self.ledger is not None:
+            await self.ledger.start(self.port)
 
     async def _listen(self, port: int) -> int:
         """TCP and UDP on one port number (any free one for 0): IPv4 on the host asked for,
@@ -263,6 +272,8 @@ class Node:
             self.dht.stop()
         if self.overlay is not None:
             self.overlay.stop()
+        if self.ledger is not None:
+            self.ledger.stop()
         self.datagrams.close()
         for connection, _timer in list(self._handshaking.values()):
             connection.close()

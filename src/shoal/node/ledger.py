@@ -1,0 +1,256 @@
+"""The ledger on the node's TCP port: the sans-IO `LedgerNode` run on the event loop's clock,
+its chain state in SQLite in the chain's own folder, each link a StreamLink, and a miner in a
+worker process when the node mines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..addresses import Address
+from ..errors import ShoalError, inert
+from ..ledger.chain import Chain, ChainUpdate
+from ..ledger.core import ChainChanged, Close, Dial, LedgerNode, Send
+from ..ledger.mempool import Mempool
+from ..ledger.params import ChainParams
+from ..ledger.primitives import Block, Transaction
+from ..ledger.store import SqliteStore
+from .adapter import CoreClock, resolve
+from .miner import Miner
+from .streamlink import StreamLink
+
+log = logging.getLogger(__name__)
+
+CHAIN_FILE = "chain.sqlite"
+DIAL_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class LedgerOptions:
+    """How a node runs the ledger: the chain, the peers it dials first, and whom it mines
+    for (a lock; None: it does not mine)."""
+
+    params: ChainParams
+    peers: tuple[Address, ...] = ()
+    mine_to: bytes | None = None
+    # On the local chain proof of work is nearly free: a miner waits an exponentially
+    # distributed time of this mean before each block, as if it had searched that long, so
+    # blocks come as a Poisson process as real mining makes them.
+    block_time: float = 5.0
+
+
+def ledger_dir(state: Path, params: ChainParams) -> Path:
+    """The folder of one chain's files in a node's state folder: each chain its own."""
+    return state / "ledger" / params.name
+
+
+class LedgerService(CoreClock[LedgerNode]):
+    """The ledger core on the node's TCP port number."""
+
+    wall_clock = True
+
+    def __init__(self, options: LedgerOptions, state: Path) -> None:
+        super().__init__()
+        self.options = options
+        self.params = options.params
+        self.folder = ledger_dir(state, options.params)
+        self.chain: Chain | None = None
+        self.mempool = Mempool(options.params)
+        self.miner: Miner | None = None
+        self._links: dict[int, StreamLink] = {}
+        self._dials: dict[int, asyncio.Task[None]] = {}
+        self._dialling: dict[int, Address] = {}  # link number -> the address dialled
+        self._next_link = 0
+        # Told of every change of the active chain (the wallet's history follows it).
+        self.listeners: list[Callable[[ChainUpdate], None]] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop."""
+        return asyncio.get_running_loop()
+
+    async def start(self, port: int) -> None:
+        """Open the chain state and start the core on port (the node's), dialling the peers
+        given; start mining if asked to."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.chain = Chain(self.params, SqliteStore(self.folder / CHAIN_FILE))
+        except OSError as exc:
+            raise ShoalError(f"cannot open the chain in {self.folder}: {exc.strerror}") from None
+        now = self.now()
+        self.core = LedgerNode(
+            self.params, self.chain, self.mempool, random.Random(), listen_port=port
+        )
+        given = await resolve(self.options.peers, socket.SOCK_STREAM, what="ledger peer")
+        self.core.add_peers(given, now)
+        self._pump()
+        if self.options.mine_to is not None:
+            self.start_miner(self.options.mine_to)
+
+    def start_miner(self, lock: bytes) -> None:
+        """Mine new blocks paying lock, for as long as the node runs."""
+        self.ensure_miner().start(lock)
+
+    def ensure_miner(self) -> Miner:
+        """The node's miner (made idle if there is none: `generate` mines with it)."""
+        if self.miner is None:
+            self.miner = Miner(self, self.options.block_time)
+        return self.miner
+
+    def height(self) -> int:
+        """The height of the active chain's tip."""
+        return -1 if self.chain is None else self.chain.tip.height
+
+    def stop(self) -> None:
+        """Stop mining, close every link and the chain state."""
+        self._stop_clock()
+        if self.miner is not None:
+            self.miner.stop()
+            self.miner = None
+        self.core = None
+        for dial in self._dials.values():
+            dial.cancel()
+        for link in list(self._links.values()):
+            link.close()
+        self._links.clear()
+        if self.chain is not None:
+            self.chain.close()
+            self.chain = None
+
+    # What the node's RPC and miner ask.
+
+    def submit_transaction(self, tx: Transaction) -> None:
+        """Take a transaction of ours (the wallet's) and relay it; Invalid if it is not valid."""
+        if self.core is None:
+            raise ShoalError("the ledger is not running")
+        try:
+            self.core.submit_transaction(tx, self.now())
+        finally:
+            self._pump()
+
+    def submit_block(self, block: Block) -> None:
+        """Take a block our miner found and relay it."""
+        if self.core is None:
+            return
+        try:
+            self.core.submit_block(block, self.now())
+        finally:
+            self._pump()
+
+    def add_peers(self, addresses: list[Address]) -> None:
+        """Ledger nodes to dial and keep (given peers)."""
+        if self.core is not None:
+            self.core.add_peers(addresses, self.now())
+            self._pump()
+
+    def set_network_active(self, active: bool) -> None:
+        """Cut the node off from every peer (closing its links, dialling and taking none), or
+        join again, as bitcoind's setnetworkactive."""
+        if self.core is not None:
+            self.core.set_network_active(active, self.now())
+            self._pump()
+
+    # Links.
+
+    def adopt(self, transport: asyncio.BaseTransport, address: Address, first: bytes) -> None:
+        """An incoming connection that opened with a ledger magic (first: the bytes read so
+        far) becomes a link, if the core takes it."""
+        core = self.core
+        if core is None or not first.startswith(self.params.magic):
+            transport.close()  # another chain's node, or we are stopping
+            return
+        number = self._new_number()
+        link = StreamLink(self, number)
+        transport.set_protocol(link)
+        link.attach(transport)
+        self._links[number] = link
+        now = self.now()
+        core.accept(number, address, now)
+        core.receive(number, first, now)
+        self._pump()
+
+    def _new_number(self) -> int:
+        self._next_link += 1
+        return self._next_link
+
+    def dialled(self, link: StreamLink) -> None:
+        dial = self._dials.get(link.number)
+        if self.core is None or dial is None:
+            link.close()  # stopped, or the core gave the link up while it was dialled
+            return
+        self._links[link.number] = link
+        self.core.connected(link.number, self._dialling[link.number], self.now())
+        self._pump()
+
+    def received(self, number: int, data: bytes) -> None:
+        if self.core is not None:
+            self.core.receive(number, data, self.now())
+            self._pump()
+
+    def paused(self, number: int, paused: bool) -> None:
+        if self.core is not None:
+            self.core.set_paused(number, paused, self.now())
+            self._pump()
+
+    def lost(self, link: StreamLink) -> None:
+        if self._links.get(link.number) is link:
+            del self._links[link.number]
+            if self.core is not None:
+                self.core.closed(link.number, self.now())
+                self._pump()
+
+    async def _dial(self, number: int, address: Address) -> None:
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: StreamLink(self, number), *address),
+                DIAL_TIMEOUT,
+            )
+        except (TimeoutError, OSError, ValueError) as exc:
+            log.info("cannot reach ledger peer %s:%s: %s", inert(address[0]), address[1], exc)
+            if self.core is not None:
+                self.core.dial_failed(address, self.now())
+                self._pump()
+        finally:
+            self._dials.pop(number, None)
+            self._dialling.pop(number, None)
+
+    # The core's loop.
+
+    def _pump(self) -> None:
+        core = self.core
+        if core is None:
+            return
+        while outputs := core.take_outputs():
+            for output in outputs:
+                self._carry_out(core, output)
+        self._rearm(core)
+
+    def _carry_out(self, core: LedgerNode, output: object) -> None:
+        if isinstance(output, Send):
+            link = self._links.get(output.link)
+            if link is not None and not link.write(output.data):
+                log.info("dropped ledger link %d: it left too much unread", output.link)
+                del self._links[output.link]
+                core.closed(output.link, self.now())
+        elif isinstance(output, Dial):
+            number = self._new_number()
+            self._dialling[number] = output.address
+            self._dials[number] = self.loop.create_task(self._dial(number, output.address))
+        elif isinstance(output, Close):
+            log.info("closed ledger link %d: %s", output.link, inert(output.reason))
+            link = self._links.pop(output.link, None)
+            if link is not None:
+                link.close()
+        elif isinstance(output, ChainChanged):
+            if self.miner is not None:
+                self.miner.tip_changed()
+            for listener in self.listeners:
+                listener(output.update)
+
+    def _save(self) -> None:
+        """Chain state is written as blocks connect: nothing to save on the clock."""
