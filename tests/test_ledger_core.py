@@ -422,11 +422,21 @@ def test_a_partitioned_node_reorganises_to_the_longer_chain_when_it_joins_again(
     net = Net()
     a, b = net.add(max_outbound=0), net.add(max_outbound=0)
     b.core.add_peers([a.address], net.now)
-    net.run(lambda: len(a.core.peers()) == 1 == len(b.core.peers()))
+    common = mine_on(a, LOCAL.coinbase_maturity + 1, net.now)
+    net.run(lambda: b.chain.tip.hash == common[-1].hash)
     b.core.set_network_active(False, net.now)
     net.run(lambda: not a.core.peers() and not b.core.peers())
+    # The minority (b) pays from a coin of the common history and mines it on its fork.
+    outpoint = OutPoint(common[0].transactions[0].txid, 0)
+    coin = b.chain.coin(outpoint)
+    assert coin is not None
+    payment = spend(
+        [(outpoint, coin)], [TxOut(coin.output.amount - 10_000, lock_of(KEY))], KEY, LOCAL
+    )
+    b.core.submit_transaction(payment, net.now)
+    shorter = mine_on(b, 2, net.now, lock=lock_of(private_key(8)))
+    assert payment in shorter[0].transactions
     longer = mine_on(a, 3, net.now)
-    shorter = mine_on(b, 2, net.now + 1)
     net.run(lambda: net.now > NOW + 30)
     assert not b.core.peers()  # off: it dialled no one, took no one
     assert b.chain.tip.hash == shorter[-1].hash
@@ -436,5 +446,8 @@ def test_a_partitioned_node_reorganises_to_the_longer_chain_when_it_joins_again(
     assert [blk.hash for blk in reorg.disconnected] == [blk.hash for blk in reversed(shorter)]
     assert [blk.hash for blk in reorg.connected] == [blk.hash for blk in longer]
     assert a.chain.tip.hash == longer[-1].hash
+    # The losing branch's payment is back in b's mempool, and relayed to a, which never had it.
+    net.run(lambda: payment.txid in a.mempool)
+    assert payment.txid in b.mempool
     [info] = b.core.peers()
     assert info.as_json()["address"] == "127.0.0.1:9000" and info.as_json()["given"] is True

@@ -422,13 +422,21 @@ class LedgerNode(PeerLayer):
         for block in update.connected:
             for tx in block.transactions:
                 self._recent.add(tx.txid)
-        revived = self.mempool.blocks_changed(update, self.chain, self._now)
+        orphans = self.mempool.blocks_changed(update, self.chain, self._now)
         self._outputs.append(ChainChanged(update))
         if update.connected and (announce or self.chain.tip is self.chain.best_header):
             connected = update.connected
             blocks = connected if len(connected) <= MAX_ANNOUNCED else connected[-1:]
             self._announce([InvItem(InvType.BLOCK, block.hash) for block in blocks], source)
-        self._accepted(revived, None)
+        # The losing branch's payments back in the mempool are relayed again (the winning
+        # branch's miners may never have heard of them), as are orphans they made valid.
+        back = []
+        for block in update.disconnected:
+            for tx in block.transactions[1:]:
+                self._recent.discard(tx.txid)
+                if tx.txid in self.mempool:
+                    back.append(tx)
+        self._accepted(back + orphans, None)
 
     # Transactions.
 
