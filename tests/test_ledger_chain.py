@@ -290,6 +290,7 @@ def test_sqlite_store_survives_reopening(tmp_path: Path) -> None:
     ]
     assert again.get(side.hash) is not None and not again.contains(again.get(side.hash))  # type: ignore[arg-type]
     assert again.block(side.hash) == side
+    assert again.raw_block(side.hash) == side.serialized and again.raw_block(ZERO_HASH) is None
     grow(again, 2)
     again.close()
 

@@ -106,6 +106,7 @@ class Chain:
         self._index[index.hash] = index
 
     def _next_sequence(self) -> int:
+        """The next arrival number."""
         self._sequence += 1
         return self._sequence
 
@@ -154,6 +155,11 @@ class Chain:
             return block
         data = self.store.block(block_hash)
         return None if data is None else decode_block(data)
+
+    def raw_block(self, block_hash: bytes) -> bytes | None:
+        """A stored block as sent on the wire, without decoding it (for serving peers)."""
+        block = self._blocks.get(block_hash)
+        return block.serialized if block is not None else self.store.block(block_hash)
 
     def coin(self, outpoint: OutPoint) -> Coin | None:
         """An unspent output at the tip."""
