@@ -451,3 +451,25 @@ def test_a_partitioned_node_reorganises_to_the_longer_chain_when_it_joins_again(
     assert payment.txid in b.mempool
     [info] = b.core.peers()
     assert info.as_json()["address"] == "127.0.0.1:9000" and info.as_json()["given"] is True
+
+
+def test_a_peer_announcing_junk_holds_up_only_its_own_requests():
+    node = new_node(("127.0.0.1", 9000), 1)
+    junk = [bytes([n % 256, n // 256]) * 16 for n in range(1000)]
+    spammer = Stranger(node, 1)
+    spammer.handshake()
+    spammer.read()
+    spammer.send(lm.Inv(tuple(InvItem(InvType.TX, txid) for txid in junk)))
+    asked = [item.hash for m in spammer.read() if isinstance(m, GetData) for item in m.items]
+    assert asked == junk[: core_module.TXS_PER_PEER]
+    honest = Stranger(node, 2, port=50001, listen_port=7001)
+    honest.handshake()
+    honest.read()
+    fresh = bytes(range(32))
+    honest.send(lm.Inv((InvItem(InvType.TX, junk[0]), InvItem(InvType.TX, fresh))))
+    asked = [item.hash for m in honest.read() if isinstance(m, GetData) for item in m.items]
+    assert asked == [fresh]  # junk[0] is in flight from the spammer
+    node.core.closed(1, NOW)
+    honest.send(lm.Inv((InvItem(InvType.TX, junk[0]),)))
+    asked = [item.hash for m in honest.read() if isinstance(m, GetData) for item in m.items]
+    assert asked == [junk[0]]

@@ -67,7 +67,9 @@ MAX_ORPHAN_BLOCKS = 16  # bodies of blocks with an unknown parent, kept until he
 MAX_UNCONNECTING = 10  # header batches in a row that do not connect before a peer is dropped
 MAX_ANNOUNCED = 8  # blocks of one update announced one by one; of a longer one, its tip only
 SEND_ROUND = 1_000_000  # bytes of getdata answers written to a link before the next gets a turn
-MAX_TX_ASKED = 5000  # transactions asked for and not yet come, from all peers
+# Transactions asked of one peer and not yet come (Bitcoin's MAX_PEER_TX_REQUEST_IN_FLIGHT):
+# a peer announcing junk it never sends holds up only its own requests, for TX_TIMEOUT.
+TXS_PER_PEER = 100
 TX_TIMEOUT = 60.0
 RECENT = 20_000  # txids recently refused or mined, not asked for again
 BLOCK_SOURCES = 1024  # who sent each of the latest blocks (punished if it proves invalid)
@@ -101,7 +103,7 @@ class LedgerNode(PeerLayer):
         self.mempool = mempool
         self._orphans: dict[bytes, tuple[Block, int]] = {}  # hash -> block, link it came on
         self._block_sources: dict[bytes, int] = {}  # block hash -> link it came on
-        self._tx_asked: dict[bytes, float] = {}
+        self._tx_asked: dict[bytes, tuple[int, float]] = {}  # txid -> link asked, when
         self._recent = BoundedSet(RECENT)
         self._sync_peer: int | None = None
 
@@ -170,6 +172,8 @@ class LedgerNode(PeerLayer):
 
     def _forget(self, peer: Peer) -> None:
         super()._forget(peer)
+        for txid in peer.txs_asked:  # others may be asked for them now
+            self._tx_asked.pop(txid, None)
         if self._sync_peer == peer.link:
             self._sync_peer = None
         self._fetch_blocks()
@@ -212,8 +216,9 @@ class LedgerNode(PeerLayer):
                     unknown_block = True
                 else:
                     peer.saw(index)
-            elif self._want_tx(item.hash) and len(self._tx_asked) < MAX_TX_ASKED:
-                self._tx_asked[item.hash] = self._now
+            elif self._want_tx(item.hash) and len(peer.txs_asked) < TXS_PER_PEER:
+                self._tx_asked[item.hash] = (peer.link, self._now)
+                peer.txs_asked.add(item.hash)
                 wanted.append(item)
         if unknown_block and peer.headers_asked_at is None:
             self._ask_headers(peer)
@@ -232,7 +237,8 @@ class LedgerNode(PeerLayer):
         """The peer lacks these: a block may be asked of another."""
         for item in items:
             if item.type == InvType.TX:
-                self._tx_asked.pop(item.hash, None)
+                if item.hash in peer.txs_asked:
+                    self._tx_came(item.hash)
                 continue
             request = self.download.requests.get(item.hash)
             if request is not None and request.peer == peer.link:
@@ -353,8 +359,8 @@ class LedgerNode(PeerLayer):
             peer = self._peers.get(link)
             if peer is not None:
                 self._drop(peer, "stalling the block download")
-        for txid in [t for t, at in self._tx_asked.items() if now - at > TX_TIMEOUT]:
-            del self._tx_asked[txid]
+        for txid in [t for t, (_, at) in self._tx_asked.items() if now - at > TX_TIMEOUT]:
+            self._tx_came(txid)
         self._fetch_blocks()
 
     def _on_block(self, peer: Peer, block: Block) -> None:
@@ -442,7 +448,7 @@ class LedgerNode(PeerLayer):
 
     def _on_tx(self, peer: Peer, tx: Transaction) -> None:
         txid = tx.txid
-        self._tx_asked.pop(txid, None)
+        self._tx_came(txid)
         peer.known.add(txid)
         if txid in self.mempool or txid in self._recent:
             return
@@ -454,6 +460,13 @@ class LedgerNode(PeerLayer):
                 self._drop(peer, f"{error.reason}: {error.detail}", ban=True)
             return
         self._accepted(accepted, peer)
+
+    def _tx_came(self, txid: bytes) -> None:
+        """A transaction asked for came, was not found, or was waited for long enough."""
+        asked = self._tx_asked.pop(txid, None)
+        peer = None if asked is None else self._peers.get(asked[0])
+        if peer is not None:
+            peer.txs_asked.discard(txid)
 
     def _accepted(self, txs: list[Transaction], source: Peer | None) -> None:
         """Tell of transactions new in the mempool, and relay them to every peer but source."""

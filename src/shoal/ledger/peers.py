@@ -137,6 +137,7 @@ class Peer:
     best_height: int = 0
     paused: bool = False
     answering: deque[InvItem] = field(default_factory=deque)  # getdata items not yet answered
+    txs_asked: set[bytes] = field(default_factory=set)  # transactions asked of it, not come
     headers_asked_at: float | None = None
     unconnecting: int = 0
     answered_getaddr: bool = False
