@@ -50,10 +50,6 @@ class BoundedSet:
         """Forget item."""
         self._items.pop(item, None)
 
-    def clear(self) -> None:
-        """Forget everything."""
-        self._items.clear()
-
 
 @dataclass(slots=True)
 class Request:
