@@ -291,6 +291,8 @@ def test_sqlite_store_survives_reopening(tmp_path: Path) -> None:
     assert again.get(side.hash) is not None and not again.contains(again.get(side.hash))  # type: ignore[arg-type]
     assert again.block(side.hash) == side
     assert again.raw_block(side.hash) == side.serialized and again.raw_block(ZERO_HASH) is None
+    many = [b"\x01" + n.to_bytes(32, "little") for n in range(1200)] + [lock_of(BOB)]
+    assert again.coins_for(many) == again.coins_for([lock_of(BOB)])  # asked in chunks
     grow(again, 2)
     again.close()
 
