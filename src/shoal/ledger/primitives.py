@@ -90,7 +90,8 @@ class Transaction:
     lock_time: int
     witnesses: tuple[bytes, ...]
 
-    def serialize_body(self) -> bytes:
+    @cached_property
+    def body(self) -> bytes:
         """Everything but the witnesses: what the txid hashes and signatures commit to."""
         parts = [u32(self.version), compact_size(len(self.inputs))]
         parts += [outpoint.serialize() for outpoint in self.inputs]
@@ -102,12 +103,12 @@ class Transaction:
     @cached_property
     def serialized(self) -> bytes:
         """The whole transaction, witnesses last (one per input)."""
-        return self.serialize_body() + b"".join(var_bytes(w) for w in self.witnesses)
+        return self.body + b"".join(var_bytes(w) for w in self.witnesses)
 
     @cached_property
     def txid(self) -> bytes:
         """The id outputs are spent by: the hash of the body, signatures left out."""
-        return sha256d(self.serialize_body())
+        return sha256d(self.body)
 
     @cached_property
     def wtxid(self) -> bytes:
@@ -272,7 +273,7 @@ def signature_message(
     return hashlib.sha256(
         b"shoal/sighash/1"
         + chain_id
-        + tx.serialize_body()
+        + tx.body
         + b"".join(output.serialize() for output in spent)
         + u32(index)
     ).digest()
