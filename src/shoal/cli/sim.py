@@ -248,3 +248,93 @@ def sim_compare(
         " busiest: the most one node or the hub handled, and its share of them;"
         " first and last: medians of successful searches"
     )
+
+
+class BlockTimes(click.ParamType[tuple[float, ...]]):
+    """A comma-separated list of block times in seconds, each positive and finite."""
+
+    name = "SECONDS,..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The block times, or a usage error."""
+        if isinstance(value, tuple):
+            return value
+        try:
+            times = tuple(float(part) for part in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a list of numbers", param, ctx)
+        if not 1 <= len(times) <= 20 or not all(0.01 <= t <= 86_400 for t in times):
+            self.fail(f"{value!r} is not 1 to 20 block times of 0.01 to 86400 s", param, ctx)
+        return times
+
+
+@sim.command("ledger")
+@click.option("--nodes", type=click.IntRange(2, 1000), default=100, help="Ledger nodes.")
+@click.option(
+    "--latency",
+    type=FiniteRange(0, 10),
+    default=0.1,
+    help="One-way latency of a link in seconds (each link's drawn within ±50% of it).",
+)
+@click.option(
+    "--block-times",
+    type=BlockTimes(),
+    default="600,60,10,2,0.5",
+    help="Mean seconds between blocks, one run each (a 600 s run takes minutes of wall time).",
+)
+@click.option(
+    "--blocks", type=click.IntRange(1, 10_000), default=200, help="Blocks to mine in each run."
+)
+@click.option("--outbound", type=click.IntRange(1, 16), default=4, help="Peers each node dials.")
+@click.option(
+    "--seed", type=click.IntRange(0, 2**63), default=1, help="Seed of every random choice."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sim_ledger(
+    nodes: int,
+    latency: float,
+    block_times: tuple[float, ...],
+    blocks: int,
+    outbound: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """NODES ledger cores on a random graph mine BLOCKS blocks at each block time: how many go
+    stale (forks) as blocks come faster than they spread."""
+    from ..sim.ledger import LedgerReport, run_block_time
+
+    if outbound >= nodes:
+        raise click.BadParameter(
+            f"{outbound} is not fewer than the {nodes} nodes", param_hint="--outbound"
+        )
+    report = LedgerReport(nodes, latency, outbound, seed, [])
+    if not as_json:
+        click.echo(
+            f"{nodes} nodes each dialling {outbound}, one-way latency {latency:g} s, seed {seed}"
+        )
+        click.echo(
+            f"{'block s':>8} {'blocks':>6} {'stale':>5} {'fork rate':>9} {'to 50%':>7}"
+            f" {'to 90%':>7} {'reorgs':>6} {'deepest':>7} {'simulated s':>11} {'wall s':>7}"
+        )
+    for block_time in block_times:
+        run = run_block_time(
+            nodes, block_time, blocks, latency=latency, outbound=outbound, seed=seed
+        )
+        report.runs.append(run)
+        if as_json:
+            continue
+        spread = run.propagation_seconds
+        click.echo(
+            f"{block_time:>8g} {run.blocks:>6} {run.stale:>5} {run.fork_rate:>9.1%}"
+            f" {spread.get('p50', math.nan):>7.2f} {spread.get('p90', math.nan):>7.2f}"
+            f" {sum(run.reorgs.values()):>6} {run.max_reorg_depth:>7}"
+            f" {run.simulated_seconds:>11.0f} {run.wall_seconds:>7.1f}"
+            + ("" if run.converged else "  (nodes ended on different tips)")
+        )
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    click.echo(
+        "stale: mined but not in the final best chain; to 50%/90%: median seconds for a block"
+        " to be on the active chain of that share of nodes; reorgs: seen by all nodes in all"
+    )
