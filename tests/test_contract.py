@@ -8,6 +8,11 @@ from shoal.contract import Core, Datagram, DatagramCore
 from shoal.dht.core import DhtNode
 from shoal.hub.registry import Registry, TrackerConfig
 from shoal.hub.udp import UdpTracker
+from shoal.ledger.chain import Chain
+from shoal.ledger.core import LedgerNode
+from shoal.ledger.mempool import Mempool
+from shoal.ledger.params import LOCAL
+from shoal.ledger.store import MemoryStore
 from shoal.overlay.core import OverlayNode
 from shoal.overlay.messages import Role
 from shoal.swarm.core import Swarm
@@ -28,6 +33,9 @@ def test_every_protocol_core_has_the_one_shape():
         UdpScrape([INFO_HASH], 0.0, cache=ConnectionCache(), tracker="t"),
         AnnounceSchedule([["udp://tracker.invalid:1"]]),
         OverlayNode(bytes(20), 6881, Role.ULTRAPEER, random.Random(1)),
+        LedgerNode(
+            LOCAL, Chain(LOCAL, MemoryStore()), Mempool(LOCAL), random.Random(1), listen_port=1
+        ),
         DhtNode(bytes(20), 0.0, rng=random.Random(1)),
         UdpTracker(Registry(TrackerConfig()), b"k" * 32),
     ]
