@@ -9,7 +9,7 @@ import pytest
 from ledger_blocks import coinbase, lock_of, mine, private_key, spend, unsolved
 
 from shoal.ledger.coins import Coin
-from shoal.ledger.params import LOCAL
+from shoal.ledger.params import LOCAL, MAIN
 from shoal.ledger.pow import bits_from_target
 from shoal.ledger.primitives import (
     COIN,
@@ -64,10 +64,10 @@ def test_a_valid_block_and_payment_pass() -> None:
     assert tx_sigops(tx) == 1 and tx_sigops(block.transactions[0]) == 0
 
 
-def test_the_genesis_block_is_well_formed() -> None:
-    # its nonce is fixed, not mined: the chain takes the genesis as given, without its pow
-    check_transaction(LOCAL.genesis.transactions[0])
-    check_block_at(LOCAL.genesis, 0)
+@pytest.mark.parametrize("params", [LOCAL, MAIN])
+def test_the_genesis_block_is_well_formed_and_meets_its_proof_of_work(params) -> None:
+    check_block(params.genesis, params)
+    check_block_at(params.genesis, 0)
 
 
 @pytest.mark.parametrize(

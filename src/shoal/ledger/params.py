@@ -29,6 +29,7 @@ class ChainParams:
     magic: bytes  # 4 bytes opening every message, so chains never mix
     address_prefix: str  # bech32m human-readable part
     genesis_time: int
+    genesis_nonce: int  # found once, so the genesis meets its own proof of work
     pow_limit: int  # the easiest target
     target_spacing: int  # seconds between blocks, as the retarget aims
     retarget_interval: int  # blocks between retargets; 0: never (the target stays at the limit)
@@ -56,7 +57,12 @@ class ChainParams:
             (GENESIS_MESSAGE,),
         )
         header = BlockHeader(
-            1, ZERO_HASH, block_merkle_root([coinbase]), self.genesis_time, self.pow_limit_bits, 0
+            1,
+            ZERO_HASH,
+            block_merkle_root([coinbase]),
+            self.genesis_time,
+            self.pow_limit_bits,
+            self.genesis_nonce,
         )
         return Block(header, (coinbase,))
 
@@ -83,6 +89,7 @@ LOCAL = ChainParams(
     magic=b"\xfa\xbf\xb5\xda",
     address_prefix="lshoal",
     genesis_time=1_767_225_600,  # 2026-01-01
+    genesis_nonce=2,
     pow_limit=(1 << 252) - 1,
     target_spacing=1,
     retarget_interval=0,
@@ -101,6 +108,7 @@ MAIN = ChainParams(
     magic=b"\xf9\x5e\xa1\x01",
     address_prefix="shoal",
     genesis_time=1_796_083_200,  # 2026-12-01
+    genesis_nonce=18_626_313,
     pow_limit=(1 << 232) - 1,
     target_spacing=600,
     retarget_interval=2016,
