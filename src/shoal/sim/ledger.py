@@ -410,11 +410,7 @@ def run_block_time(
     outbound: int = OUTBOUND,
     seed: int = 1,
 ) -> LedgerRun:
-    """Open the links, mine `blocks` blocks at one every block_time on average, then let the
-    network settle on one tip (mining one more block at a time while it stays split in a tie)."""
-    if blocks < 1:
-        raise ValueError(f"a run mines at least one block, not {blocks}")
-    began = time.perf_counter()
+    """A new network of `nodes` at block_time, simulated (see `simulate`)."""
     net = LedgerNetwork(
         nodes,
         block_time=block_time,
@@ -423,6 +419,15 @@ def run_block_time(
         outbound=outbound,
         tick=default_tick(block_time),
     )
+    return simulate(net, blocks)
+
+
+def simulate(net: LedgerNetwork, blocks: int) -> LedgerRun:
+    """Open net's links, mine `blocks` blocks at its rate, then let it settle on one tip
+    (mining one more block at a time while it stays split in a tie); what it measured."""
+    if blocks < 1:
+        raise ValueError(f"a run mines at least one block, not {blocks}")
+    began = time.perf_counter()
     net.run(START + WARM_UP)
     _mine_until(net, blocks)
     tie_breaks = 0
@@ -436,14 +441,14 @@ def run_block_time(
     in_best = [mined for block_hash, mined in net.mined.items() if block_hash in best]
     mined = len(net.mined)
     return LedgerRun(
-        block_time=block_time,
+        block_time=net.block_time,
         blocks=mined,
         in_best_chain=len(in_best),
         stale=mined - len(in_best),
         fork_rate=round((mined - len(in_best)) / mined, 4),
         tie_breaks=tie_breaks,
         converged=net.agreed(),
-        propagation_seconds=_propagation(in_best, nodes),
+        propagation_seconds=_propagation(in_best, len(net.hosts)),
         reorgs=dict(sorted(net.reorgs.items())),
         max_reorg_depth=max(net.reorgs, default=0),
         links_closed=dict(net.closes),
