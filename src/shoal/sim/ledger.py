@@ -79,11 +79,10 @@ class LedgerHost:
 
 @dataclass(slots=True)
 class MinedBlock:
-    """A block found in the simulation: by whom, when, at what height."""
+    """A block found in the simulation: by whom and when."""
 
     finder: int
     at: float
-    height: int
     reached: dict[int, float] = field(default_factory=dict)  # node -> when it became active
 
 
@@ -136,8 +135,10 @@ class LedgerNetwork:
         self.mining = False
         self._extra_nonce = 0
         for host in self.hosts:
-            others = [h.address for h in self.hosts if h is not host]
-            host.core.add_peers(self.rng.sample(others, outbound), self.now)
+            # outbound others drawn at random: numbers past host's own step over it.
+            drawn = self.rng.sample(range(nodes - 1), outbound)
+            peers = [self.hosts[n + (n >= host.number)].address for n in drawn]
+            host.core.add_peers(peers, self.now)
             self._pump(host)
 
     @property
@@ -156,7 +157,7 @@ class LedgerNetwork:
             random.Random(self.rng.random()),
             listen_port=PORT,
             max_outbound=0,  # only the given peers: the graph is the simulation's to draw
-            max_inbound=MAX_NODES,
+            max_inbound=MAX_NODES,  # and every dial drawn is taken
         )
         lock = key_lock(self.rng.randbytes(32))
         return LedgerHost(number, address, core, chain, mempool, lock, chain.tip.hash)
@@ -206,7 +207,7 @@ class LedgerNetwork:
         if nonce is None:
             raise RuntimeError("no nonce meets the chain's target; use an easy chain")
         block = Block(dataclasses.replace(template.header, nonce=nonce), template.transactions)
-        self.mined[block.hash] = MinedBlock(host.number, self.now, host.chain.tip.height + 1)
+        self.mined[block.hash] = MinedBlock(host.number, self.now)
         host.core.submit_block(block, self.now)
         self._pump(host)
         return block
