@@ -37,3 +37,5 @@ def test_bench_ledger_runs_and_prints_ratios() -> None:
     connect = [line for line in lines if "connect:" in line]
     # 20 blocks of payments after the 10 whose coinbases pay for them.
     assert len(connect) == 1 and "30 blocks" in connect[0] and "of raw" in connect[0], connect
+    sync = [line for line in lines if "sync:" in line]
+    assert len(sync) == 1 and "30 blocks" in sync[0] and "of connect" in sync[0], sync
