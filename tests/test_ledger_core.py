@@ -196,6 +196,19 @@ def test_a_transaction_and_a_block_are_relayed_by_inv_along_a_line():
     assert tx.txid not in c.mempool and tx.txid not in b.mempool
 
 
+def test_a_peer_that_joins_later_hears_of_what_waits_in_the_mempool():
+    net = Net()
+    a, b = net.add(max_outbound=0), net.add(max_outbound=0)
+    blocks = mine_on(a, LOCAL.coinbase_maturity + 1, net.now)
+    outpoint = OutPoint(blocks[0].transactions[0].txid, 0)
+    coin = a.chain.coin(outpoint)
+    assert coin is not None
+    tx = spend([(outpoint, coin)], [TxOut(coin.output.amount - 10_000, lock_of(KEY))], KEY, LOCAL)
+    a.core.submit_transaction(tx, net.now)  # no peer yet: announced to nobody
+    b.core.add_peers([a.address], net.now)
+    net.run(lambda: tx.txid in b.mempool)
+
+
 class Stranger:
     """A peer driven by hand: bytes to one core, its answers read back."""
 

@@ -9,9 +9,10 @@ data and connecting the new ones, each step one store commit. A block found inva
 so, with every descendant, and never tried again. Of two chains of equal work the one whose
 tip arrived first stays active, as in Bitcoin.
 
-The genesis is taken as the chain's parameters give it (its proof of work is not checked) and
-connected like any block: its coinbase pays only a burn output, which no one can spend and so
-is never in the UTXO set, as Bitcoin leaves its genesis coinbase out.
+The genesis is taken as the chain's parameters give it (it meets its proof of work, but as
+a parameter it is not checked) and connected like any block: its coinbase pays only a burn
+output, which no one can spend and so is never in the UTXO set, as Bitcoin leaves its
+genesis coinbase out.
 """
 
 from __future__ import annotations

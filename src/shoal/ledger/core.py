@@ -66,6 +66,11 @@ __all__ = [
 MAX_ORPHAN_BLOCKS = 16  # bodies of blocks with an unknown parent, kept until headers come
 MAX_UNCONNECTING = 10  # header batches in a row that do not connect before a peer is dropped
 MAX_ANNOUNCED = 8  # blocks of one update announced one by one; of a longer one, its tip only
+# Refusals that a later tip or a freer mempool may lift: such a transaction may be asked again.
+REFUSED_FOR_NOW = frozenset(
+    ("immature-coinbase", "bad-txns-nonfinal", "txn-mempool-conflict", "mempool-full")
+)
+MEMPOOL_ANNOUNCED = 5000  # transactions of our mempool announced to a new peer, parents first
 SEND_ROUND = 1_000_000  # bytes of getdata answers written to a link before the next gets a turn
 # Transactions asked of one peer and not yet come (Bitcoin's MAX_PEER_TX_REQUEST_IN_FLIGHT):
 # a peer announcing junk it never sends holds up only its own requests, for TX_TIMEOUT.
@@ -169,6 +174,21 @@ class LedgerNode(PeerLayer):
             if self._sync_peer is None:
                 self._sync_peer = peer.link
             self._ask_headers(peer)
+        self._announce_mempool(peer)
+
+    def _announce_mempool(self, peer: Peer) -> None:
+        """Tell a new peer what waits in our mempool, as BIP 35's answer would (a payment made
+        while a miner was away reaches it when it comes), but only once it holds our tip:
+        before, our transactions may spend what it has yet to see, and it would refuse them."""
+        if not peer.mempool_owed or peer.best is None or peer.best.work < self.chain.tip.work:
+            return
+        peer.mempool_owed = False
+        waiting = [InvItem(InvType.TX, tx.txid) for tx in self.mempool.transactions()]
+        fresh = [item for item in waiting[:MEMPOOL_ANNOUNCED] if item.hash not in peer.known]
+        for item in fresh:
+            peer.known.add(item.hash)
+        if fresh:
+            self._send(peer, Inv(tuple(fresh)))
 
     def _forget(self, peer: Peer) -> None:
         super()._forget(peer)
@@ -256,6 +276,9 @@ class LedgerNode(PeerLayer):
             if item.type == InvType.BLOCK:
                 block = self.chain.block(item.hash)
                 message = None if block is None else BlockMessage(block)
+                index = self.chain.get(item.hash)
+                if index is not None:
+                    peer.saw(index)  # it asked: it will have it (and our mempool after)
             else:
                 tx = self.mempool.get(item.hash)
                 message = None if tx is None else TxMessage(tx)
@@ -267,6 +290,7 @@ class LedgerNode(PeerLayer):
             self._outputs.append(Send(peer.link, data))
         if missing:
             self._send(peer, NotFound(tuple(missing)))
+        self._announce_mempool(peer)
 
     def _announce(self, items: list[InvItem], source: Peer | None) -> None:
         """Tell every peer but source of the items it is not known to have."""
@@ -361,6 +385,8 @@ class LedgerNode(PeerLayer):
                 self._drop(peer, "stalling the block download")
         for txid in [t for t, (_, at) in self._tx_asked.items() if now - at > TX_TIMEOUT]:
             self._tx_came(txid)
+        for peer in self._ready_peers():
+            self._announce_mempool(peer)
         self._fetch_blocks()
 
     def _on_block(self, peer: Peer, block: Block) -> None:
@@ -455,7 +481,8 @@ class LedgerNode(PeerLayer):
         try:
             accepted = self.mempool.add(tx, self.chain, self._now)
         except Invalid as error:
-            self._recent.add(txid)
+            if error.reason not in REFUSED_FOR_NOW:
+                self._recent.add(txid)
             if error.ban:
                 self._drop(peer, f"{error.reason}: {error.detail}", ban=True)
             return

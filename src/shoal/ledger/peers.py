@@ -144,6 +144,7 @@ class Peer:
     ping_nonce: int | None = None
     ping_sent_at: float = 0.0
     ping_time: float | None = None
+    mempool_owed: bool = True  # our mempool is yet to be announced to it (once it has our tip)
 
     @property
     def ready(self) -> bool:
