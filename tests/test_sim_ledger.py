@@ -3,7 +3,6 @@ faster, every node ends on one tip, and a run is the same for the same seed."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ from click.testing import CliRunner
 from conftest import shoal_json
 
 from shoal.cli.common import main
-from shoal.sim.ledger import LedgerNetwork, LedgerRun, default_tick, run_block_time, simulate
+from shoal.sim.ledger import LedgerNetwork, LedgerRun, default_tick, run_ledger, simulate
 
 NODES = 100
 SHORT, LONG = 0.5, 60.0  # seconds between blocks; a block takes about a second to spread
@@ -61,16 +60,24 @@ def test_every_node_ends_on_the_tip_of_the_best_chain(which, request):
 
 
 def test_a_run_is_the_same_for_the_same_seed_and_another_for_another():
-    first, second, other = (_plain(run_block_time(20, 1.0, 30, seed=seed)) for seed in (7, 7, 8))
+    first, second, other = (
+        run_ledger(20, [0.5, 2.0], 20, seed=seed).as_dict() for seed in (7, 7, 8)
+    )
+    for report in (first, second, other):
+        for run in report["runs"]:
+            del run["wall_seconds"]
     assert first == second
     assert first != other
 
 
-def _plain(run: LedgerRun) -> dict[str, object]:
-    """The run's figures but its wall time."""
-    figures = dataclasses.asdict(run)
-    del figures["wall_seconds"]
-    return figures
+def test_a_delay_on_every_block_slows_its_spread_and_forks_more():
+    plain, delayed = (
+        simulated(2.0, 60, nodes=30, seed=5, block_delay=delay)[1] for delay in (0.0, 0.5)
+    )
+    # Each hop holds a block up for the delay: a few hops to reach half the nodes.
+    assert delayed.propagation_seconds["p50"] >= plain.propagation_seconds["p50"] + 0.5
+    assert delayed.fork_rate > plain.fork_rate
+    assert delayed.converged and plain.converged
 
 
 def test_a_miner_with_all_the_hash_power_finds_every_block_and_none_goes_stale():

@@ -285,6 +285,12 @@ class BlockTimes(click.ParamType[tuple[float, ...]]):
 @click.option(
     "--blocks", type=click.IntRange(1, 10_000), default=200, help="Blocks to mine in each run."
 )
+@click.option(
+    "--block-delay",
+    type=FiniteRange(0, 600),
+    default=0.0,
+    help="Seconds a node spends on each block it takes in (checks, a full block's transfer).",
+)
 @click.option("--outbound", type=click.IntRange(1, 16), default=4, help="Peers each node dials.")
 @click.option(
     "--seed", type=click.IntRange(0, 2**63), default=1, help="Seed of every random choice."
@@ -295,42 +301,49 @@ def sim_ledger(
     latency: float,
     block_times: tuple[float, ...],
     blocks: int,
+    block_delay: float,
     outbound: int,
     seed: int,
     as_json: bool,
 ) -> None:
     """NODES ledger cores on a random graph mine BLOCKS blocks at each block time: how many go
     stale (forks) as blocks come faster than they spread."""
-    from ..sim.ledger import LedgerReport, run_block_time
+    from ..sim.ledger import LedgerRun, run_ledger
 
     if outbound >= nodes:
         raise click.BadParameter(
             f"{outbound} is not fewer than the {nodes} nodes", param_hint="--outbound"
         )
-    report = LedgerReport(nodes, latency, outbound, seed, [])
-    if not as_json:
-        click.echo(
-            f"{nodes} nodes each dialling {outbound}, one-way latency {latency:g} s, seed {seed}"
-        )
-        click.echo(
-            f"{'block s':>8} {'blocks':>6} {'stale':>5} {'fork rate':>9} {'to 50%':>7}"
-            f" {'to 90%':>7} {'reorgs':>6} {'deepest':>7} {'simulated s':>11} {'wall s':>7}"
-        )
-    for block_time in block_times:
-        run = run_block_time(
-            nodes, block_time, blocks, latency=latency, outbound=outbound, seed=seed
-        )
-        report.runs.append(run)
-        if as_json:
-            continue
+
+    def print_row(run: LedgerRun) -> None:
         spread = run.propagation_seconds
         click.echo(
-            f"{block_time:>8g} {run.blocks:>6} {run.stale:>5} {run.fork_rate:>9.1%}"
+            f"{run.block_time:>8g} {run.blocks:>6} {run.stale:>5} {run.fork_rate:>9.1%}"
             f" {spread.get('p50', math.nan):>7.2f} {spread.get('p90', math.nan):>7.2f}"
             f" {sum(run.reorgs.values()):>6} {run.max_reorg_depth:>7}"
             f" {run.simulated_seconds:>11.0f} {run.wall_seconds:>7.1f}"
             + ("" if run.converged else "  (nodes ended on different tips)")
         )
+
+    if not as_json:
+        click.echo(
+            f"{nodes} nodes each dialling {outbound}, one-way latency {latency:g} s,"
+            f" block delay {block_delay:g} s, seed {seed}"
+        )
+        click.echo(
+            f"{'block s':>8} {'blocks':>6} {'stale':>5} {'fork rate':>9} {'to 50%':>7}"
+            f" {'to 90%':>7} {'reorgs':>6} {'deepest':>7} {'simulated s':>11} {'wall s':>7}"
+        )
+    report = run_ledger(
+        nodes,
+        block_times,
+        blocks,
+        latency=latency,
+        block_delay=block_delay,
+        outbound=outbound,
+        seed=seed,
+        on_run=(lambda run: None) if as_json else print_row,
+    )
     if as_json:
         click.echo(json.dumps(report.as_dict()))
         return

@@ -33,6 +33,7 @@ from ..addresses import Address
 from ..ledger.chain import Chain, ChainUpdate
 from ..ledger.core import ChainChanged, Close, Dial, LedgerNode, Send
 from ..ledger.mempool import Mempool
+from ..ledger.messages import BlockMessage
 from ..ledger.mining import NONCES, block_template, solve
 from ..ledger.params import LOCAL, ChainParams
 from ..ledger.primitives import Block, key_lock
@@ -73,6 +74,7 @@ class LedgerHost:
     tip: bytes  # as last counted in LedgerNetwork.tips
     pipes: dict[int, _Pipe] = field(default_factory=dict, repr=False)
     next_link: int = 0
+    busy_until: float = -math.inf  # when it is done with the blocks it took in
     timer_at: float | None = None
     last_timer: float = -math.inf
 
@@ -98,6 +100,7 @@ class LedgerNetwork:
         latency: float = LATENCY,
         jitter: float = JITTER,
         bandwidth: float | None = None,
+        block_delay: float = 0.0,
         outbound: int = OUTBOUND,
         shares: Sequence[float] | None = None,
         tick: float = 1.0,
@@ -113,6 +116,8 @@ class LedgerNetwork:
             raise ValueError(f"each node dials 1 to {nodes - 1} others, not {outbound}")
         if shares is not None and (len(shares) != nodes or min(shares) < 0 or not sum(shares)):
             raise ValueError("hash shares must be one non-negative number per node, not all 0")
+        if not 0 <= block_delay < math.inf:
+            raise ValueError(f"the block delay must be 0 or more seconds, not {block_delay}")
         if not 0 < tick <= MAX_TICK:
             raise ValueError(f"the timer tick is from 0 to {MAX_TICK} s, not {tick}")
         self.queue = EventQueue(START)
@@ -121,6 +126,7 @@ class LedgerNetwork:
         self.latency = latency
         self.jitter = jitter
         self.bandwidth = bandwidth
+        self.block_delay = block_delay
         self.tick = tick
         self.params = params
         self.hosts = [self._new_host(number) for number in range(nodes)]
@@ -258,12 +264,24 @@ class LedgerNetwork:
             return
         far, far_link, data = pipe.far, pipe.far_link, send.data
         self.messages += 1
+        # A block holds up what comes after it for block_delay (its checks, and the transfer
+        # of a full one), as a node takes in its bytes one after another.
+        delay = self.block_delay if data[4:16].rstrip(b"\0") == BlockMessage.command else 0.0
 
-        def arrive() -> None:
+        def take_in() -> None:
             far.core.receive(far_link, data, self.now)
             self._pump(far)
 
-        self._later(pipe.wire.send(len(data), self.now), arrive)
+        self._later(pipe.wire.send(len(data), self.now), lambda: self._take_in(far, take_in, delay))
+
+    def _take_in(self, host: LedgerHost, action: Callable[[], None], delay: float = 0.0) -> None:
+        """Run action on host now, or once host is done with the blocks before it, and take
+        delay for it."""
+        if not delay and host.busy_until < self.now:
+            action()
+            return
+        host.busy_until = max(self.now, host.busy_until) + delay
+        self._later(host.busy_until, action)
 
     def _dial(self, host: LedgerHost, dial: Dial) -> None:
         far = self._by_address.get(dial.address)
@@ -306,7 +324,7 @@ class LedgerNetwork:
             far.core.closed(far_link, self.now)
             self._pump(far)
 
-        self._later(pipe.wire.send(0, self.now), hang_up)
+        self._later(pipe.wire.send(0, self.now), lambda: self._take_in(far, hang_up))
 
     def _schedule_timer(self, host: LedgerHost) -> None:
         """Call the core's timer when it asks, but its upkeep no more often than every tick
@@ -376,6 +394,7 @@ class LedgerReport:
 
     nodes: int
     latency: float
+    block_delay: float
     outbound: int
     seed: int
     runs: list[LedgerRun]
@@ -391,36 +410,27 @@ def run_ledger(
     blocks: int = 200,
     *,
     latency: float = LATENCY,
+    block_delay: float = 0.0,
     outbound: int = OUTBOUND,
     seed: int = 1,
+    on_run: Callable[[LedgerRun], None] = lambda run: None,
 ) -> LedgerReport:
-    """The same network (same seed) at each block time, mining `blocks` blocks each."""
-    runs = [
-        run_block_time(nodes, block_time, blocks, latency=latency, outbound=outbound, seed=seed)
-        for block_time in block_times
-    ]
-    return LedgerReport(nodes, latency, outbound, seed, runs)
-
-
-def run_block_time(
-    nodes: int,
-    block_time: float,
-    blocks: int,
-    *,
-    latency: float = LATENCY,
-    outbound: int = OUTBOUND,
-    seed: int = 1,
-) -> LedgerRun:
-    """A new network of `nodes` at block_time, simulated (see `simulate`)."""
-    net = LedgerNetwork(
-        nodes,
-        block_time=block_time,
-        seed=seed,
-        latency=latency,
-        outbound=outbound,
-        tick=default_tick(block_time),
-    )
-    return simulate(net, blocks)
+    """The same network (same seed) at each block time, mining `blocks` blocks each; on_run
+    hears of each run as it ends."""
+    report = LedgerReport(nodes, latency, block_delay, outbound, seed, [])
+    for block_time in block_times:
+        net = LedgerNetwork(
+            nodes,
+            block_time=block_time,
+            seed=seed,
+            latency=latency,
+            block_delay=block_delay,
+            outbound=outbound,
+            tick=default_tick(block_time),
+        )
+        report.runs.append(simulate(net, blocks))
+        on_run(report.runs[-1])
+    return report
 
 
 def simulate(net: LedgerNetwork, blocks: int) -> LedgerRun:
