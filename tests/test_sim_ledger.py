@@ -102,3 +102,22 @@ def test_sim_ledger_prints_a_row_per_block_time_and_json():
 def test_sim_ledger_refuses_block_times_out_of_range(times):
     result = CliRunner().invoke(main, ["sim", "ledger", "--block-times", times])
     assert result.exit_code == 2 and "--block-times" in result.output
+
+
+@pytest.mark.parametrize(
+    "nodes, options",
+    [
+        (1, {"block_time": 1.0}),
+        (5, {"block_time": 0.0}),
+        (5, {"block_time": float("nan")}),
+        (5, {"block_time": 1.0, "outbound": 5}),
+        (3, {"block_time": 1.0, "shares": [1.0, 1.0]}),
+        (3, {"block_time": 1.0, "shares": [1.0, float("nan"), 1.0]}),
+        (3, {"block_time": 1.0, "shares": [0.0, 0.0, 0.0]}),
+        (3, {"block_time": 1.0, "tick": 31.0}),
+        (3, {"block_time": 1.0, "block_delay": -1.0}),
+    ],
+)
+def test_a_network_out_of_range_is_refused(nodes, options):
+    with pytest.raises(ValueError):
+        LedgerNetwork(nodes, **options)

@@ -114,8 +114,10 @@ class LedgerNetwork:
             raise ValueError(f"latency {latency} or jitter {jitter} is out of range")
         if not 1 <= outbound < nodes:
             raise ValueError(f"each node dials 1 to {nodes - 1} others, not {outbound}")
-        if shares is not None and (len(shares) != nodes or min(shares) < 0 or not sum(shares)):
-            raise ValueError("hash shares must be one non-negative number per node, not all 0")
+        if shares is not None and (
+            len(shares) != nodes or not all(0 <= s < math.inf for s in shares) or not sum(shares)
+        ):
+            raise ValueError("hash shares must be one finite number per node, 0 or more, not all 0")
         if not 0 <= block_delay < math.inf:
             raise ValueError(f"the block delay must be 0 or more seconds, not {block_delay}")
         if not 0 < tick <= MAX_TICK:
