@@ -214,6 +214,12 @@ def test_bad_block_length() -> None:
     with pytest.raises(Invalid) as error:
         check_block(mine(ZERO_HASH, [], TIME, LOCAL.pow_limit_bits), LOCAL)
     assert reason(error) == "bad-blk-length"
+    # A junk body is refused for its size before its merkle root is computed.
+    good = block_of()
+    junk = dataclasses.replace(good, transactions=(*good.transactions, payment(), payment(1)))
+    with pytest.raises(Invalid) as error:
+        check_block(junk, small)
+    assert reason(error) == "bad-blk-length"
 
 
 def test_coinbase_missing_and_multiple() -> None:

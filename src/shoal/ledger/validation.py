@@ -147,14 +147,15 @@ def check_header_pow(header: BlockHeader, params: ChainParams) -> None:
 
 
 def check_block(block: Block, params: ChainParams) -> None:
-    """The rules a block must meet whatever its place in the chain: proof of work, merkle root,
-    size, one coinbase first, every transaction well formed, no duplicates, sigops."""
+    """The rules a block must meet whatever its place in the chain: proof of work, size,
+    merkle root, one coinbase first, every transaction well formed, no duplicates, sigops."""
     check_header_pow(block.header, params)
     transactions = block.transactions
-    if block_merkle_root(transactions) != block.header.merkle_root:
-        raise Invalid("bad-merkle", "The merkle root does not match the transactions.")
+    # The size first: it is known at once, the merkle root costs a hash of every byte.
     if not transactions or block.size > params.max_block_size:
         raise Invalid("bad-blk-length", f"The block has {block.size} bytes.")
+    if block_merkle_root(transactions) != block.header.merkle_root:
+        raise Invalid("bad-merkle", "The merkle root does not match the transactions.")
     if not transactions[0].is_coinbase:
         raise Invalid("bad-cb-missing", "The first transaction is not a coinbase.")
     if any(tx.is_coinbase for tx in transactions[1:]):
