@@ -353,6 +353,17 @@ def test_header_rules() -> None:
     assert chain.tip.hash == late.hash
 
 
+def test_a_block_from_a_clock_hours_ahead_is_refused_without_a_ban_and_taken_later() -> None:
+    chain = fresh()
+    grow(chain, 2)
+    ahead = next_block(chain, time=int(NOW) + 3 * 60 * 60)
+    error = rejects(chain, ahead, "time-too-new")
+    assert not error.ban and not chain.get(ahead.hash)
+    assert chain.accept_block(ahead, NOW + 60 * 60).connected == [ahead]
+    absurd = next_block(chain, time=int(NOW) + 2 * 24 * 60 * 60)
+    assert rejects(chain, absurd, "time-too-new").ban
+
+
 def test_block_rules_in_context() -> None:
     chain = fresh()
     blocks = grow(chain, LOCAL.coinbase_maturity - 1, lock=lock_of(ALICE))
@@ -391,6 +402,11 @@ def test_a_body_not_matching_its_header_does_not_spoil_the_block() -> None:
         block.header, (dataclasses.replace(block.transactions[0], witnesses=(b"other",)),)
     )
     rejects(chain, mutated, "bad-merkle")
+    oversized = Block(
+        block.header,
+        (dataclasses.replace(block.transactions[0], witnesses=(bytes(LOCAL.max_block_size),)),),
+    )
+    rejects(chain, oversized, "bad-blk-length")  # refused before its merkle root is known
     assert chain.accept_block(block, NOW).connected == [block]
 
 

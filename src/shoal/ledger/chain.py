@@ -34,6 +34,7 @@ __all__ = ["BlockIndex", "Chain", "ChainUpdate", "RejectedBlock"]
 DOWNLOAD_WINDOW = 1024  # blocks past the tip worth fetching before the tip moves
 MAX_LOCATOR = 101  # hashes of a peer's locator we look at
 BLOCK_CACHE_BYTES = 64_000_000  # recent block bodies kept decoded in memory
+BAN_FUTURE = 24 * 60 * 60  # a block time further ahead than this is no honest clock's error
 
 
 @dataclass
@@ -185,9 +186,10 @@ class Chain:
 
     def next_bits(self, parent: BlockIndex) -> int:
         """The compact target a child of parent must carry: the limit when the chain never
-        retargets; else the parent's, but at every retarget_interval-th height scaled by how
-        long the last interval took (measured over the whole interval, where Bitcoin's
-        first block of the interval leaves one spacing out)."""
+        retargets; else the parent's, but at every retarget_interval-th height scaled by the
+        time from the interval's first block to its last (interval - 1 spacings, as Bitcoin
+        measures, against the time interval spacings should take; the timewarp this allows
+        is left open, as in Bitcoin)."""
         params = self.params
         interval = params.retarget_interval
         if not interval:
@@ -296,7 +298,13 @@ class Chain:
         if header.time <= self.median_time_past(parent):
             raise Invalid("time-too-old", "The block's time is not after the median time past.")
         if header.time > now + self.params.max_future:
-            raise Invalid("time-too-new", "The block's time is too far in the future.")
+            # An honest peer's clock may be off: refuse without banning, and without marking
+            # the header, which becomes valid in time; only an absurd time is banned.
+            raise Invalid(
+                "time-too-new",
+                "The block's time is too far in the future.",
+                ban=header.time > now + max(self.params.max_future, BAN_FUTURE),
+            )
         index = BlockIndex(
             header.hash,
             header,
@@ -326,8 +334,9 @@ class Chain:
                 check_block_at(block, index.height)
             except Invalid as error:
                 # A body that does not match its merkle root is not this header's block:
-                # another peer may yet send the right one.
-                if error.reason != "bad-merkle":
+                # another peer may yet send the right one. An oversized body is refused
+                # before its merkle root is computed, so it may not be this header's either.
+                if error.reason not in ("bad-merkle", "bad-blk-length"):
                     self._mark_invalid(index)
                 raise
             self._store_body(index, block)
