@@ -423,6 +423,12 @@ class WalletHistory:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def forget(self) -> None:
+        """Drop everything followed so far (the chain it followed is gone): a rescan starts."""
+        with self.connection:
+            for table in ("wallet_tx", "wallet_output", "wallet_meta"):
+                self.connection.execute(f"DELETE FROM {table}")
+
     def close(self) -> None:
         """Close the SQLite connection."""
         self.connection.close()

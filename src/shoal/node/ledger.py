@@ -5,9 +5,12 @@ worker process when the node mines."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import random
 import socket
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,12 @@ from .streamlink import StreamLink
 log = logging.getLogger(__name__)
 
 CHAIN_FILE = "chain.sqlite"
+LOCK_FILE = "lock"
 DIAL_TIMEOUT = 10.0
+# A link's unsent bytes past which it is dropped: room for the core's round of getdata
+# answers (1 MB and at most one more block) above the pause mark, so an honest peer that
+# reads slowly is paused, never dropped.
+LEDGER_WRITE_CAP = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class LedgerService(CoreClock[LedgerNode]):
         self._dials: dict[int, asyncio.Task[None]] = {}
         self._dialling: dict[int, Address] = {}  # link number -> the address dialled
         self._next_link = 0
+        self._lock: int | None = None  # the descriptor holding the folder's lock
         # Told of every change of the active chain (the wallet's history follows it).
         self.listeners: list[Callable[[ChainUpdate], None]] = []
 
@@ -77,11 +86,16 @@ class LedgerService(CoreClock[LedgerNode]):
     async def start(self, port: int) -> None:
         """Open the chain state and start the core on port (the node's), dialling the peers
         given; start mining if asked to."""
+        self._lock_folder()
+        path = self.folder / CHAIN_FILE
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.chain = Chain(self.params, SqliteStore(self.folder / CHAIN_FILE))
+            self.chain = Chain(self.params, SqliteStore(path))
         except OSError as exc:
-            raise ShoalError(f"cannot open the chain in {self.folder}: {exc.strerror}") from None
+            raise ShoalError(f"cannot open the chain in {path}: {exc.strerror}") from None
+        except (sqlite3.Error, ValueError) as exc:
+            raise ShoalError(
+                f"the chain in {path} is damaged or not {self.params.name}'s ({exc})"
+            ) from None
         now = self.now()
         self.core = LedgerNode(
             self.params, self.chain, self.mempool, random.Random(), listen_port=port
@@ -91,6 +105,23 @@ class LedgerService(CoreClock[LedgerNode]):
         self._pump()
         if self.options.mine_to is not None:
             self.start_miner(self.options.mine_to)
+
+    def _lock_folder(self) -> None:
+        """Make the chain's folder (readable by its owner alone: the wallet is there) and hold
+        its lock while the node runs: two processes on one chain state would corrupt it."""
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ShoalError(f"cannot use {self.folder}: {exc.strerror}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            raise ShoalError(
+                f"another shoal node runs the {self.params.name} chain in {self.folder}"
+            ) from None
+        self._lock = descriptor
 
     def start_miner(self, lock: bytes) -> None:
         """Mine new blocks paying lock, for as long as the node runs."""
@@ -121,6 +152,9 @@ class LedgerService(CoreClock[LedgerNode]):
         if self.chain is not None:
             self.chain.close()
             self.chain = None
+        if self._lock is not None:
+            os.close(self._lock)  # and with it the lock
+            self._lock = None
 
     # What the node's RPC and miner ask.
 
@@ -165,7 +199,7 @@ class LedgerService(CoreClock[LedgerNode]):
             transport.close()  # another chain's node, or we are stopping
             return
         number = self._new_number()
-        link = StreamLink(self, number)
+        link = StreamLink(self, number, LEDGER_WRITE_CAP)
         transport.set_protocol(link)
         link.attach(transport)
         self._links[number] = link
@@ -207,7 +241,9 @@ class LedgerService(CoreClock[LedgerNode]):
     async def _dial(self, number: int, address: Address) -> None:
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: StreamLink(self, number), *address),
+                self.loop.create_connection(
+                    lambda: StreamLink(self, number, LEDGER_WRITE_CAP), *address
+                ),
                 DIAL_TIMEOUT,
             )
         except (TimeoutError, OSError, ValueError) as exc:
@@ -225,10 +261,13 @@ class LedgerService(CoreClock[LedgerNode]):
         core = self.core
         if core is None:
             return
-        while outputs := core.take_outputs():
-            for output in outputs:
-                self._carry_out(core, output)
-        self._rearm(core)
+        try:
+            while outputs := core.take_outputs():
+                for output in outputs:
+                    self._carry_out(core, output)
+        finally:
+            if self.core is core:
+                self._rearm(core)  # the core's upkeep goes on whatever a listener did
 
     def _carry_out(self, core: LedgerNode, output: object) -> None:
         if isinstance(output, Send):
@@ -250,7 +289,10 @@ class LedgerService(CoreClock[LedgerNode]):
             if self.miner is not None:
                 self.miner.tip_changed()
             for listener in self.listeners:
-                listener(output.update)
+                try:
+                    listener(output.update)
+                except Exception:  # one follower failing (a full disk) must not stop the rest
+                    log.exception("a follower of the chain failed")
 
     def _save(self) -> None:
         """Chain state is written as blocks connect: nothing to save on the clock."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from typing import Any
 
 from ..errors import ShoalError
@@ -13,6 +14,7 @@ from ..ledger.pow import target_from_bits
 from ..ledger.primitives import (
     LOCK_KEY,
     MAX_MONEY,
+    Block,
     OutPoint,
     Transaction,
     hash_hex,
@@ -45,31 +47,41 @@ class LedgerMethods:
     def __init__(self, service: LedgerService) -> None:
         self.service = service
         self.wallet = Wallet.open(service.folder / WALLET_FILE, service.params, create=True)
-        self.history = WalletHistory.open(service.folder / HISTORY_FILE, self.wallet)
-        self._catch_up()
+        path = service.folder / HISTORY_FILE
+        try:
+            self.history = WalletHistory.open(path, self.wallet)
+            self._catch_up()
+        except sqlite3.Error as exc:
+            raise ShoalError(f"the wallet's history in {path} is damaged ({exc})") from None
         service.listeners.append(self.history.blocks_changed)
 
     def _catch_up(self) -> None:
         """Bring the wallet's history to the chain's tip: it may have stopped behind it, or
         on a branch that lost (a kill -9 between the two databases' commits)."""
         chain = self.chain
-        known = None if self.history.tip is None else chain.get(self.history.tip)
+        followed = self.history.tip
+        known = None if followed is None else chain.get(followed)
+        if followed is not None and known is None:
+            self.history.forget()  # it followed a chain this one never knew: start over
         disconnected = []
         while known is not None and not chain.contains(known):
-            block = chain.block(known.hash)
-            assert block is not None  # a block the history followed was connected: stored
-            disconnected.append(block)
+            disconnected.append(self._stored(known))
             known = known.parent
         start = 0 if known is None else known.height + 1
         connected = []
         for height in range(start, chain.tip.height + 1):
             index = chain.at_height(height)
-            assert index is not None
-            block = chain.block(index.hash)
-            assert block is not None  # every block of the active chain is stored
-            connected.append(block)
+            assert index is not None  # a height at most the tip's
+            connected.append(self._stored(index))
         if connected or disconnected:
             self.history.blocks_changed(ChainUpdate(connected, disconnected))
+
+    def _stored(self, index: BlockIndex) -> Block:
+        """The body of a block the chain connected once (so it is stored)."""
+        block = self.chain.block(index.hash)
+        if block is None:
+            raise ShoalError(f"the chain lacks block {hash_hex(index.hash)}: it is damaged")
+        return block
 
     def close(self) -> None:
         """Stop following the chain and close the history."""

@@ -11,8 +11,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..errors import ShoalError
 from ..ledger.mining import block_template, solve
 from ..ledger.primitives import Block, hash_hex
+from ..ledger.validation import Invalid
 
 if TYPE_CHECKING:
     from .ledger import LedgerService
@@ -58,8 +60,12 @@ class Miner:
                 if self.service.params.retarget_interval == 0:
                     await self._pause()
                 block = await self.mine_one(lock)
-                if block is not None:
+                if block is None:
+                    continue
+                try:
                     self.service.submit_block(block)
+                except Invalid as error:  # e.g. our clock far behind the chain's: try again
+                    log.warning("our block was refused: %s (%s)", error.detail, error.reason)
         except asyncio.CancelledError:
             raise
         except Exception:  # a miner that dies must say why, not vanish
@@ -103,7 +109,11 @@ class Miner:
         hashes: list[bytes] = []
         while len(hashes) < count:
             block = await self.mine_one(lock)
-            if block is not None:
+            if block is None:
+                continue
+            try:
                 self.service.submit_block(block)
-                hashes.append(block.hash)
+            except Invalid as error:
+                raise ShoalError(f"the block mined was refused: {error.detail}") from None
+            hashes.append(block.hash)
         return hashes

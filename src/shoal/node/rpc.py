@@ -78,8 +78,9 @@ class RpcServer:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(offered.encode(), self.token.encode()):
+        scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+        given = offered.encode("utf-8", "surrogateescape")  # any bytes compare, none raise
+        if scheme != "Bearer" or not hmac.compare_digest(given, self.token.encode()):
             return web.json_response({"error": "wrong or missing RPC token"}, status=401)
         try:
             call = await request.json()
