@@ -207,10 +207,72 @@ def test_another_block_found_invalid_is_reported_in_the_update() -> None:
     assert chain.get(child.hash).invalid and chain.tip.hash == valid.hash  # type: ignore[union-attr]
 
 
+def settle(chain: Chain, block: Block, max_connects: int | None) -> list[ChainUpdate]:
+    """Accept block, then carry on until the best chain is active: every step's update."""
+    updates = [chain.accept_block(block, NOW, max_connects=max_connects)]
+    return updates + finish(chain, max_connects)
+
+
+def finish(chain: Chain, max_connects: int | None) -> list[ChainUpdate]:
+    """Carry on until the best chain is active: every step's update."""
+    updates = []
+    while chain.activation_pending:
+        assert max_connects is not None
+        updates.append(chain.continue_activation(max_connects))
+    return updates
+
+
+def follow(active: list[bytes], update: ChainUpdate) -> None:
+    """Move a list of active hashes as update says, checking that it can."""
+    for block in update.disconnected:
+        assert active.pop() == block.hash
+    for block in update.connected:
+        assert block.header.previous == active[-1]
+        active.append(block.hash)
+
+
+def test_a_reorganisation_in_steps_ends_as_one_done_at_once() -> None:
+    losing, winning = paying_branch(12, 1), paying_branch(20, 2)
+    at_once, stepped = fed(losing), fed(losing)
+    updates: dict[Chain, list[ChainUpdate]] = {}
+    for chain, max_connects in ((at_once, None), (stepped, 3)):
+        for block in winning:
+            chain.accept_header(block.header, NOW)
+        for block in winning[:0:-1]:  # every body but the first: nothing to connect yet
+            assert chain.accept_block(block, NOW) == ChainUpdate()
+        updates[chain] = settle(chain, winning[0], max_connects)
+    assert updates[at_once] == [ChainUpdate(connected=winning, disconnected=losing[::-1])]
+    steps = updates[stepped]
+    assert len(steps) == 7 and steps[0].disconnected == losing[::-1]
+    assert [len(step.connected) for step in steps] == [3] * 6 + [2]
+    assert all(step.disconnected == [] == step.invalid for step in steps[1:])
+    assert [block for step in steps for block in step.connected] == winning
+    assert stepped.tip.hash == at_once.tip.hash == winning[-1].hash
+    assert stepped.store.utxo() == at_once.store.utxo() == fed(winning).store.utxo()
+    assert not stepped.activation_pending and stepped.store.reorg_start() is None
+
+
+def test_a_reorganisation_in_steps_records_the_tip_it_leaves_until_done() -> None:
+    losing, winning = paying_branch(3, 1), paying_branch(6, 2)
+    chain = fed(losing)
+    for block in winning[:3]:
+        chain.accept_block(block, NOW, max_connects=1)
+    assert chain.store.reorg_start() is None and not chain.activation_pending
+    first = chain.accept_block(winning[3], NOW, max_connects=1)
+    assert first == ChainUpdate(connected=winning[:1], disconnected=losing[::-1])
+    assert chain.activation_pending and chain.store.reorg_start() == losing[-1].hash
+    assert chain.continue_activation(2).connected == winning[1:3]
+    assert chain.store.reorg_start() == losing[-1].hash
+    assert chain.continue_activation(2).connected == winning[3:4]
+    assert not chain.activation_pending and chain.store.reorg_start() is None
+    assert chain.continue_activation(2) == ChainUpdate()
+
+
 @pytest.mark.parametrize("seed", [7, 8, 9])
+@pytest.mark.parametrize("max_connects", [None, 2])
 @pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
 def test_random_reorganisations_keep_the_utxo_of_the_active_chain(
-    store_kind: str, seed: int, tmp_path: Path
+    store_kind: str, max_connects: int | None, seed: int, tmp_path: Path
 ) -> None:
     rng = random.Random(seed)
     path = tmp_path / "chain.sqlite"
@@ -222,6 +284,7 @@ def test_random_reorganisations_keep_the_utxo_of_the_active_chain(
     builder = fresh()
     reorganised = reopened = 0
     height_of = {LOCAL.genesis.hash: 0}
+    active = [LOCAL.genesis.hash]  # as the updates tell it
     for step in range(200):
         # forks near the top, some deep: they overtake each other often
         top = max(height_of[h] for h in utxo)
@@ -242,10 +305,20 @@ def test_random_reorganisations_keep_the_utxo_of_the_active_chain(
         block = next_block(builder, txs, parent=parent, extra=step.to_bytes(2, "little"))
         builder.accept_header(block.header, NOW)
         try:
-            reorganised += bool(chain.accept_block(block, NOW).disconnected)
-            assert not forge or not chain.contains(chain.get(block.hash))  # type: ignore[arg-type]
-        except Invalid as error:
+            updates = settle(chain, block, max_connects)
+        except RejectedBlock as error:
+            updates = [error.update, *finish(chain, max_connects)]
             assert forge and error.reason == "bad-signature"
+        except Invalid as error:
+            updates = []
+            assert forge and error.reason == "bad-signature"
+        for update in updates:
+            follow(active, update)
+            reorganised += bool(update.disconnected)
+            assert all(forge and h == block.hash for h, _ in update.invalid)
+        assert active == [chain.at_height(h).hash for h in range(chain.tip.height + 1)]  # type: ignore[union-attr]
+        assert not forge or not chain.contains(chain.get(block.hash))  # type: ignore[arg-type]
+        assert chain.store.reorg_start() is None
         if not forge:
             after = dict(coins)
             for tx in block.transactions:
@@ -318,6 +391,26 @@ def test_a_restart_mid_reorganisation_carries_on_to_the_best_chain(tmp_path: Pat
     assert again.tip.hash == winning[2].hash
     assert again.store.utxo() == fed(winning).store.utxo()
     again.close()
+
+
+def test_a_restart_between_steps_tells_the_whole_reorganisation(tmp_path: Path) -> None:
+    path = tmp_path / "chain.sqlite"
+    losing, winning = paying_branch(3, 1), paying_branch(6, 2)
+    chain = Chain(LOCAL, SqliteStore(path))
+    for block in losing:
+        chain.accept_block(block, NOW)
+    for block in winning:
+        chain.accept_header(block.header, NOW)
+    for block in winning[:0:-1]:
+        chain.accept_block(block, NOW)
+    chain.accept_block(winning[0], NOW, max_connects=2)
+    assert chain.tip.hash == winning[1].hash and chain.activation_pending
+    chain.store.close()  # as if killed between steps: every step is committed
+    again = Chain(LOCAL, SqliteStore(path))
+    assert again.resumed == ChainUpdate(connected=winning, disconnected=losing[::-1])
+    assert again.store.reorg_start() is None and again.tip.hash == winning[-1].hash
+    again.close()
+    assert Chain(LOCAL, SqliteStore(path)).resumed == ChainUpdate()
 
 
 def test_a_store_of_another_chain_is_refused(tmp_path: Path) -> None:
@@ -535,6 +628,11 @@ def test_a_kill_at_any_moment_leaves_a_consistent_state(tmp_path: Path, kill_aft
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     chain = Chain(LOCAL, SqliteStore(path))
+    if kill_after == 60:  # what left the active chain is told, for the mempool to take back
+        assert chain.resumed.disconnected == losing[::-1]
+        assert chain.resumed.connected == winning[:31]
+    else:
+        assert chain.resumed == ChainUpdate()
     active = [chain.block(chain.at_height(h).hash) for h in range(1, chain.tip.height + 1)]  # type: ignore[union-attr]
     assert chain.tip.height >= min(kill_after, 30) and None not in active
     assert chain.store.utxo() == fed(active).store.utxo()  # type: ignore[arg-type]

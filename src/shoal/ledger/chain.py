@@ -5,9 +5,11 @@ of most cumulative work among the blocks it holds and found valid, and its unspe
 Headers are accepted when their proof of work, difficulty and time are right and their
 parent is known; a block's body when it passes the context-free checks; the active chain then
 moves to the most-work chain whose bodies are all here, disconnecting blocks with their undo
-data and connecting the new ones, each step one store commit. A block found invalid is marked
-so, with every descendant, and never tried again. Of two chains of equal work the one whose
-tip arrived first stays active, as in Bitcoin.
+data and connecting the new ones, each block one store commit (in steps of a few connects if
+the caller asks: a long reorganisation would hold its event loop for seconds). A block found
+invalid is marked so, with every descendant, and never tried again. Of two chains of equal work
+the one whose tip arrived first stays active, as in Bitcoin. The store keeps the tip a
+reorganisation leaves until it is done: reopened, Chain.resumed tells which blocks left.
 
 The genesis is taken as the chain's parameters give it (it meets its proof of work, but as
 a parameter it is not checked) and connected like any block: its coinbase pays only a burn
@@ -68,6 +70,7 @@ class Chain:
         self._blocks: dict[bytes, Block] = {}  # recent bodies, oldest first
         self._block_bytes = 0
         self._sequence = 0
+        self._reorg_start: BlockIndex | None = None  # the tip an unfinished reorganisation left
         stored = store.headers()
         if not stored:
             self._store_genesis()
@@ -83,8 +86,11 @@ class Chain:
         self.best_header = self.tip
         self._find_best_header()
         self._find_candidates()
-        # A node killed in a reorganisation resumes at the fork: carry on to the best chain.
-        self.resumed = self._activate()
+        # A node killed in a reorganisation carries on to the best chain; resumed tells the
+        # whole move from the tip it was leaving (if one is recorded, else from the tip).
+        recorded = store.reorg_start()
+        self._reorg_start = self._index.get(recorded) if recorded else None
+        self.resumed = self._activate(None, since=self._reorg_start)
 
     def _store_genesis(self) -> None:
         """Write the genesis header, body and state into a new store."""
@@ -321,10 +327,13 @@ class Chain:
             self.best_header = index
         return index
 
-    def accept_block(self, block: Block, now: float) -> ChainUpdate:
+    def accept_block(
+        self, block: Block, now: float, *, max_connects: int | None = None
+    ) -> ChainUpdate:
         """Add a block (its header as accept_header does), store it if it passes the checks
-        that need no coins, and move the active chain to the most-work valid chain. Raises
-        Invalid if this block breaks a rule (RejectedBlock if it was found so on connecting)."""
+        that need no coins, and move the active chain towards the most-work valid chain, at
+        most max_connects blocks connected (None: all the way). Raises Invalid if this block
+        breaks a rule (RejectedBlock if it was found so on connecting)."""
         try:
             index = self._add_header(block.header, now)
             if index.has_data:
@@ -340,7 +349,7 @@ class Chain:
                     self._mark_invalid(index)
                 raise
             self._store_body(index, block)
-            update = self._activate()
+            update = self._activate(max_connects)
         finally:
             self.store.commit()
         for block_hash, failure in update.invalid:
@@ -391,26 +400,40 @@ class Chain:
 
     # Moving the active chain.
 
-    def _activate(self) -> ChainUpdate:
-        """Move the active chain to the best candidate until none has more work than the tip;
-        a block that fails to connect is marked invalid and the next best is tried."""
-        old_tip = self.tip
+    @property
+    def activation_pending(self) -> bool:
+        """Whether a stored chain has more work than the active one: continue_activation has
+        more to do."""
+        return any(candidate.work > self.tip.work for candidate in self._candidates)
+
+    def continue_activation(self, max_connects: int) -> ChainUpdate:
+        """The next step towards the most-work chain: at most max_connects blocks connected
+        (after disconnecting back to the fork, all at once). Blocks found invalid are marked
+        so and reported in the update, never raised."""
+        return self._activate(max_connects)
+
+    def _activate(self, max_connects: int | None, since: BlockIndex | None = None) -> ChainUpdate:
+        """Move the active chain to the best candidate until none has more work than the tip
+        or max_connects blocks were tried; a block that fails to connect is marked invalid and
+        the next best is tried. The update is the move from since (by default the tip)."""
+        old_tip = since or self.tip
         seen: dict[bytes, Block] = {}
         invalid: list[tuple[bytes, Invalid]] = []
-        while self._candidates:
-            best = max(self._candidates, key=lambda index: (index.work, -index.sequence))
-            if best.work <= self.tip.work:
+        budget = max_connects
+        while budget is None or budget > 0:
+            best = max(
+                self._candidates, key=lambda index: (index.work, -index.sequence), default=None
+            )
+            if best is None or best.work <= self.tip.work:
                 break
             fork = self._fork(best)
             while self.tip is not fork:
                 self._disconnect_tip(seen)
-            path = []
-            walk = best
-            while walk is not fork:
-                path.append(walk)
-                assert walk.parent is not None
-                walk = walk.parent
-            for index in reversed(path):
+            end = best.height if budget is None else min(best.height, fork.height + budget)
+            for height in range(fork.height + 1, end + 1):
+                index = best.ancestor(height)
+                if budget is not None:
+                    budget -= 1
                 try:
                     self._connect(index, seen)
                 except Invalid as error:
@@ -419,6 +442,11 @@ class Chain:
                     self._find_candidates()  # the tip may have gone back
                     break
         self._candidates = {c for c in self._candidates if c.work > self.tip.work}
+        if self._reorg_start is not None and not self._candidates:
+            # The best chain is active: a restart has no reorganisation left to tell of.
+            self.store.set_reorg_start(None)
+            self.store.commit()
+            self._reorg_start = None
         return self._net_update(old_tip, seen, invalid)
 
     def _net_update(
@@ -453,12 +481,16 @@ class Chain:
         seen[index.hash] = block
 
     def _disconnect_tip(self, seen: dict[bytes, Block]) -> None:
-        """Disconnect the tip with its undo data and commit."""
+        """Disconnect the tip with its undo data and commit (the first disconnect of a
+        reorganisation records, in the same commit, the tip it leaves)."""
         index = self.tip
         parent = index.parent
         if parent is None:
             raise ValueError("the genesis cannot be disconnected")
         block = seen.get(index.hash) or self._body(index)
+        if self._reorg_start is None:
+            self._reorg_start = index
+            self.store.set_reorg_start(index.hash)
         self.store.apply(disconnect_change(block, index.height, self.store.undo(index.hash)))
         self.store.commit()
         self._active.pop()

@@ -58,6 +58,14 @@ class ChainStore(Protocol):
         """The hash of the active chain's tip; None for a new store."""
         ...
 
+    def reorg_start(self) -> bytes | None:
+        """The tip an unfinished reorganisation left (None when none is under way)."""
+        ...
+
+    def set_reorg_start(self, block_hash: bytes | None) -> None:
+        """Record (or with None forget) the tip a reorganisation leaves, with the next commit."""
+        ...
+
     def add_header(self, header: BlockHeader, height: int) -> None:
         """Keep a header that passed its checks."""
         ...
@@ -154,12 +162,19 @@ class MemoryStore:
         self._by_lock: dict[bytes, dict[OutPoint, Coin]] = {}
         self._txs: dict[bytes, tuple[bytes, int]] = {}
         self._tip: bytes | None = None
+        self._reorg_start: bytes | None = None
 
     def headers(self) -> list[StoredHeader]:
         return sorted(self._headers.values(), key=lambda stored: stored.height)
 
     def tip(self) -> bytes | None:
         return self._tip
+
+    def reorg_start(self) -> bytes | None:
+        return self._reorg_start
+
+    def set_reorg_start(self, block_hash: bytes | None) -> None:
+        self._reorg_start = block_hash
 
     def add_header(self, header: BlockHeader, height: int) -> None:
         self._headers[header.hash] = StoredHeader(header, height, False, False)
@@ -291,9 +306,23 @@ class SqliteStore:
             for header, height, has_data, invalid in rows
         ]
 
-    def tip(self) -> bytes | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'tip'").fetchone()
+    def _meta(self, key: str) -> bytes | None:
+        """A value of the meta table."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def tip(self) -> bytes | None:
+        return self._meta("tip")
+
+    def reorg_start(self) -> bytes | None:
+        return self._meta("reorg_start")
+
+    def set_reorg_start(self, block_hash: bytes | None) -> None:
+        self._begin()
+        if block_hash is None:
+            self._db.execute("DELETE FROM meta WHERE key = 'reorg_start'")
+        else:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('reorg_start', ?)", (block_hash,))
 
     def add_header(self, header: BlockHeader, height: int) -> None:
         self._begin()
