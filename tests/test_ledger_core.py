@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from ledger_blocks import lock_of, mine, private_key, spend, unsolved
+from ledger_blocks import lock_of, mine, next_block, private_key, spend, unsolved
 
 from shoal.addresses import Address
 from shoal.ledger import core as core_module
@@ -486,3 +486,52 @@ def test_a_peer_announcing_junk_holds_up_only_its_own_requests():
     honest.send(lm.Inv((InvItem(InvType.TX, junk[0]),)))
     asked = [item.hash for m in honest.read() if isinstance(m, GetData) for item in m.items]
     assert asked == [junk[0]]
+
+
+def test_a_block_resent_unasked_drops_its_sender_and_one_of_a_lesser_chain_is_not_kept():
+    node = new_node(("127.0.0.1", 9000), 1)
+    blocks = mine_on(node, 3, NOW)
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    stranger.read()
+    # A branch off the genesis, with less work than our tip: ignored, its sender kept.
+    stale = next_block(node.chain, parent=node.chain.get(LOCAL.genesis.hash), extra=b"stale")
+    stranger.send(BlockMessage(stale))
+    stranger.read()
+    assert node.chain.get(stale.hash) is None and stranger.closed is None
+    # A block we hold, sent again unasked (junk a peer could resend forever): the link goes.
+    stranger.send(BlockMessage(blocks[1]))
+    stranger.read()
+    assert stranger.closed == "a block we have, sent unasked"
+    assert node.core.banned() == []  # wasteful, not invalid
+
+
+def test_a_block_asked_of_a_peer_is_taken_from_it_even_if_another_sent_it_first():
+    source = new_node(("127.0.0.1", 9001), 2)
+    [block] = mine_on(source, 1, NOW)
+    node = new_node(("127.0.0.1", 9000), 1)
+    asked = Stranger(node, 1)
+    asked.handshake(height=1)
+    asked.read()
+    asked.send(Headers((block.header,)))
+    assert any(isinstance(m, GetData) for m in asked.read())
+    eager = Stranger(node, 2, port=50001, listen_port=7001)
+    eager.handshake(height=1)
+    eager.send(BlockMessage(block))  # unasked, but on more work than our tip: taken
+    eager.read()
+    assert node.chain.tip.hash == block.hash and eager.closed is None
+    asked.send(BlockMessage(block))
+    asked.read()
+    assert asked.closed is None
+
+
+def test_a_block_message_over_the_chains_block_size_is_refused_from_its_header():
+    node = new_node(("127.0.0.1", 9000), 1)
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    stranger.read()
+    length = LOCAL.max_block_size + lm.BLOCK_SLACK + 1
+    node.core.receive(1, lm.HEADER.pack(MAGIC, b"block", length, bytes(4)), NOW)
+    stranger.read()
+    assert stranger.closed is not None and stranger.closed.startswith("malformed")
+    assert [ban.address for ban in node.core.banned()] == [("127.0.0.1", 7000)]

@@ -156,6 +156,35 @@ def test_a_length_over_the_command_limit_is_refused_from_the_header_alone():
         Framer(MAGIC).feed(header)
 
 
+@given(
+    st.integers(1000, 2_000_000),
+    st.sampled_from([b"block", b"tx", b"cmpctblock"]),
+    st.integers(-999, 2000),
+)
+def test_a_block_or_tx_longer_than_the_chains_block_size_is_refused_from_its_header(
+    max_block_size, command, over
+):
+    """A block may hold the block size and a little, a transaction the block size, a command
+    we do not know (a later version's) no more than a block; the header alone decides."""
+    limit = max_block_size + (0 if command == b"tx" else lm.BLOCK_SLACK)
+    length = limit + over  # at least 1: a whole payload never arrives
+    framer = Framer(MAGIC, max_block_size)
+    header = lm.HEADER.pack(MAGIC, command, length, bytes(4))
+    if length > limit:
+        with pytest.raises(ProtocolError):
+            framer.feed(header)
+    else:
+        assert framer.feed(header) == []
+        assert framer.buffered == lm.HEADER.size <= framer.max_buffered
+
+
+def test_a_node_on_the_local_chain_reads_no_block_of_4_mb():
+    framer = Framer(MAGIC, LOCAL.max_block_size)
+    assert framer.max_buffered < 2 * LOCAL.max_block_size
+    with pytest.raises(ProtocolError, match="block"):
+        framer.feed(lm.HEADER.pack(MAGIC, b"block", 4_000_000, bytes(4)))
+
+
 def test_an_unknown_command_is_skipped_and_a_malformed_one_refused():
     framer = Framer(MAGIC)
     assert framer.feed(frame(b"sendcmpct", b"\x00" * 9) + encode(Ping(3), MAGIC)) == [Ping(3)]
@@ -198,7 +227,7 @@ def test_a_peer_that_sends_much_never_makes_the_buffer_grow_past_one_message():
         [message] = framer.feed(headers)
         assert isinstance(message, Headers)
     framer.feed(headers[:-1])
-    assert framer.buffered == len(headers) - 1 <= Framer.max_buffered
+    assert framer.buffered == len(headers) - 1 <= framer.max_buffered
 
 
 @pytest.mark.parametrize("address", [("127.3.0.1", 8333), ("2001:db8::7", 1), ("::1", 65535)])

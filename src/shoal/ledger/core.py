@@ -48,6 +48,7 @@ from .peers import (
     Send,
     TransactionAccepted,
 )
+from .pow import target_from_bits, work_of
 from .primitives import ZERO_HASH, Block, BlockHeader, Transaction
 from .sync import BLOCKS_PER_PEER, REFILL_AT, BoundedSet, Supplier
 from .validation import Invalid
@@ -98,6 +99,7 @@ class LedgerNode(PeerLayer):
         super().__init__(
             params.magic,
             rng,
+            max_block_size=params.max_block_size,
             listen_port=listen_port,
             nonce=nonce,
             max_outbound=max_outbound,
@@ -390,13 +392,42 @@ class LedgerNode(PeerLayer):
         self._fetch_blocks()
 
     def _on_block(self, peer: Peer, block: Block) -> None:
-        self.download.received(block.hash)
+        """Take a block asked of peer. One it was not asked for is dropped with its link if
+        we hold it already (no honest peer resends a block unasked: it would cost us a
+        decode each time), and ignored unless its chain would have at least our tip's work
+        (Bitcoin's fHasMoreOrSameWork), so a stale branch costs us no storage."""
+        request = self.download.requests.get(block.hash)
+        if request is not None and request.peer == peer.link:
+            self.download.received(block.hash)
+        elif self._holds(block.hash):
+            self._drop(peer, "a block we have, sent unasked")
+            return
+        elif not self._worth_taking(block.header):
+            return
         peer.known.add(block.hash)
         self._block_sources[block.hash] = peer.link
         if len(self._block_sources) > BLOCK_SOURCES:
             del self._block_sources[next(iter(self._block_sources))]
         self._process_block(block, peer)
         self._retry_orphans()
+
+    def _holds(self, block_hash: bytes) -> bool:
+        """Whether the block's body is stored, or kept until its parent comes."""
+        index = self.chain.get(block_hash)
+        return (index is not None and index.has_data) or block_hash in self._orphans
+
+    def _worth_taking(self, header: BlockHeader) -> bool:
+        """Whether a block not asked for would end a chain of at least our tip's work (one on
+        an unknown parent may: it is kept as an orphan if its proof of work holds). The work
+        is that of the bits its parent's child must carry, not of what it claims."""
+        known = self.chain.get(header.hash)
+        if known is not None:
+            return known.work >= self.chain.tip.work
+        parent = self.chain.get(header.previous)
+        if parent is None:
+            return True
+        work = work_of(target_from_bits(self.chain.next_bits(parent)))
+        return parent.work + work >= self.chain.tip.work
 
     def _process_block(self, block: Block, peer: Peer | None) -> None:
         """Hand block to the chain; keep it a while if its parent is unknown."""

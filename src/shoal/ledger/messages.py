@@ -4,7 +4,8 @@
     checksum (first 4 bytes of sha256d(payload)) | payload
 
 and its payload is one of the messages below. Everything read is bounded: a payload longer
-than its command allows is refused from its header, before any of it is buffered; a count
+than its command allows (a block's and a transaction's as the chain's block size allows) is
+refused from its header, before any of it is buffered; a count
 over its limit, a field past the end, bytes after the last field, a wrong magic or checksum
 are a ProtocolError, and the link is dropped. A well-formed message of a command we do not
 know is skipped, as Bitcoin skips them (a later version may add commands).
@@ -33,7 +34,10 @@ from .primitives import (
 
 HEADER = struct.Struct("<4s12sI4s")
 PROTOCOL_VERSION = 1
-MAX_PAYLOAD = 4_000_000  # one block and slack
+MAX_PAYLOAD = 4_000_000  # the most `encode` writes, and a Framer told no block size takes
+# Bytes a block message may hold past the chain's block size: a block just too large is read,
+# and refused by the consensus check with its reason.
+BLOCK_SLACK = 1000
 MAX_USER_AGENT = 64
 MAX_ADDRESSES = 1000
 MAX_INVENTORY = 50_000
@@ -452,12 +456,19 @@ def _command(field: bytes) -> bytes:
 
 class Framer:
     """Cuts a link's byte stream into messages; holds at most one largest message, whatever
-    the other side sends."""
+    the other side sends. A node gives its chain's max_block_size, so a block message is at
+    most that and BLOCK_SLACK, a transaction at most that, and a command we do not know (a
+    later version's) no longer than a block; the default reads whatever `encode` writes."""
 
-    max_buffered = HEADER.size + MAX_PAYLOAD
-
-    def __init__(self, magic: bytes) -> None:
+    def __init__(self, magic: bytes, max_block_size: int = MAX_PAYLOAD - BLOCK_SLACK) -> None:
         self.magic = magic
+        self._block_limit = min(max_block_size + BLOCK_SLACK, MAX_PAYLOAD)
+        self._limits = {
+            **_LIMITS,
+            BlockMessage.command: self._block_limit,
+            TxMessage.command: min(max_block_size, MAX_PAYLOAD),
+        }
+        self.max_buffered = HEADER.size + max(self._block_limit, *self._limits.values())
         self._buffer = bytearray()
 
     @property
@@ -476,7 +487,7 @@ class Framer:
             if magic != self.magic:
                 raise ProtocolError(f"a message with magic {magic.hex()}, not {self.magic.hex()}")
             command = _command(field)
-            if length > _LIMITS.get(command, MAX_PAYLOAD):
+            if length > self._limits.get(command, self._block_limit):
                 raise ProtocolError(f"a {command.decode()} of {length} bytes")
             end = start + HEADER.size + length
             if len(buffer) < end:

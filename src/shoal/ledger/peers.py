@@ -173,12 +173,14 @@ class PeerLayer:
         magic: bytes,
         rng: random.Random,
         *,
+        max_block_size: int,
         listen_port: int,
         nonce: int | None,
         max_outbound: int,
         max_inbound: int,
     ) -> None:
         self.magic = magic
+        self.max_block_size = max_block_size  # the chain's: what a block message may hold
         self.rng = rng
         self.listen_port = listen_port
         # Sent in every version: hearing it back means we dialled ourselves.
@@ -333,7 +335,8 @@ class PeerLayer:
 
     def _open(self, link: int, address: Address, *, inbound: bool) -> Peer:
         now = self._now
-        return Peer(link, address, inbound, now, Framer(self.magic), AddrBudget(now), now)
+        framer = Framer(self.magic, self.max_block_size)
+        return Peer(link, address, inbound, now, framer, AddrBudget(now), now)
 
     def _version(self) -> Version:
         return Version(
