@@ -535,3 +535,16 @@ def test_a_block_message_over_the_chains_block_size_is_refused_from_its_header()
     stranger.read()
     assert stranger.closed is not None and stranger.closed.startswith("malformed")
     assert [ban.address for ban in node.core.banned()] == [("127.0.0.1", 7000)]
+
+
+def test_an_orphan_block_without_its_proof_of_work_is_not_kept_and_its_sender_banned():
+    source = new_node(("127.0.0.1", 9001), 2)
+    blocks = mine_on(source, 2, NOW)
+    node = new_node(("127.0.0.1", 9000), 1)
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    stranger.read()
+    stranger.send(BlockMessage(unsolved(blocks[1])))  # its parent unknown here
+    stranger.read()
+    assert stranger.closed is not None and "bad-pow" in stranger.closed
+    assert [ban.address for ban in node.core.banned()] == [("127.0.0.1", 7000)]

@@ -51,7 +51,7 @@ from .peers import (
 from .pow import target_from_bits, work_of
 from .primitives import ZERO_HASH, Block, BlockHeader, Transaction
 from .sync import BLOCKS_PER_PEER, REFILL_AT, BoundedSet, Supplier
-from .validation import Invalid
+from .validation import Invalid, check_header_pow
 
 __all__ = [
     "ChainChanged",
@@ -450,9 +450,15 @@ class LedgerNode(PeerLayer):
         self._chain_changed(update, peer)
 
     def _keep_orphan(self, block: Block, peer: Peer | None) -> None:
-        """Keep a block on an unknown parent (a few, none too large) and ask for its
-        headers."""
+        """Keep a block on an unknown parent (a few, none too large, each with its proof of
+        work: junk is not kept, and its sender is banned) and ask for its headers."""
         if block.size > self.params.max_block_size:
+            return
+        try:
+            check_header_pow(block.header, self.params)
+        except Invalid as error:
+            if peer is not None:
+                self._drop(peer, f"{error.reason}: {error.detail}", ban=True)
             return
         if len(self._orphans) >= MAX_ORPHAN_BLOCKS:
             del self._orphans[next(iter(self._orphans))]
