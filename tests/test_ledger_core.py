@@ -548,3 +548,53 @@ def test_an_orphan_block_without_its_proof_of_work_is_not_kept_and_its_sender_ba
     stranger.read()
     assert stranger.closed is not None and "bad-pow" in stranger.closed
     assert [ban.address for ban in node.core.banned()] == [("127.0.0.1", 7000)]
+
+
+def block_rounds(node: Node, link: int) -> list[list[int]]:
+    """The sizes of the block messages the core writes to link, round by round (the one
+    of the input that asked, then one per timer while answers wait)."""
+    rounds = []
+    while True:
+        outputs = node.core.take_outputs()
+        rounds.append(
+            [
+                len(o.data)
+                for o in outputs
+                if isinstance(o, Send) and o.link == link and o.data[4:16].rstrip(b"\0") == b"block"
+            ]
+        )
+        if node.core.get_timer() != NOW:
+            return rounds
+        node.core.handle_timer(NOW)
+
+
+@pytest.mark.parametrize("blocks_a_round", [1, 3])
+def test_a_round_of_answers_stops_before_a_message_would_cross_send_round(
+    blocks_a_round, monkeypatch
+):
+    node = new_node(("127.0.0.1", 9000), 1)
+    blocks = mine_on(node, 10, NOW)
+    size = len(encode(BlockMessage(blocks[-1]), MAGIC))
+    # 1: a round smaller than a block still sends one.
+    monkeypatch.setattr(core_module, "SEND_ROUND", blocks_a_round * size + size // 2 - size)
+    # Blocks are served as stored, never decoded and encoded again.
+    monkeypatch.setattr(node.chain, "block", lambda _: pytest.fail("a block decoded to serve"))
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    stranger.read()
+    items = tuple(InvItem(InvType.BLOCK, block.hash) for block in blocks)
+    stranger.send(GetData(items), GetData(items[:5]))  # asked twice in one read: answered once
+    rounds = block_rounds(node, 1)
+    assert sum(len(sizes) for sizes in rounds) == len(blocks)
+    assert all(len(sizes) <= blocks_a_round for sizes in rounds)
+    assert all(len(sizes) == 1 or sum(sizes) <= core_module.SEND_ROUND for sizes in rounds)
+    # Items asked again while queued (the link paused) are queued once.
+    node.core.set_paused(1, True, NOW)
+    stranger.send(GetData(items[:2]))
+    stranger.send(GetData(items[:2]), GetData(items[:1]))
+    node.core.set_paused(1, False, NOW)
+    got = [m for m in stranger.read() if isinstance(m, BlockMessage)]
+    while node.core.get_timer() == NOW:
+        node.core.handle_timer(NOW)
+        got += [m for m in stranger.read() if isinstance(m, BlockMessage)]
+    assert [m.block.hash for m in got] == [blocks[0].hash, blocks[1].hash]

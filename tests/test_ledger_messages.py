@@ -81,6 +81,12 @@ def frame(command: bytes, payload: bytes, magic: bytes = MAGIC) -> bytes:
     return lm.HEADER.pack(magic, command, len(payload), sha256d(payload)[:4]) + payload
 
 
+@given(blocks)
+def test_a_raw_payload_framed_is_the_message_encoded(block):
+    assert lm.frame(b"block", block.serialized, MAGIC) == encode(BlockMessage(block), MAGIC)
+    assert lm.frame(b"ping", bytes(8), MAGIC) == frame(b"ping", bytes(8))
+
+
 @given(st.lists(messages, max_size=4), st.data())
 def test_messages_round_trip_at_any_split(sent, data):
     stream = b"".join(encode(message, MAGIC) for message in sent)

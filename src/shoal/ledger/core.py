@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from .chain import Chain, ChainUpdate, RejectedBlock
 from .mempool import Mempool
 from .messages import (
+    HEADER,
     MAX_HEADERS,
     MAX_INVENTORY,
     MAX_LOCATOR,
@@ -33,7 +34,7 @@ from .messages import (
     Message,
     NotFound,
     TxMessage,
-    encode,
+    frame,
 )
 from .params import ChainParams
 from .peers import (
@@ -72,7 +73,10 @@ REFUSED_FOR_NOW = frozenset(
     ("immature-coinbase", "bad-txns-nonfinal", "txn-mempool-conflict", "mempool-full")
 )
 MEMPOOL_ANNOUNCED = 5000  # transactions of our mempool announced to a new peer, parents first
-SEND_ROUND = 1_000_000  # bytes of getdata answers written to a link before the next gets a turn
+# Bytes of getdata answers written to a link in one round, before the next gets a turn: a
+# round stops before a message would cross it (one message always goes), so a link that is
+# not paused (under the adapter's high mark) never holds much more than this.
+SEND_ROUND = 1_000_000
 # Transactions asked of one peer and not yet come (Bitcoin's MAX_PEER_TX_REQUEST_IN_FLIGHT):
 # a peer announcing junk it never sends holds up only its own requests, for TX_TIMEOUT.
 TXS_PER_PEER = 100
@@ -200,18 +204,20 @@ class LedgerNode(PeerLayer):
             self._sync_peer = None
         self._fetch_blocks()
 
-    def _received(self) -> None:
+    def _received(self, peer: Peer) -> None:
+        """Answer in one round what peer asked for in these bytes (however many getdata they
+        held), then ask for blocks."""
+        if peer.answering:
+            self._serve(peer)
         self._fetch_blocks()
 
     def _on_traffic(self, peer: Peer, message: Message) -> None:
         if isinstance(message, Inv):
             self._on_inv(peer, message.items)
         elif isinstance(message, GetData):
-            if len(peer.answering) + len(message.items) > MAX_INVENTORY:
+            peer.answering.update(dict.fromkeys(message.items))  # answered once, in _received
+            if len(peer.answering) > MAX_INVENTORY:
                 self._drop(peer, "too many items asked for", ban=True)
-                return
-            peer.answering.extend(message.items)
-            self._serve(peer)
         elif isinstance(message, NotFound):
             self._on_notfound(peer, message.items)
         elif isinstance(message, GetHeaders):
@@ -268,31 +274,41 @@ class LedgerNode(PeerLayer):
                 peer.lacks.add(item.hash)
 
     def _serve(self, peer: Peer) -> None:
-        """Answer queued getdata items until SEND_ROUND bytes went out or the link pauses:
-        a peer gets its blocks as fast as it reads them, never all at once."""
+        """Answer queued getdata items, one round: until the next message would take it past
+        SEND_ROUND bytes (the first always goes) or the link pauses. A peer gets its blocks
+        as fast as it reads them, and the adapter never holds more for it than its high mark
+        and a round."""
         sent = 0
         missing: list[InvItem] = []
-        while peer.answering and not peer.paused and sent < SEND_ROUND:
-            item = peer.answering.popleft()
-            message: Message | None = None
-            if item.type == InvType.BLOCK:
-                block = self.chain.block(item.hash)
-                message = None if block is None else BlockMessage(block)
-                index = self.chain.get(item.hash)
-                if index is not None:
-                    peer.saw(index)  # it asked: it will have it (and our mempool after)
-            else:
-                tx = self.mempool.get(item.hash)
-                message = None if tx is None else TxMessage(tx)
-            if message is None:
+        while peer.answering and not peer.paused:
+            item, _ = peer.answering.popitem(last=False)
+            answer = self._answer(item)
+            if answer is None:
                 missing.append(item)
                 continue
-            data = encode(message, self.magic)
+            command, payload = answer
+            if sent and sent + HEADER.size + len(payload) > SEND_ROUND:
+                peer.answering[item] = None  # first in the next round
+                peer.answering.move_to_end(item, last=False)
+                break
+            data = frame(command, payload, self.magic)
             sent += len(data)
             self._outputs.append(Send(peer.link, data))
+            index = self.chain.get(item.hash) if item.type == InvType.BLOCK else None
+            if index is not None:
+                peer.saw(index)  # it asked: it will have it (and our mempool after)
         if missing:
             self._send(peer, NotFound(tuple(missing)))
         self._announce_mempool(peer)
+
+    def _answer(self, item: InvItem) -> tuple[bytes, bytes] | None:
+        """The command and payload that answer item (a block as stored, not decoded and
+        encoded again); None if we lack it."""
+        if item.type == InvType.BLOCK:
+            raw = self.chain.raw_block(item.hash)
+            return None if raw is None else (BlockMessage.command, raw)
+        tx = self.mempool.get(item.hash)
+        return None if tx is None else (TxMessage.command, tx.serialized)
 
     def _announce(self, items: list[InvItem], source: Peer | None) -> None:
         """Tell every peer but source of the items it is not known to have."""

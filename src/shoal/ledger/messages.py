@@ -422,11 +422,15 @@ def _check_count(count: int, limit: int, what: str) -> None:
 
 def encode(message: Message, magic: bytes) -> bytes:
     """message framed for the chain of magic, as it goes on the wire."""
-    payload = message.encode()
+    return frame(message.command, message.encode(), magic)
+
+
+def frame(command: bytes, payload: bytes, magic: bytes) -> bytes:
+    """A payload already encoded (a stored block's bytes) framed as a message of command."""
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"a payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
     checksum = sha256d(payload)[:4]
-    return HEADER.pack(magic, message.command, len(payload), checksum) + payload
+    return HEADER.pack(magic, command, len(payload), checksum) + payload
 
 
 def decode(command: bytes, payload: bytes) -> Message | None:

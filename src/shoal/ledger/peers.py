@@ -7,7 +7,7 @@ above's (`core.LedgerNode`).
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -136,7 +136,8 @@ class Peer:
     best: BlockIndex | None = None  # the most-work block it is known to have
     best_height: int = 0
     paused: bool = False
-    answering: deque[InvItem] = field(default_factory=deque)  # getdata items not yet answered
+    # Getdata items not yet answered, oldest first (a set too: one asked twice is queued once).
+    answering: OrderedDict[InvItem, None] = field(default_factory=OrderedDict)
     txs_asked: set[bytes] = field(default_factory=set)  # transactions asked of it, not come
     headers_asked_at: float | None = None
     unconnecting: int = 0
@@ -274,7 +275,7 @@ class PeerLayer:
             if link not in self._peers:
                 return
             self._on_message(peer, message)
-        self._received()
+        self._received(peer)
 
     def peers(self) -> list[PeerInfo]:
         """The links that finished the handshake, for the RPC."""
@@ -310,8 +311,9 @@ class PeerLayer:
         """A message past the handshake that is not about links."""
         raise NotImplementedError
 
-    def _received(self) -> None:
-        """Bytes were handled: whatever follows (block requests)."""
+    def _received(self, peer: Peer) -> None:
+        """Bytes from peer were handled (its link still open): whatever follows (answers,
+        block requests)."""
 
     def _on_ready(self, peer: Peer) -> None:
         """The handshake is done: trade addresses."""
