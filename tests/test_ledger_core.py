@@ -58,10 +58,12 @@ class Node:
     getdata_sizes: list[int] = dataclasses.field(default_factory=list)
 
 
-def new_node(address: Address, seed: int, **options: int) -> Node:
-    chain = Chain(LOCAL, MemoryStore())
+def new_node(address: Address, seed: int, chain: Chain | None = None, **options: int) -> Node:
+    chain = Chain(LOCAL, MemoryStore()) if chain is None else chain
     mempool = Mempool(LOCAL)
-    core = LedgerNode(LOCAL, chain, mempool, random.Random(seed), listen_port=address[1], **options)
+    core = LedgerNode(
+        LOCAL, chain, mempool, random.Random(seed), listen_port=address[1], now=NOW, **options
+    )
     return Node(address, core, chain, mempool)
 
 
@@ -75,9 +77,11 @@ class Net:
         self._numbers = 0
         self._ports = 40000
 
-    def add(self, host: str = "127.0.0.1", port: int = 0, **options: int) -> Node:
+    def add(
+        self, host: str = "127.0.0.1", port: int = 0, chain: Chain | None = None, **options: int
+    ) -> Node:
         address = (host, port or 9000 + len(self.nodes))
-        node = self.nodes[address] = new_node(address, len(self.nodes), **options)
+        node = self.nodes[address] = new_node(address, len(self.nodes), chain, **options)
         return node
 
     def pump(self) -> None:
@@ -598,3 +602,45 @@ def test_a_round_of_answers_stops_before_a_message_would_cross_send_round(
         node.core.handle_timer(NOW)
         got += [m for m in stranger.read() if isinstance(m, BlockMessage)]
     assert [m.block.hash for m in got] == [blocks[0].hash, blocks[1].hash]
+
+
+def test_payments_of_the_branch_a_kill_cut_off_return_to_the_mempool_and_reach_peers():
+    store = MemoryStore()
+    chain = Chain(LOCAL, store)
+    common = mine_chain(chain, LOCAL.coinbase_maturity + 1)
+    outpoint = OutPoint(common[0].transactions[0].txid, 0)
+    coin = chain.coin(outpoint)
+    assert coin is not None
+    payment = spend(
+        [(outpoint, coin)], [TxOut(coin.output.amount - 10_000, lock_of(KEY))], KEY, LOCAL
+    )
+    losing = next_block(chain, [payment])
+    chain.accept_block(losing, NOW)
+    fork = chain.get(common[-1].hash)
+    assert fork is not None
+    first = next_block(chain, parent=fork, extra=b"winning")
+    chain.accept_block(first, NOW)
+    parent = chain.get(first.hash)
+    assert parent is not None
+    second = next_block(chain, parent=parent)
+    chain.accept_block(second, NOW, max_connects=1)
+    assert chain.activation_pending  # killed here: the losing block is off, one block on
+    reopened = Chain(LOCAL, store)
+    assert reopened.resumed.disconnected == [losing]
+    net = Net()
+    node = net.add(chain=reopened, max_outbound=0)
+    assert payment.txid in node.mempool
+    peer = net.add(max_outbound=0)
+    peer.core.add_peers([node.address], net.now)
+    net.run(lambda: payment.txid in peer.mempool)
+    assert peer.chain.tip.hash == second.hash
+
+
+def mine_chain(chain: Chain, count: int) -> list[Block]:
+    """count blocks paying KEY, mined on chain's tip and connected."""
+    blocks = []
+    for _ in range(count):
+        block = next_block(chain, lock=lock_of(KEY))
+        assert chain.accept_block(block, NOW).connected == [block]
+        blocks.append(block)
+    return blocks

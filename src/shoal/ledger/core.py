@@ -99,7 +99,12 @@ class LedgerNode(PeerLayer):
         nonce: int | None = None,
         max_outbound: int = 8,
         max_inbound: int = 32,
+        now: float = 0.0,
     ) -> None:
+        """now: the clock at start. The chain opened may have finished a reorganisation a
+        kill cut short (chain.resumed): the losing branch's payments go back to the mempool
+        at once, and each peer hears of them with the rest of it once it holds our tip. (The
+        mempool uses now only for orphans, which taking back makes none of.)"""
         super().__init__(
             params.magic,
             rng,
@@ -117,6 +122,8 @@ class LedgerNode(PeerLayer):
         self._tx_asked: dict[bytes, tuple[int, float]] = {}  # txid -> link asked, when
         self._recent = BoundedSet(RECENT)
         self._sync_peer: int | None = None
+        self._now = now
+        mempool.blocks_changed(chain.resumed, chain, now)
 
     # The adapter's side.
 
