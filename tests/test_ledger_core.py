@@ -554,6 +554,30 @@ def test_an_orphan_block_without_its_proof_of_work_is_not_kept_and_its_sender_ba
     assert [ban.address for ban in node.core.banned()] == [("127.0.0.1", 7000)]
 
 
+def test_a_long_move_of_the_chain_goes_a_step_per_timer(monkeypatch):
+    monkeypatch.setattr(core_module, "ACTIVATE_STEP", 4)
+    source = new_node(("127.0.0.1", 9001), 2)
+    blocks = mine_on(source, 10, NOW)
+    node = new_node(("127.0.0.1", 9000), 1)
+    stranger = Stranger(node, 1)
+    stranger.handshake(height=10)
+    stranger.read()
+    stranger.send(Headers(tuple(block.header for block in blocks)))
+    stranger.read()
+    # The first block last: its coming makes all ten connectable at once.
+    stranger.send(*(BlockMessage(block) for block in [*blocks[1:], blocks[0]]))
+    heights = [node.chain.tip.height]
+    while node.core.get_timer() == NOW:
+        node.core.handle_timer(NOW)
+        heights.append(node.chain.tip.height)
+    assert heights == [4, 8, 10]
+    assert not node.chain.activation_pending and node.core.get_timer() > NOW
+    changed = [o.update for o in node.core.take_outputs() if isinstance(o, ChainChanged)]
+    assert [[block.hash for block in update.connected] for update in changed] == [
+        [block.hash for block in blocks[start : start + 4]] for start in (0, 4, 8)
+    ]
+
+
 def block_rounds(node: Node, link: int) -> list[list[int]]:
     """The sizes of the block messages the core writes to link, round by round (the one
     of the input that asked, then one per timer while answers wait)."""

@@ -8,7 +8,9 @@ The adapter opens the connections the core asks for with `Dial` and reports them
 `receive`, writes `Send`s, closes on `Close` and reports `closed`. `now` is the wall clock
 (Unix seconds): block times are checked against it. The core changes the chain and the
 mempool on a peer's word; `ChainChanged` tells the wallet and the miner of every move of
-the active chain, `TransactionAccepted` of every transaction new in the mempool.
+the active chain, `TransactionAccepted` of every transaction new in the mempool. A long move
+(a reorganisation, a sync) goes ACTIVATE_STEP blocks at a time, one step per `handle_timer`
+(`get_timer` is due at once while more is to connect), so links are served in between.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ MEMPOOL_ANNOUNCED = 5000  # transactions of our mempool announced to a new peer,
 # round stops before a message would cross it (one message always goes), so a link that is
 # not paused (under the adapter's high mark) never holds much more than this.
 SEND_ROUND = 1_000_000
+ACTIVATE_STEP = 32  # blocks the active chain connects before the core handles input again
 # Transactions asked of one peer and not yet come (Bitcoin's MAX_PEER_TX_REQUEST_IN_FLIGHT):
 # a peer announcing junk it never sends holds up only its own requests, for TX_TIMEOUT.
 TXS_PER_PEER = 100
@@ -132,8 +135,10 @@ class LedgerNode(PeerLayer):
         return outputs
 
     def get_timer(self) -> float | None:
-        if any(peer.answering and not peer.paused for peer in self._peers.values()):
-            return self._now  # getdata answers wait for their next turn
+        if self.chain.activation_pending or any(
+            peer.answering and not peer.paused for peer in self._peers.values()
+        ):
+            return self._now  # the next step of activation, or getdata answers' next turn
         mempool_timer = self.mempool.get_timer()
         if mempool_timer is None:
             return self._next_maintenance
@@ -141,6 +146,9 @@ class LedgerNode(PeerLayer):
 
     def handle_timer(self, now: float) -> None:
         self._now = now
+        if self.chain.activation_pending:
+            self._chain_changed(self.chain.continue_activation(ACTIVATE_STEP), None)
+            self._fetch_blocks()  # the download window moved with the tip
         for peer in list(self._peers.values()):
             self._serve(peer)
         self.mempool.handle_timer(now)
@@ -168,7 +176,7 @@ class LedgerNode(PeerLayer):
         """Take a block our miner found and announce it; Invalid if it is not valid."""
         self._now = now
         try:
-            update = self.chain.accept_block(block, now)
+            update = self.chain.accept_block(block, now, max_connects=ACTIVATE_STEP)
         except RejectedBlock as error:
             self._chain_changed(error.update, None)
             raise
@@ -455,7 +463,7 @@ class LedgerNode(PeerLayer):
     def _process_block(self, block: Block, peer: Peer | None) -> None:
         """Hand block to the chain; keep it a while if its parent is unknown."""
         try:
-            update = self.chain.accept_block(block, self._now)
+            update = self.chain.accept_block(block, self._now, max_connects=ACTIVATE_STEP)
         except RejectedBlock as error:
             self._chain_changed(error.update, peer)
             if peer is not None:
