@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import random
@@ -116,11 +115,11 @@ def sign_payment(
     spent: Sequence[Spendable], outputs: tuple[TxOut, ...], params: ChainParams
 ) -> Transaction:
     """A transaction spending every coin of spent to outputs, each input signed by its key."""
-    unsigned = Transaction(1, tuple(s.outpoint for s in spent), outputs, 0, ())
-    coins = [s.coin.output for s in spent]
+    unsigned = Transaction(1, tuple(coin.outpoint for coin in spent), outputs, 0, ())
+    outputs_spent = [coin.coin.output for coin in spent]
     witnesses = tuple(
-        s.key.private.sign(signature_message(unsigned, index, coins, params.chain_id))
-        for index, s in enumerate(spent)
+        coin.key.private.sign(signature_message(unsigned, index, outputs_spent, params.chain_id))
+        for index, coin in enumerate(spent)
     )
     return Transaction(1, unsigned.inputs, outputs, 0, witnesses)
 
@@ -160,13 +159,11 @@ def validation_case(count: int, inputs: int, params: ChainParams) -> ValidationC
         outputs = (TxOut(COIN // 2, Key.generate().lock), TxOut(change, spent[0].key.lock))
         tx = sign_payment(spent, outputs, params)
         case.encoded.append(tx.serialized)
-        case.coins.append([s.coin for s in spent])
-        for index, (s, witness) in enumerate(zip(spent, tx.witnesses, strict=True)):
-            message = signature_message(
-                tx, index, [c.output for c in case.coins[-1]], params.chain_id
-            )
-            public = s.key.private.public_key()
-            case.triples.append((public, witness, message))
+        case.coins.append([coin.coin for coin in spent])
+        outputs_spent = [coin.coin.output for coin in spent]
+        for index, (coin, witness) in enumerate(zip(spent, tx.witnesses, strict=True)):
+            message = signature_message(tx, index, outputs_spent, params.chain_id)
+            case.triples.append((coin.key.private.public_key(), witness, message))
     return case
 
 
@@ -175,6 +172,12 @@ def raw_verify(triples: Sequence[tuple[Ed25519PublicKey, bytes, bytes]]) -> int:
     for public, signature, message in triples:
         public.verify(signature, message)
     return len(triples)
+
+
+def raw_rate(cases: Sequence[ValidationCase]) -> float:
+    """Raw verifications per second over every signature of cases."""
+    triples = [triple for case in cases for triple in case.triples]
+    return per_second(lambda: raw_verify(triples))
 
 
 def shoal_validate(case: ValidationCase, height: int, params: ChainParams) -> float:
@@ -191,18 +194,18 @@ def shoal_validate(case: ValidationCase, height: int, params: ChainParams) -> fl
     return per_second(check)
 
 
-def validation_rates(count: int, rounds: int, params: ChainParams) -> dict[str, float]:
-    """Best signatures per second over rounds: raw, and shoal's on one- and two-input
-    payments, taking turns."""
-    cases = [validation_case(count, inputs, params) for inputs in (1, 2)]
+def validation_rates(
+    cases: Sequence[ValidationCase], rounds: int, params: ChainParams
+) -> dict[str, float]:
+    """Best signatures per second over rounds: raw, and shoal's on each case, taking turns
+    (the raw loop before and after each round)."""
     height = 1 + params.coinbase_maturity
-    triples = [triple for case in cases for triple in case.triples]
-    best = {"raw": 0.0, **{f"shoal {case.inputs}-input": 0.0 for case in cases}}
+    best = {"raw": raw_rate(cases), **{f"shoal {case.inputs}-input": 0.0 for case in cases}}
     for _ in range(rounds):
-        best["raw"] = max(best["raw"], per_second(lambda: raw_verify(triples)))
         for case in cases:
             name = f"shoal {case.inputs}-input"
             best[name] = max(best[name], shoal_validate(case, height, params))
+        best["raw"] = max(best["raw"], raw_rate(cases))
     return best
 
 
@@ -225,12 +228,10 @@ class BuiltChain:
 def mine(previous: bytes, transactions: list[Transaction], when: int, params: ChainParams) -> Block:
     """A block on previous at the chain's easiest target (about 16 hashes on the local chain)."""
     root = block_merkle_root(transactions)
-    bits = params.pow_limit_bits
-    for nonce in itertools.count():
-        header = BlockHeader(1, previous, root, when, bits, nonce)
-        if meets_target(header.hash, params.pow_limit_target):
-            return Block(header, tuple(transactions))
-    raise AssertionError("unreachable: the nonces never end")
+    header = BlockHeader(1, previous, root, when, params.pow_limit_bits, 0)
+    while not meets_target(header.hash, params.pow_limit_target):
+        header = BlockHeader(1, previous, root, when, header.bits, header.nonce + 1)
+    return Block(header, tuple(transactions))
 
 
 def pay(
@@ -410,7 +411,8 @@ def measure() -> int:
     figures: dict[str, object] = {"commit": commit()}
 
     log(f"validation: {args.count} payments of 1 and of 2 inputs, {args.rounds} rounds")
-    rates = validation_rates(args.count, args.rounds, params)
+    cases = [validation_case(args.count, inputs, params) for inputs in (1, 2)]
+    rates = validation_rates(cases, args.rounds, params)
     raw = rates["raw"]
     print(f"{'raw Ed25519 verify':>26}: {raw:9.0f} signatures/s")
     for inputs in (1, 2):
@@ -432,11 +434,13 @@ def measure() -> int:
         chain_file = ledger_dir(source, params) / CHAIN_FILE
         chain_file.parent.mkdir(parents=True)
         connected = connect_chain(built, chain_file, params)
+        # Measured again, as the machine's load may have changed since: the best rate counts.
+        raw = max(raw, raw_rate(cases))
         print(
             f"{'connect':>26}: {connected.blocks} blocks in {connected.seconds:.1f} s,"
             f" {connected.blocks_per_second:.0f} blocks/s,"
             f" {connected.payments_per_second:.0f} payments/s,"
-            f" {connected.payments_per_second / raw:.2f} of raw"
+            f" {connected.payments_per_second / raw:.2f} of raw ({raw:.0f}/s, the best seen)"
         )
         figures["connect"] = {
             "blocks": connected.blocks,
@@ -444,6 +448,7 @@ def measure() -> int:
             "seconds": connected.seconds,
             "blocks_per_second": connected.blocks_per_second,
             "payments_per_second": connected.payments_per_second,
+            "raw_best": raw,
             "of_raw": connected.payments_per_second / raw,
         }
         if not args.skip_sync:

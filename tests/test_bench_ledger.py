@@ -3,6 +3,7 @@ measurement)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,20 +11,11 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "ledger.py"
 
 
-def test_bench_ledger_runs_and_prints_ratios() -> None:
+def test_bench_ledger_runs_and_prints_ratios(tmp_path: Path) -> None:
+    figures = tmp_path / "ledger.json"
+    tiny = ["--count", "40", "--rounds", "1", "--blocks", "20", "--txs", "3"]
     result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--count",
-            "40",
-            "--rounds",
-            "1",
-            "--blocks",
-            "20",
-            "--txs",
-            "3",
-        ],
+        [sys.executable, str(BENCH), *tiny, "--json", str(figures)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -39,3 +31,7 @@ def test_bench_ledger_runs_and_prints_ratios() -> None:
     assert len(connect) == 1 and "30 blocks" in connect[0] and "of raw" in connect[0], connect
     sync = [line for line in lines if "sync:" in line]
     assert len(sync) == 1 and "30 blocks" in sync[0] and "of connect" in sync[0], sync
+    saved = json.loads(figures.read_text())
+    assert saved["connect"]["payments"] == 60
+    assert saved["sync"]["blocks"] == 30
+    assert saved["validation"]["raw"] > 0
