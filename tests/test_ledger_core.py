@@ -668,3 +668,27 @@ def mine_chain(chain: Chain, count: int) -> list[Block]:
         assert chain.accept_block(block, NOW).connected == [block]
         blocks.append(block)
     return blocks
+
+
+def test_getheaders_are_answered_in_rounds_and_a_peer_piling_them_up_is_dropped(monkeypatch):
+    monkeypatch.setattr(core_module, "SEND_ROUND", 1)  # one answer a round
+    node = new_node(("127.0.0.1", 9000), 1)
+    blocks = mine_on(node, 10, NOW)
+    stranger = Stranger(node, 1)
+    stranger.handshake()
+    stranger.read()
+    genesis = (LOCAL.genesis.hash,)
+    asked = [GetHeaders(genesis, block.hash) for block in blocks[:5]]
+    stranger.send(*asked)
+    answers = [[m for m in stranger.read() if isinstance(m, Headers)]]
+    while node.core.get_timer() == NOW:
+        node.core.handle_timer(NOW)
+        answers.append([m for m in stranger.read() if isinstance(m, Headers)])
+    assert [len(got) for got in answers] == [1] * 5
+    assert [got[0].headers[-1].hash for got in answers] == [block.hash for block in blocks[:5]]
+    # Many in one read (each asking for every header we have): the link goes, unanswered.
+    stranger.send(
+        *[GetHeaders(genesis, bytes([n]) * 32) for n in range(core_module.HEADERS_WANTED + 1)]
+    )
+    assert not any(isinstance(m, Headers) for m in stranger.read())
+    assert stranger.closed == "too many getheaders unanswered" and node.core.banned() == []

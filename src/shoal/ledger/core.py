@@ -79,6 +79,7 @@ MEMPOOL_ANNOUNCED = 5000  # transactions of our mempool announced to a new peer,
 # round stops before a message would cross it (one message always goes), so a link that is
 # not paused (under the adapter's high mark) never holds much more than this.
 SEND_ROUND = 1_000_000
+HEADERS_WANTED = 8  # getheaders of a peer waiting for their answers (an honest one sends 1 or 2)
 ACTIVATE_STEP = 32  # blocks the active chain connects before the core handles input again
 # Transactions asked of one peer and not yet come (Bitcoin's MAX_PEER_TX_REQUEST_IN_FLIGHT):
 # a peer announcing junk it never sends holds up only its own requests, for TX_TIMEOUT.
@@ -136,9 +137,9 @@ class LedgerNode(PeerLayer):
 
     def get_timer(self) -> float | None:
         if self.chain.activation_pending or any(
-            peer.answering and not peer.paused for peer in self._peers.values()
+            peer.owed and not peer.paused for peer in self._peers.values()
         ):
-            return self._now  # the next step of activation, or getdata answers' next turn
+            return self._now  # the next step of activation, or answers' next turn
         mempool_timer = self.mempool.get_timer()
         if mempool_timer is None:
             return self._next_maintenance
@@ -220,9 +221,9 @@ class LedgerNode(PeerLayer):
         self._fetch_blocks()
 
     def _received(self, peer: Peer) -> None:
-        """Answer in one round what peer asked for in these bytes (however many getdata they
-        held), then ask for blocks."""
-        if peer.answering:
+        """Answer in one round what peer asked for in these bytes (however many getdata and
+        getheaders they held), then ask for blocks."""
+        if peer.owed:
             self._serve(peer)
         self._fetch_blocks()
 
@@ -236,8 +237,10 @@ class LedgerNode(PeerLayer):
         elif isinstance(message, NotFound):
             self._on_notfound(peer, message.items)
         elif isinstance(message, GetHeaders):
-            found = self.chain.headers_after(list(message.locator), message.stop, MAX_HEADERS)
-            self._send(peer, Headers(tuple(found)))
+            if len(peer.headers_wanted) >= HEADERS_WANTED:
+                self._drop(peer, "too many getheaders unanswered")
+            else:
+                peer.headers_wanted.append(message)  # answered as getdata is, in rounds
         elif isinstance(message, Headers):
             self._on_headers(peer, message.headers)
         elif isinstance(message, BlockMessage):
@@ -289,37 +292,49 @@ class LedgerNode(PeerLayer):
                 peer.lacks.add(item.hash)
 
     def _serve(self, peer: Peer) -> None:
-        """Answer queued getdata items, one round: until the next message would take it past
-        SEND_ROUND bytes (the first always goes) or the link pauses. A peer gets its blocks
-        as fast as it reads them, and the adapter never holds more for it than its high mark
-        and a round."""
+        """Answer queued getheaders, then getdata items, one round: until the next message
+        would take it past SEND_ROUND bytes (the first always goes) or the link pauses. A
+        peer gets its answers as fast as it reads them, and the adapter never holds more for
+        it than its high mark and a round."""
         sent = 0
         missing: list[InvItem] = []
-        while peer.answering and not peer.paused:
-            item, _ = peer.answering.popitem(last=False)
-            answer = self._answer(item)
-            if answer is None:
-                missing.append(item)
-                continue
+        while peer.owed and not peer.paused:
+            answer: tuple[bytes, bytes] | None
+            if peer.headers_wanted:
+                answer = self._headers_answer(peer.headers_wanted[0])
+            else:
+                item = next(iter(peer.answering))
+                answer = self._answer(peer, item)
+                if answer is None:
+                    del peer.answering[item]
+                    missing.append(item)
+                    continue
             command, payload = answer
             if sent and sent + HEADER.size + len(payload) > SEND_ROUND:
-                peer.answering[item] = None  # first in the next round
-                peer.answering.move_to_end(item, last=False)
-                break
+                break  # first in the next round
+            if peer.headers_wanted:
+                peer.headers_wanted.popleft()
+            else:
+                peer.answering.popitem(last=False)
             data = frame(command, payload, self.magic)
             sent += len(data)
             self._outputs.append(Send(peer.link, data))
-            index = self.chain.get(item.hash) if item.type == InvType.BLOCK else None
-            if index is not None:
-                peer.saw(index)  # it asked: it will have it (and our mempool after)
         if missing:
             self._send(peer, NotFound(tuple(missing)))
         self._announce_mempool(peer)
 
-    def _answer(self, item: InvItem) -> tuple[bytes, bytes] | None:
+    def _headers_answer(self, request: GetHeaders) -> tuple[bytes, bytes]:
+        """The headers message's command and payload that answer a getheaders."""
+        found = self.chain.headers_after(list(request.locator), request.stop, MAX_HEADERS)
+        return Headers.command, Headers(tuple(found)).encode()
+
+    def _answer(self, peer: Peer, item: InvItem) -> tuple[bytes, bytes] | None:
         """The command and payload that answer item (a block as stored, not decoded and
         encoded again); None if we lack it."""
         if item.type == InvType.BLOCK:
+            index = self.chain.get(item.hash)
+            if index is not None:
+                peer.saw(index)  # it asked: it will have it (and our mempool after)
             raw = self.chain.raw_block(item.hash)
             return None if raw is None else (BlockMessage.command, raw)
         tx = self.mempool.get(item.hash)

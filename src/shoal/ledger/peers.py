@@ -7,7 +7,7 @@ above's (`core.LedgerNode`).
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -21,6 +21,7 @@ from .messages import (
     Addr,
     Framer,
     GetAddr,
+    GetHeaders,
     InvItem,
     Message,
     NetAddress,
@@ -138,6 +139,7 @@ class Peer:
     paused: bool = False
     # Getdata items not yet answered, oldest first (a set too: one asked twice is queued once).
     answering: OrderedDict[InvItem, None] = field(default_factory=OrderedDict)
+    headers_wanted: deque[GetHeaders] = field(default_factory=deque)  # getheaders not answered
     txs_asked: set[bytes] = field(default_factory=set)  # transactions asked of it, not come
     headers_asked_at: float | None = None
     unconnecting: int = 0
@@ -151,6 +153,11 @@ class Peer:
     def ready(self) -> bool:
         """Whether the handshake is done (its version and verack heard)."""
         return self.version is not None and self.verack
+
+    @property
+    def owed(self) -> bool:
+        """Whether answers to its getdata or getheaders wait."""
+        return bool(self.answering or self.headers_wanted)
 
     @property
     def listen(self) -> Address | None:
@@ -275,7 +282,8 @@ class PeerLayer:
             if link not in self._peers:
                 return
             self._on_message(peer, message)
-        self._received(peer)
+        if link in self._peers:
+            self._received(peer)
 
     def peers(self) -> list[PeerInfo]:
         """The links that finished the handshake, for the RPC."""
