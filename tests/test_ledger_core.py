@@ -16,7 +16,7 @@ from ledger_blocks import lock_of, mine, next_block, private_key, spend, unsolve
 from shoal.addresses import Address
 from shoal.ledger import core as core_module
 from shoal.ledger import messages as lm
-from shoal.ledger import sync
+from shoal.ledger import relay, sync
 from shoal.ledger.addrman import network_group
 from shoal.ledger.chain import Chain
 from shoal.ledger.core import ChainChanged, Close, Dial, LedgerNode, Send, TransactionAccepted
@@ -478,7 +478,7 @@ def test_a_peer_announcing_junk_holds_up_only_its_own_requests():
     spammer.read()
     spammer.send(lm.Inv(tuple(InvItem(InvType.TX, txid) for txid in junk)))
     asked = [item.hash for m in spammer.read() if isinstance(m, GetData) for item in m.items]
-    assert asked == junk[: core_module.TXS_PER_PEER]
+    assert asked == junk[: relay.TXS_PER_PEER]
     honest = Stranger(node, 2, port=50001, listen_port=7001)
     honest.handshake()
     honest.read()

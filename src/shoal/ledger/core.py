@@ -1,7 +1,7 @@
 """The ledger's peer-to-peer core: headers-first sync, blocks downloaded from several peers
-at once, inv/getdata relay of transactions and blocks, and bans for invalid data; on top of
-`peers.PeerLayer` (links, handshake, dialling, addresses). A sans-IO core of the one shape
-(see shoal.contract).
+at once, inv/getdata relay of blocks, answers paced by how fast a peer reads, and bans for
+invalid data; on top of `relay.TxRelay` (transactions) and `peers.PeerLayer` (links,
+handshake, dialling, addresses). A sans-IO core of the one shape (see shoal.contract).
 
 The adapter opens the connections the core asks for with `Dial` and reports them with
 `connected` or `dial_failed`, hands over incoming ones with `accept`, feeds bytes to
@@ -47,13 +47,13 @@ from .peers import (
     Output,
     Peer,
     PeerInfo,
-    PeerLayer,
     Send,
     TransactionAccepted,
 )
 from .pow import target_from_bits, work_of
-from .primitives import ZERO_HASH, Block, BlockHeader, Transaction
-from .sync import BLOCKS_PER_PEER, REFILL_AT, BoundedSet, Supplier
+from .primitives import ZERO_HASH, Block, BlockHeader
+from .relay import TxRelay
+from .sync import BLOCKS_PER_PEER, REFILL_AT, Supplier
 from .validation import Invalid, check_header_pow
 
 __all__ = [
@@ -70,26 +70,16 @@ __all__ = [
 MAX_ORPHAN_BLOCKS = 16  # bodies of blocks with an unknown parent, kept until headers come
 MAX_UNCONNECTING = 10  # header batches in a row that do not connect before a peer is dropped
 MAX_ANNOUNCED = 8  # blocks of one update announced one by one; of a longer one, its tip only
-# Refusals that a later tip or a freer mempool may lift: such a transaction may be asked again.
-REFUSED_FOR_NOW = frozenset(
-    ("immature-coinbase", "bad-txns-nonfinal", "txn-mempool-conflict", "mempool-full")
-)
-MEMPOOL_ANNOUNCED = 5000  # transactions of our mempool announced to a new peer, parents first
 # Bytes of getdata answers written to a link in one round, before the next gets a turn: a
 # round stops before a message would cross it (one message always goes), so a link that is
 # not paused (under the adapter's high mark) never holds much more than this.
 SEND_ROUND = 1_000_000
 HEADERS_WANTED = 8  # getheaders of a peer waiting for their answers (an honest one sends 1 or 2)
 ACTIVATE_STEP = 32  # blocks the active chain connects before the core handles input again
-# Transactions asked of one peer and not yet come (Bitcoin's MAX_PEER_TX_REQUEST_IN_FLIGHT):
-# a peer announcing junk it never sends holds up only its own requests, for TX_TIMEOUT.
-TXS_PER_PEER = 100
-TX_TIMEOUT = 60.0
-RECENT = 20_000  # txids recently refused or mined, not asked for again
 BLOCK_SOURCES = 1024  # who sent each of the latest blocks (punished if it proves invalid)
 
 
-class LedgerNode(PeerLayer):
+class LedgerNode(TxRelay):
     """One node of the ledger's network."""
 
     def __init__(
@@ -110,21 +100,17 @@ class LedgerNode(PeerLayer):
         at once, and each peer hears of them with the rest of it once it holds our tip. (The
         mempool uses now only for orphans, which taking back makes none of.)"""
         super().__init__(
-            params.magic,
+            params,
+            chain,
+            mempool,
             rng,
-            max_block_size=params.max_block_size,
             listen_port=listen_port,
             nonce=nonce,
             max_outbound=max_outbound,
             max_inbound=max_inbound,
         )
-        self.params = params
-        self.chain = chain
-        self.mempool = mempool
         self._orphans: dict[bytes, tuple[Block, int]] = {}  # hash -> block, link it came on
         self._block_sources: dict[bytes, int] = {}  # block hash -> link it came on
-        self._tx_asked: dict[bytes, tuple[int, float]] = {}  # txid -> link asked, when
-        self._recent = BoundedSet(RECENT)
         self._sync_peer: int | None = None
         self._now = now
         mempool.blocks_changed(chain.resumed, chain, now)
@@ -166,12 +152,7 @@ class LedgerNode(PeerLayer):
             if not paused:
                 self._serve(peer)
 
-    # What the node's wallet, RPC and miner ask.
-
-    def submit_transaction(self, tx: Transaction, now: float) -> None:
-        """Take a transaction of ours into the mempool and relay it; Invalid if refused."""
-        self._now = now
-        self._accepted(self.mempool.add(tx, self.chain, now), None)
+    # What the node's miner asks (its wallet's payments go to the relay's submit_transaction).
 
     def submit_block(self, block: Block, now: float) -> ChainUpdate:
         """Take a block our miner found and announce it; Invalid if it is not valid."""
@@ -198,24 +179,8 @@ class LedgerNode(PeerLayer):
             self._ask_headers(peer)
         self._announce_mempool(peer)
 
-    def _announce_mempool(self, peer: Peer) -> None:
-        """Tell a new peer what waits in our mempool, as BIP 35's answer would (a payment made
-        while a miner was away reaches it when it comes), but only once it holds our tip:
-        before, our transactions may spend what it has yet to see, and it would refuse them."""
-        if not peer.mempool_owed or peer.best is None or peer.best.work < self.chain.tip.work:
-            return
-        peer.mempool_owed = False
-        waiting = [InvItem(InvType.TX, tx.txid) for tx in self.mempool.transactions()]
-        fresh = [item for item in waiting[:MEMPOOL_ANNOUNCED] if item.hash not in peer.known]
-        for item in fresh:
-            peer.known.add(item.hash)
-        if fresh:
-            self._send(peer, Inv(tuple(fresh)))
-
     def _forget(self, peer: Peer) -> None:
         super()._forget(peer)
-        for txid in peer.txs_asked:  # others may be asked for them now
-            self._tx_asked.pop(txid, None)
         if self._sync_peer == peer.link:
             self._sync_peer = None
         self._fetch_blocks()
@@ -251,9 +216,9 @@ class LedgerNode(PeerLayer):
     # Inventory.
 
     def _on_inv(self, peer: Peer, items: tuple[InvItem, ...]) -> None:
-        """Ask for the transactions new to us; for a block new to us, its headers first."""
+        """For a block new to us, ask for its headers first; ask for the transactions new to
+        us."""
         unknown_block = False
-        wanted = []
         for item in items:
             peer.known.add(item.hash)
             if item.type == InvType.BLOCK:
@@ -262,22 +227,9 @@ class LedgerNode(PeerLayer):
                     unknown_block = True
                 else:
                     peer.saw(index)
-            elif self._want_tx(item.hash) and len(peer.txs_asked) < TXS_PER_PEER:
-                self._tx_asked[item.hash] = (peer.link, self._now)
-                peer.txs_asked.add(item.hash)
-                wanted.append(item)
         if unknown_block and peer.headers_asked_at is None:
             self._ask_headers(peer)
-        if wanted:
-            self._send(peer, GetData(tuple(wanted)))
-
-    def _want_tx(self, txid: bytes) -> bool:
-        return (
-            txid not in self._tx_asked
-            and txid not in self._recent
-            and txid not in self.mempool
-            and not self.mempool.has_orphan(txid)
-        )
+        self._ask_txs(peer, [item.hash for item in items if item.type == InvType.TX])
 
     def _on_notfound(self, peer: Peer, items: tuple[InvItem, ...]) -> None:
         """The peer lacks these: a block may be asked of another."""
@@ -339,17 +291,6 @@ class LedgerNode(PeerLayer):
             return None if raw is None else (BlockMessage.command, raw)
         tx = self.mempool.get(item.hash)
         return None if tx is None else (TxMessage.command, tx.serialized)
-
-    def _announce(self, items: list[InvItem], source: Peer | None) -> None:
-        """Tell every peer but source of the items it is not known to have."""
-        for peer in self._ready_peers():
-            if peer is source:
-                continue
-            fresh = [item for item in items if item.hash not in peer.known]
-            for item in fresh:
-                peer.known.add(item.hash)
-            if fresh:
-                self._send(peer, Inv(tuple(fresh)))
 
     # Headers and blocks.
 
@@ -416,8 +357,8 @@ class LedgerNode(PeerLayer):
             self._send(self._peers[link], GetData(items))
 
     def _maintain(self) -> None:
-        """The links' upkeep; drop a peer slow with any block, or holding the block the chain
-        waits for while another peer could send it; forget transactions asked long ago."""
+        """The links' and the relay's upkeep; drop a peer slow with any block, or holding the
+        block the chain waits for while another peer could send it."""
         super()._maintain()
         now = self._now
         slow = self.download.timed_out(now)
@@ -431,10 +372,6 @@ class LedgerNode(PeerLayer):
             peer = self._peers.get(link)
             if peer is not None:
                 self._drop(peer, "stalling the block download")
-        for txid in [t for t, (_, at) in self._tx_asked.items() if now - at > TX_TIMEOUT]:
-            self._tx_came(txid)
-        for peer in self._ready_peers():
-            self._announce_mempool(peer)
         self._fetch_blocks()
 
     def _on_block(self, peer: Peer, block: Block) -> None:
@@ -552,35 +489,3 @@ class LedgerNode(PeerLayer):
                 if tx.txid in self.mempool:
                     back.append(tx)
         self._accepted(back + orphans, None)
-
-    # Transactions.
-
-    def _on_tx(self, peer: Peer, tx: Transaction) -> None:
-        txid = tx.txid
-        self._tx_came(txid)
-        peer.known.add(txid)
-        if txid in self.mempool or txid in self._recent:
-            return
-        try:
-            accepted = self.mempool.add(tx, self.chain, self._now)
-        except Invalid as error:
-            if error.reason not in REFUSED_FOR_NOW:
-                self._recent.add(txid)
-            if error.ban:
-                self._drop(peer, f"{error.reason}: {error.detail}", ban=True)
-            return
-        self._accepted(accepted, peer)
-
-    def _tx_came(self, txid: bytes) -> None:
-        """A transaction asked for came, was not found, or was waited for long enough."""
-        asked = self._tx_asked.pop(txid, None)
-        peer = None if asked is None else self._peers.get(asked[0])
-        if peer is not None:
-            peer.txs_asked.discard(txid)
-
-    def _accepted(self, txs: list[Transaction], source: Peer | None) -> None:
-        """Tell of transactions new in the mempool, and relay them to every peer but source."""
-        for tx in txs:
-            self._outputs.append(TransactionAccepted(tx))
-        if txs:
-            self._announce([InvItem(InvType.TX, tx.txid) for tx in txs], source)

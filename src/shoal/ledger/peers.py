@@ -1,7 +1,7 @@
 """The ledger core's links: opening them (the version handshake, refusals, links to
 ourselves), keeping them (pings, time-outs), whom to dial (addrman), addresses traded with
-caps, and bans. What travels over an open link (headers, blocks, transactions) is the layer
-above's (`core.LedgerNode`).
+caps, and bans. What travels over an open link is the layers' above: transactions
+`relay.TxRelay`'s, headers and blocks `core.LedgerNode`'s.
 """
 
 from __future__ import annotations
