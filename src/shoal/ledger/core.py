@@ -340,6 +340,8 @@ class LedgerNode(TxRelay):
     def _fetch_blocks(self) -> None:
         """Ask peers for the blocks the chain lacks, neighbours to different peers; a peer is
         topped up once half its slots are free (each look walks the chain's window)."""
+        if self.chain.best_header is self.chain.tip:
+            return  # in step: nothing to fetch (the usual case, checked on every read)
         suppliers = [
             supplier
             for supplier in self._suppliers()

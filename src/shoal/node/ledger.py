@@ -98,7 +98,7 @@ class LedgerService(CoreClock[LedgerNode]):
             ) from None
         now = self.now()
         self.core = LedgerNode(
-            self.params, self.chain, self.mempool, random.Random(), listen_port=port
+            self.params, self.chain, self.mempool, random.Random(), listen_port=port, now=now
         )
         given = await resolve(self.options.peers, socket.SOCK_STREAM, what="ledger peer")
         self.core.add_peers(given, now)
