@@ -3,10 +3,13 @@ runs bitcoind: each with its own state folder, driven through its RPC."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from conftest import SHOAL, wait_for
 
 from shoal.errors import ShoalError
 from shoal.ledger.params import LOCAL
+from shoal.ledger.store import SqliteStore
 from shoal.node.ledger import ledger_dir
 from shoal.node.rpc import RPC_FILE, call
 
@@ -73,14 +77,33 @@ class LedgerProcess:
 
     def height_on_disk(self) -> int:
         """The tip's height as its chain state on disk says (the node stopped)."""
-        from shoal.ledger.chain import Chain
-        from shoal.ledger.store import SqliteStore
-
-        chain = Chain(LOCAL, SqliteStore(self.chain_folder / "chain.sqlite"))
+        store = SqliteStore(self.chain_folder / "chain.sqlite")
         try:
-            return chain.tip.height
+            tip = store.tip()
+            heights = {h.header.hash: h.height for h in store.headers()}
+            return -1 if tip is None else heights[tip]
         finally:
-            chain.close()
+            store.close()
+
+    @contextlib.contextmanager
+    def watch_reorg(self) -> Iterator[Callable[[], bool]]:
+        """A cheap test of whether a reorganisation is under way, read from the state on disk
+        (SQLite lets a reader in beside the node's writes), to poll fast."""
+        path = self.chain_folder / "chain.sqlite"
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        query = "SELECT 1 FROM meta WHERE key = 'reorg_start'"
+        try:
+            yield lambda: db.execute(query).fetchone() is not None
+        finally:
+            db.close()
+
+    def reorg_on_disk(self) -> bytes | None:
+        """The tip an unfinished reorganisation left, as the state on disk says."""
+        store = SqliteStore(self.chain_folder / "chain.sqlite")
+        try:
+            return store.reorg_start()
+        finally:
+            store.close()
 
     def tip(self) -> str:
         """Its tip's hash."""

@@ -147,3 +147,36 @@ def test_kill_9_mid_sync_restarts_with_a_consistent_utxo_set(nodes):
     fresh.start(source)
     synced([source, fresh], 120.0)
     assert fresh.rpc("utxos") == source.rpc("utxos")
+
+
+def test_kill_9_mid_reorganisation_loses_no_confirmed_payment(nodes):
+    """A node killed while it swaps a losing branch for a longer one restarts consistent,
+    finishes the move, and puts the losing branch's payment back in its mempool, whence it
+    reaches the others and is mined again: what was confirmed is never simply lost."""
+    a, b = nodes("a"), nodes("b")
+    a.start()
+    b.start(a)
+    a.rpc("generate", count=MATURITY + 1)
+    synced([a, b])
+    b.stop()
+    b.start()  # apart from here on: each mines its own branch
+    payment = a.rpc("wallet.send", address=b.address_new(), amount=4 * COIN)
+    a.rpc("generate", count=200)  # the payment is confirmed in the first
+    assert confirmations(a, payment["txid"]) == 200
+    fork = MATURITY + 1
+    b.rpc("generate", count=400, address=b.address_new())
+    a.rpc("addpeer", address=b.address)
+    # The move takes 32 blocks a step; the state on disk says when it is under way.
+    with a.watch_reorg() as under_way:
+        wait_for(under_way, 120.0, 0.0005, "the reorganisation")
+        a.kill()
+    assert a.reorg_on_disk() is not None  # killed with the move under way
+    assert fork <= a.height_on_disk() < fork + 400
+    a.start(b)
+    synced([a, b], 120.0)
+    assert a.rpc("utxos") == b.rpc("utxos")
+    wait_for(lambda: in_mempool(a, payment["txid"]), SYNC, 0.1, "not back in a's mempool")
+    wait_for(lambda: in_mempool(b, payment["txid"]), SYNC, 0.1, "not relayed to b")
+    b.rpc("generate", count=1)
+    synced([a, b])
+    assert confirmations(a, payment["txid"]) == 1
