@@ -65,7 +65,7 @@ from shoal.ledger.primitives import (
     decode_block,
     decode_transaction,
     key_lock,
-    signature_message,
+    signature_messages,
 )
 from shoal.ledger.store import SqliteStore
 from shoal.ledger.validation import check_inputs, check_transaction
@@ -121,9 +121,9 @@ def sign_payment(
     """A transaction spending every coin of spent to outputs, each input signed by its key."""
     unsigned = Transaction(1, tuple(coin.outpoint for coin in spent), outputs, 0, ())
     outputs_spent = [coin.coin.output for coin in spent]
+    messages = signature_messages(unsigned, outputs_spent, params.chain_id)
     witnesses = tuple(
-        coin.key.private.sign(signature_message(unsigned, index, outputs_spent, params.chain_id))
-        for index, coin in enumerate(spent)
+        coin.key.private.sign(message) for coin, message in zip(spent, messages, strict=True)
     )
     return Transaction(1, unsigned.inputs, outputs, 0, witnesses)
 
@@ -157,9 +157,8 @@ def validation_case(count: int, inputs: int, params: ChainParams) -> ValidationC
         tx = sign_payment(spent, outputs, params)
         case.encoded.append(tx.serialized)
         case.coins.append([coin.coin for coin in spent])
-        outputs_spent = [coin.coin.output for coin in spent]
-        for index, (coin, witness) in enumerate(zip(spent, tx.witnesses, strict=True)):
-            message = signature_message(tx, index, outputs_spent, params.chain_id)
+        messages = signature_messages(tx, [coin.coin.output for coin in spent], params.chain_id)
+        for coin, witness, message in zip(spent, tx.witnesses, messages, strict=True):
             case.triples.append((coin.key.private.public_key(), witness, message))
     return case
 

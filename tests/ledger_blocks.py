@@ -22,7 +22,7 @@ from shoal.ledger.primitives import (
     TxOut,
     block_merkle_root,
     key_lock,
-    signature_message,
+    signature_messages,
 )
 
 
@@ -51,10 +51,8 @@ def sign(
     tx: Transaction, spent: Sequence[TxOut], keys: Sequence[Ed25519PrivateKey], params: ChainParams
 ) -> Transaction:
     """tx with one signature per input by the matching key."""
-    witnesses = tuple(
-        key.sign(signature_message(tx, index, list(spent), params.chain_id))
-        for index, key in enumerate(keys)
-    )
+    messages = signature_messages(tx, list(spent), params.chain_id)
+    witnesses = tuple(key.sign(message) for key, message in zip(keys, messages, strict=True))
     return Transaction(tx.version, tx.inputs, tx.outputs, tx.lock_time, witnesses)
 
 

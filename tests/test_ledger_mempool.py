@@ -27,7 +27,7 @@ from shoal.ledger.primitives import (
     TxOut,
     key_lock,
     sha256d,
-    signature_message,
+    signature_messages,
 )
 from shoal.ledger.validation import Invalid
 
@@ -74,8 +74,7 @@ def spend(
     unsigned = Transaction(1, inputs, outputs, lock_time, tuple(b"" for _ in inputs))
     previous = [output for _, output in spent]
     witnesses = tuple(
-        KEY.sign(signature_message(unsigned, i, previous, LOCAL.chain_id))
-        for i in range(len(inputs))
+        KEY.sign(message) for message in signature_messages(unsigned, previous, LOCAL.chain_id)
     )
     return Transaction(1, inputs, outputs, lock_time, witnesses)
 

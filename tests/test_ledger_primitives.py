@@ -4,11 +4,13 @@ stays in its clamps."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.ledger.encoding import DecodeError, Reader, compact_size
+from shoal.ledger.encoding import DecodeError, Reader, compact_size, u32
 from shoal.ledger.pow import bits_from_target, retarget, target_from_bits
 from shoal.ledger.primitives import (
     MAX_LOCK,
@@ -24,6 +26,7 @@ from shoal.ledger.primitives import (
     decode_transaction,
     merkle_root,
     sha256d,
+    signature_messages,
 )
 
 u32s = st.integers(0, 2**32 - 1)
@@ -185,3 +188,13 @@ def test_retarget_clamps(old: int, actual: int, wanted: int) -> None:
     assert new >= min(old * (wanted // 4) // wanted, LIMIT)
     assert new == retarget(old, min(max(actual, wanted // 4), wanted * 4), wanted, LIMIT)
     assert retarget(old, actual + 1, wanted, LIMIT) >= new  # slower blocks never make it harder
+
+
+@given(transactions(), st.binary(min_size=32, max_size=32))
+def test_each_signature_message_hashes_the_chain_the_body_the_spent_outputs_and_its_index(
+    tx: Transaction, chain_id: bytes
+) -> None:
+    spent = list(tx.outputs[:1]) * len(tx.inputs)
+    shared = b"shoal/sighash/1" + chain_id + tx.body + b"".join(o.serialize() for o in spent)
+    expected = [hashlib.sha256(shared + u32(i)).digest() for i in range(len(tx.inputs))]
+    assert signature_messages(tx, spent, chain_id) == expected

@@ -25,7 +25,7 @@ from .primitives import (
     BlockHeader,
     Transaction,
     block_merkle_root,
-    signature_message,
+    signature_messages,
 )
 
 MAX_TX_SIZE = 1_000_000  # no transaction larger than a block could ever be mined
@@ -119,16 +119,15 @@ def check_inputs(tx: Transaction, coins: Sequence[Coin], height: int, params: Ch
         raise Invalid(
             "bad-txns-overspend", f"The outputs pay {total_out} units, the inputs hold {total_in}."
         )
-    spent = [coin.output for coin in coins]
+    messages = signature_messages(tx, [coin.output for coin in coins], params.chain_id)
     for index, (coin, witness) in enumerate(zip(coins, tx.witnesses, strict=True)):
         lock = coin.output.lock
         if lock[:1] != bytes((LOCK_KEY,)) or len(lock) != KEY_LOCK_SIZE:
             raise Invalid("bad-txns-unspendable", f"Input {index} spends an unspendable output.")
         if len(witness) != SIGNATURE_SIZE:
             raise Invalid("bad-signature", f"Input {index}'s witness is not a 64-byte signature.")
-        message = signature_message(tx, index, spent, params.chain_id)
         try:
-            _public_key(lock[1:]).verify(witness, message)
+            _public_key(lock[1:]).verify(witness, messages[index])
         except (InvalidSignature, ValueError):
             raise Invalid("bad-signature", f"Input {index}'s signature does not verify.") from None
     return total_in - total_out

@@ -31,7 +31,7 @@ from .chain import ChainUpdate
 from .coins import Coin
 from .encoding import compact_size
 from .params import ChainParams
-from .primitives import MAX_MONEY, Block, OutPoint, Transaction, TxOut, key_lock, signature_message
+from .primitives import MAX_MONEY, Block, OutPoint, Transaction, TxOut, key_lock, signature_messages
 
 MAX_KEYS = 100_000  # a wallet file holding more is refused rather than read
 MAX_FILE_BYTES = MAX_KEYS * 70 + 1_000
@@ -279,11 +279,10 @@ class Wallet:
         inputs = tuple(outpoint for outpoint, _ in selection.coins)
         spent = [coin.output for _, coin in selection.coins]
         unsigned = Transaction(TX_VERSION, inputs, tuple(outputs), 0, tuple(b"" for _ in inputs))
+        messages = signature_messages(unsigned, spent, self.params.chain_id)
         witnesses = tuple(
-            self._keys[output.lock].sign(
-                signature_message(unsigned, index, spent, self.params.chain_id)
-            )
-            for index, output in enumerate(spent)
+            self._keys[output.lock].sign(message)
+            for output, message in zip(spent, messages, strict=True)
         )
         return Transaction(TX_VERSION, inputs, tuple(outputs), 0, witnesses)
 
