@@ -146,6 +146,14 @@ def test_bans_hold_an_ip_but_on_loopback_an_ip_and_port():
     assert [ban.address for ban in bans.entries(now=addrman.BAN_FOR + 1)] == [("127.0.0.1", 9000)]
 
 
+def test_an_ipv6_ban_holds_the_whole_64():
+    bans = BanList()
+    bans.ban(("2001:db8:1:2::5", 8333), "bad-signature", now=0)
+    assert bans.is_banned(("2001:db8:1:2:ffff::1", 8333), now=1)  # same /64, another host
+    assert not bans.is_banned(("2001:db8:1:3::5", 8333), now=1)
+    assert ban_key(("::1", 1)) != ban_key(("::1", 2))  # loopback: by port, as IPv4's
+
+
 def test_the_ban_list_is_bounded():
     bans = BanList(capacity=10)
     for n in range(50):

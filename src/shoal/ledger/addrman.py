@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..addresses import Address, pack_ip, source_key, text
+from ..addresses import Address, is_loopback_ip, pack_ip, source_key, text
 
 NEW_CAPACITY = 1024
 TRIED_CAPACITY = 1024
@@ -49,9 +49,13 @@ def network_group(address: Address) -> bytes:
 
 
 def ban_key(address: Address) -> bytes:
-    """What a ban holds against: the IP, or on loopback the IP and the port the peer listens
-    on (addresses.source_key)."""
-    return source_key(pack_ip(address[0]), address[1])
+    """What a ban (and a per-source limit) holds against: the IP, an IPv6 address's /64
+    (one host commonly has a whole /64 to hop around in), or on loopback the IP and the port
+    the peer listens on (addresses.source_key)."""
+    packed = pack_ip(address[0])
+    if len(packed) == 16 and not is_loopback_ip(packed):
+        return packed[:8]
+    return source_key(packed, address[1])
 
 
 @dataclass(slots=True, eq=False)
