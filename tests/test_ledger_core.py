@@ -243,6 +243,23 @@ class Stranger:
         return got
 
 
+def test_a_transaction_never_announced_to_a_peer_is_not_served_to_it():
+    node = new_node(("127.0.0.1", 9000), 1)
+    blocks = mine_on(node, LOCAL.coinbase_maturity + 1, NOW)
+    outpoint = OutPoint(blocks[0].transactions[0].txid, 0)
+    coin = node.chain.coin(outpoint)
+    assert coin is not None
+    tx = spend([(outpoint, coin)], [TxOut(coin.output.amount - 10_000, lock_of(KEY))], KEY, LOCAL)
+    node.core.submit_transaction(tx, NOW)
+    prober = Stranger(node, 1)
+    prober.handshake()  # a peer without our tip: not told of our mempool yet
+    prober.read()
+    prober.send(GetData((InvItem(InvType.TX, tx.txid),)))
+    answers = prober.read()
+    assert not any(isinstance(message, lm.TxMessage) for message in answers)
+    assert any(isinstance(message, lm.NotFound) for message in answers)
+
+
 def test_a_peer_sending_an_invalid_block_is_dropped_and_banned_with_the_reason():
     node = new_node(("127.0.0.1", 9000), 1)
     stranger = Stranger(node, 1)

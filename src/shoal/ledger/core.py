@@ -289,7 +289,9 @@ class LedgerNode(TxRelay):
                 peer.saw(index)  # it asked: it will have it (and our mempool after)
             raw = self.chain.raw_block(item.hash)
             return None if raw is None else (BlockMessage.command, raw)
-        tx = self.mempool.get(item.hash)
+        # Only what it is known to have heard of from us (or told us of): otherwise anyone
+        # could probe our mempool for a transaction's first relayer.
+        tx = self.mempool.get(item.hash) if item.hash in peer.known else None
         return None if tx is None else (TxMessage.command, tx.serialized)
 
     # Headers and blocks.
