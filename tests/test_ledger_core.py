@@ -200,6 +200,21 @@ def test_a_transaction_and_a_block_are_relayed_by_inv_along_a_line():
     assert tx.txid not in c.mempool and tx.txid not in b.mempool
 
 
+def test_a_new_block_is_announced_by_its_header_and_fetched_at_once():
+    net = Net()
+    a, b = net.add(max_outbound=0), net.add(max_outbound=0)
+    b.core.add_peers([a.address], net.now)
+    mine_on(a, 3, net.now)
+    net.run(lambda: b.chain.tip.hash == a.chain.tip.hash)
+    before_a, before_b = dict(a.sent), dict(b.sent)
+    [block] = mine_on(a, 1, net.now)
+    net.run(lambda: b.chain.tip.hash == block.hash)
+    assert a.sent[b"headers"] == before_a.get(b"headers", 0) + 1  # BIP 130's way
+    assert a.sent.get(b"inv", 0) == before_a.get(b"inv", 0)
+    assert b.sent.get(b"getheaders", 0) == before_b.get(b"getheaders", 0)  # no round trip
+    assert b.sent[b"getdata"] == before_b[b"getdata"] + 1
+
+
 def test_a_peer_that_joins_later_hears_of_what_waits_in_the_mempool():
     net = Net()
     a, b = net.add(max_outbound=0), net.add(max_outbound=0)

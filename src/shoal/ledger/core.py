@@ -332,6 +332,20 @@ class LedgerNode(TxRelay):
             self._ask_headers(peer, after=headers[-1].hash)
         self._retry_orphans()
 
+    def _announce_headers(self, headers: list[BlockHeader], source: Peer | None) -> None:
+        """Announce new blocks by their headers, as BIP 130's sendheaders: a peer fetches the
+        body at once, two messages a hop sooner than inv then getheaders would let it."""
+        for peer in self._ready_peers():
+            if peer is source:
+                continue
+            # From the first it lacks on: a headers message must be one unbroken chain.
+            first = next((i for i, h in enumerate(headers) if h.hash not in peer.known), None)
+            fresh = [] if first is None else headers[first:]
+            for header in fresh:
+                peer.known.add(header.hash)
+            if fresh:
+                self._send(peer, Headers(tuple(fresh)))
+
     def _suppliers(self) -> list[Supplier]:
         return [
             Supplier(peer.link, peer.best, peer.lacks)
@@ -482,8 +496,10 @@ class LedgerNode(TxRelay):
         self._outputs.append(ChainChanged(update))
         if update.connected and (announce or self.chain.tip is self.chain.best_header):
             connected = update.connected
-            blocks = connected if len(connected) <= MAX_ANNOUNCED else connected[-1:]
-            self._announce([InvItem(InvType.BLOCK, block.hash) for block in blocks], source)
+            if len(connected) <= MAX_ANNOUNCED:
+                self._announce_headers([block.header for block in connected], source)
+            else:
+                self._announce([InvItem(InvType.BLOCK, connected[-1].hash)], source)
         # The losing branch's payments back in the mempool are relayed again (the winning
         # branch's miners may never have heard of them), as are orphans they made valid.
         back = []
