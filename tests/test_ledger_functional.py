@@ -142,8 +142,9 @@ def test_kill_9_mid_sync_restarts_with_a_consistent_utxo_set(nodes):
     fresh.start(source)
     wait_for(lambda: fresh.height() >= 20, SYNC, 0.005, "the sync did not start")
     fresh.kill()
-    killed_at = fresh.height_on_disk()
-    assert 20 <= killed_at < source.height()  # killed mid-sync
+    # Killed mid-sync: what it saved (commits come in batches while it catches up) is short
+    # of the source's chain.
+    assert fresh.height_on_disk() < source.height()
     fresh.start(source)
     synced([source, fresh], 120.0)
     assert fresh.rpc("utxos") == source.rpc("utxos")

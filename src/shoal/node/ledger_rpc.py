@@ -56,17 +56,23 @@ class LedgerMethods:
         service.listeners.append(self.history.blocks_changed)
 
     def _catch_up(self) -> None:
-        """Bring the wallet's history to the chain's tip: it may have stopped behind it, or
-        on a branch that lost (a kill -9 between the two databases' commits)."""
+        """Bring the wallet's history to the chain's tip: it may have stopped behind it, on a
+        branch that lost, or ahead of what the chain had saved when a kill -9 came between
+        the two databases' commits (then it starts over from the chain)."""
         chain = self.chain
         followed = self.history.tip
         known = None if followed is None else chain.get(followed)
-        if followed is not None and known is None:
-            self.history.forget()  # it followed a chain this one never knew: start over
-        disconnected = []
+        disconnected: list[Block] = []
         while known is not None and not chain.contains(known):
-            disconnected.append(self._stored(known))
+            block = chain.block(known.hash)
+            if block is None:  # never saved by the chain: undo by starting over
+                known, disconnected = None, []
+                break
+            disconnected.append(block)
             known = known.parent
+        if followed is not None and known is None:
+            self.history.forget()
+            disconnected = []
         start = 0 if known is None else known.height + 1
         connected = []
         for height in range(start, chain.tip.height + 1):
