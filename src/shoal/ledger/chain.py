@@ -5,11 +5,15 @@ of most cumulative work among the blocks it holds and found valid, and its unspe
 Headers are accepted when their proof of work, difficulty and time are right and their
 parent is known; a block's body when it passes the context-free checks; the active chain then
 moves to the most-work chain whose bodies are all here, disconnecting blocks with their undo
-data and connecting the new ones, each block one store commit (in steps of a few connects if
-the caller asks: a long reorganisation would hold its event loop for seconds). A block found
-invalid is marked so, with every descendant, and never tried again. Of two chains of equal work
-the one whose tip arrived first stays active, as in Bitcoin. The store keeps the tip a
-reorganisation leaves until it is done: reopened, Chain.resumed tells which blocks left.
+data and connecting the new ones (in steps of a few connects if the caller asks: a long
+reorganisation would hold its event loop for seconds). A chain in step with the best header
+commits each block at once; one catching up (more than COMMIT_BATCH blocks behind it) once per
+COMMIT_BATCH blocks, as Bitcoin Core flushes its coins cache now and then in its initial sync:
+each commit writes out every page its blocks touched, and a kill loses only blocks that are
+downloaded again. Every commit falls between two blocks. A block found invalid is marked
+so, with every descendant, and never tried again. Of two chains of equal work the one whose
+tip arrived first stays active, as in Bitcoin. The store keeps the tip a reorganisation
+leaves until it is done: reopened, Chain.resumed tells which blocks left.
 
 The genesis is taken as the chain's parameters give it (it meets its proof of work, but as
 a parameter it is not checked) and connected like any block: its coinbase pays only a burn
@@ -37,6 +41,7 @@ DOWNLOAD_WINDOW = 1024  # blocks past the tip worth fetching before the tip move
 MAX_LOCATOR = 101  # hashes of a peer's locator we look at
 BLOCK_CACHE_BYTES = 64_000_000  # recent block bodies kept decoded in memory
 BAN_FUTURE = 24 * 60 * 60  # a block time further ahead than this is no honest clock's error
+COMMIT_BATCH = 64  # blocks a chain catching up connects (or disconnects) per store commit
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Chain:
         self._block_bytes = 0
         self._sequence = 0
         self._reorg_start: BlockIndex | None = None  # the tip an unfinished reorganisation left
+        self._uncommitted = 0  # blocks connected or disconnected since the last commit
         stored = store.headers()
         if not stored:
             self._store_genesis()
@@ -281,7 +287,7 @@ class Chain:
         try:
             return self._add_header(header, now)
         finally:
-            self.store.commit()
+            self._commit()
 
     def _add_header(self, header: BlockHeader, now: float) -> BlockIndex:
         """accept_header without the commit (accept_block commits header and body at once)."""
@@ -351,7 +357,7 @@ class Chain:
             self._store_body(index, block)
             update = self._activate(max_connects)
         finally:
-            self.store.commit()
+            self._settle()
         for block_hash, failure in update.invalid:
             if block_hash == index.hash:
                 raise RejectedBlock(failure, update)
@@ -445,8 +451,8 @@ class Chain:
         if self._reorg_start is not None and not self._candidates:
             # The best chain is active: a restart has no reorganisation left to tell of.
             self.store.set_reorg_start(None)
-            self.store.commit()
             self._reorg_start = None
+        self._settle()
         return self._net_update(old_tip, seen, invalid)
 
     def _net_update(
@@ -471,18 +477,18 @@ class Chain:
         return block
 
     def _connect(self, index: BlockIndex, seen: dict[bytes, Block]) -> None:
-        """Connect the tip's child index: check its spends, write the change, commit."""
+        """Connect the tip's child index: check its spends, write the change."""
         block = self._blocks.get(index.hash) or self._body(index)
         change = connect_change(block, index.height, self.store.coin, self.params)
         self.store.apply(change)
-        self.store.commit()
         self._active.append(index)
         self.tip = index
         seen[index.hash] = block
+        self._block_written()
 
     def _disconnect_tip(self, seen: dict[bytes, Block]) -> None:
-        """Disconnect the tip with its undo data and commit (the first disconnect of a
-        reorganisation records, in the same commit, the tip it leaves)."""
+        """Disconnect the tip with its undo data (the first disconnect of a reorganisation
+        records, in the same transaction, the tip it leaves)."""
         index = self.tip
         parent = index.parent
         if parent is None:
@@ -492,11 +498,37 @@ class Chain:
             self._reorg_start = index
             self.store.set_reorg_start(index.hash)
         self.store.apply(disconnect_change(block, index.height, self.store.undo(index.hash)))
-        self.store.commit()
         self._active.pop()
         self.tip = parent
         seen[index.hash] = block
+        self._block_written()
+
+    # Committing.
+
+    @property
+    def catching_up(self) -> bool:
+        """Whether the tip is more than COMMIT_BATCH blocks behind the best header: blocks
+        are then committed in batches."""
+        return self.best_header.height - self.tip.height > COMMIT_BATCH
+
+    def _block_written(self) -> None:
+        """Count a block connected or disconnected, and commit unless a batch gathers."""
+        self._uncommitted += 1
+        if self._uncommitted >= COMMIT_BATCH or not self.catching_up:
+            self._commit()
+
+    def _settle(self) -> None:
+        """At the end of a call: commit what is pending unless a batch is gathering (so
+        that a chain in step has stored every tip it tells of)."""
+        if not (self._uncommitted and self.catching_up):
+            self._commit()
+
+    def _commit(self) -> None:
+        """Make every write so far durable (the open batch with it)."""
+        self.store.commit()
+        self._uncommitted = 0
 
     def close(self) -> None:
-        """Commit and close the store."""
+        """Commit what is pending and close the store."""
+        self._commit()
         self.store.close()

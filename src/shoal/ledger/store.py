@@ -2,9 +2,10 @@
 index, in SQLite (a node's state folder) or in memory (the simulator and tests).
 
 Chain writes through this one interface. SqliteStore gathers writes in one SQLite transaction
-until commit(); Chain commits once per block connected or disconnected (UTXO changes, undo data
-and the tip together), so a kill at any moment leaves a state some tip explains. A storage
-error is not handled: the node stops and resumes from the last commit.
+until commit(); Chain commits between blocks, after each or (catching up) after a batch of
+them, the UTXO changes, undo data and the tip together, so a kill at any moment leaves a state
+some tip explains. A storage error is not handled: the node stops and resumes from the last
+commit.
 """
 
 from __future__ import annotations
