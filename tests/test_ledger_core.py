@@ -11,13 +11,14 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from ledger_blocks import lock_of, mine, next_block, private_key, spend, unsolved
+from ledger_blocks import coinbase, lock_of, mine, next_block, private_key, spend, unsolved
 
 from shoal.addresses import Address
 from shoal.ledger import core as core_module
 from shoal.ledger import messages as lm
 from shoal.ledger import relay, sync
 from shoal.ledger.addrman import network_group
+from shoal.ledger.blockindex import BlockIndex
 from shoal.ledger.chain import Chain
 from shoal.ledger.core import ChainChanged, Close, Dial, LedgerNode, Send, TransactionAccepted
 from shoal.ledger.mempool import Mempool
@@ -37,7 +38,7 @@ from shoal.ledger.messages import (
 )
 from shoal.ledger.mining import block_template, solve
 from shoal.ledger.params import LOCAL
-from shoal.ledger.primitives import Block, OutPoint, TxOut
+from shoal.ledger.primitives import Block, BlockHeader, OutPoint, TxOut
 from shoal.ledger.store import MemoryStore
 
 MAGIC = LOCAL.magic
@@ -273,6 +274,45 @@ def test_a_transaction_never_announced_to_a_peer_is_not_served_to_it():
     answers = prober.read()
     assert not any(isinstance(message, lm.TxMessage) for message in answers)
     assert any(isinstance(message, lm.NotFound) for message in answers)
+
+
+def fork_headers(parent: BlockIndex, count: int) -> list[BlockHeader]:
+    """count headers of a new branch on parent (proof of work met, coinbases to KEY)."""
+    headers = []
+    previous, time = parent.hash, parent.header.time
+    for height in range(parent.height + 1, parent.height + 1 + count):
+        time += 1
+        block = mine(
+            previous,
+            [coinbase(height, [TxOut(1, lock_of(KEY))], b"fork")],
+            time,
+            LOCAL.pow_limit_bits,
+        )
+        headers.append(block.header)
+        previous = block.hash
+    return headers
+
+
+def test_headers_of_a_branch_far_behind_ours_are_not_kept_and_their_sender_not_banned():
+    node = new_node(("127.0.0.1", 9000), 1)
+    mine_on(node, core_module.LOW_WORK_MARGIN + 20, NOW)
+    genesis = node.chain.at_height(0)
+    assert genesis is not None
+    spammer = Stranger(node, 1)
+    spammer.handshake()
+    spammer.read()
+    cheap = fork_headers(genesis, 10)  # 16 hashes each on this chain: spam costs nothing
+    spammer.send(Headers(tuple(cheap)))
+    spammer.read()
+    assert all(node.chain.get(header.hash) is None for header in cheap)
+    assert spammer.closed is None and not node.core.banned()
+    # A branch close behind our tip is kept: it may yet overtake ours.
+    near = node.chain.at_height(node.chain.tip.height - 5)
+    assert near is not None
+    rival = fork_headers(near, 3)
+    spammer.send(Headers(tuple(rival)))
+    spammer.read()
+    assert all(node.chain.get(header.hash) is not None for header in rival)
 
 
 def test_a_peer_sending_an_invalid_block_is_dropped_and_banned_with_the_reason():

@@ -69,6 +69,7 @@ __all__ = [
 
 MAX_ORPHAN_BLOCKS = 16  # bodies of blocks with an unknown parent, kept until headers come
 MAX_UNCONNECTING = 10  # header batches in a row that do not connect before a peer is dropped
+LOW_WORK_MARGIN = 288  # blocks of work a new branch may trail our best header by and be kept
 MAX_ANNOUNCED = 8  # blocks of one update announced one by one; of a longer one, its tip only
 # Bytes of getdata answers written to a link in one round, before the next gets a turn: a
 # round stops before a message would cross it (one message always goes), so a link that is
@@ -320,6 +321,8 @@ class LedgerNode(TxRelay):
                 self._ask_headers(peer)
             return
         peer.unconnecting = 0
+        if self._low_work(headers):
+            return  # a branch far behind ours: not worth our memory (no ban: it may be honest)
         for header in headers:
             try:
                 index = self.chain.accept_header(header, self._now)
@@ -331,6 +334,27 @@ class LedgerNode(TxRelay):
         if len(headers) == MAX_HEADERS:
             self._ask_headers(peer, after=headers[-1].hash)
         self._retry_orphans()
+
+    def _low_work(self, headers: tuple[BlockHeader, ...]) -> bool:
+        """Whether the headers we lack among these end a branch whose work (as their bits
+        claim; accept_header checks them) falls more than LOW_WORK_MARGIN blocks' worth below
+        our best header's. Headers that meet their proof of work cost little on an easy chain,
+        and every one kept costs memory: a branch that far behind could only win by outgrowing
+        ours, and then its headers come again."""
+        known = 0
+        while known < len(headers) and self.chain.get(headers[known].hash) is not None:
+            known += 1
+        if known == len(headers):
+            return False
+        parent = self.chain.get(headers[known].previous)
+        assert parent is not None  # the first connects, and so does each after it
+        try:
+            claimed = sum(work_of(target_from_bits(h.bits)) for h in headers[known:])
+        except ValueError:
+            return False  # a malformed target: accept_header refuses it, and says why
+        best = self.chain.best_header
+        margin = LOW_WORK_MARGIN * work_of(target_from_bits(best.header.bits))
+        return parent.work + claimed < best.work - margin
 
     def _announce_headers(self, headers: list[BlockHeader], source: Peer | None) -> None:
         """Announce new blocks by their headers, as BIP 130's sendheaders: a peer fetches the
