@@ -15,6 +15,7 @@ from ledger_blocks import coinbase, lock_of, mine, next_block, private_key, spen
 
 from shoal.addresses import Address
 from shoal.ledger import core as core_module
+from shoal.ledger import headers as headers_module
 from shoal.ledger import messages as lm
 from shoal.ledger import relay, sync
 from shoal.ledger.addrman import network_group
@@ -158,7 +159,7 @@ def mine_on(node: Node, count: int, now: float, lock: bytes = lock_of(KEY)) -> l
 
 @pytest.mark.parametrize("batch", [lm.MAX_HEADERS, 64])
 def test_a_new_node_syncs_300_blocks_headers_first_from_two_peers_at_once(batch, monkeypatch):
-    monkeypatch.setattr(core_module, "MAX_HEADERS", batch)  # 64: five batches of headers
+    monkeypatch.setattr(headers_module, "MAX_HEADERS", batch)  # 64: five batches of headers
     net = Net()
     first, second = net.add(max_outbound=0), net.add(max_outbound=0)
     blocks = mine_on(first, 300, net.now)
@@ -295,7 +296,7 @@ def fork_headers(parent: BlockIndex, count: int) -> list[BlockHeader]:
 
 def test_headers_of_a_branch_far_behind_ours_are_not_kept_and_their_sender_not_banned():
     node = new_node(("127.0.0.1", 9000), 1)
-    mine_on(node, core_module.LOW_WORK_MARGIN + 20, NOW)
+    mine_on(node, headers_module.LOW_WORK_MARGIN + 20, NOW)
     genesis = node.chain.at_height(0)
     assert genesis is not None
     spammer = Stranger(node, 1)

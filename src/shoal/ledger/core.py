@@ -1,7 +1,8 @@
 """The ledger's peer-to-peer core: headers-first sync, blocks downloaded from several peers
-at once, inv/getdata relay of blocks, answers paced by how fast a peer reads, and bans for
-invalid data; on top of `relay.TxRelay` (transactions) and `peers.PeerLayer` (links,
-handshake, dialling, addresses). A sans-IO core of the one shape (see shoal.contract).
+at once, answers paced by how fast a peer reads, and bans for
+invalid data; on top of `headers.HeaderExchange` (getheaders, headers, announcements by
+header), `relay.TxRelay` (transactions) and `peers.PeerLayer` (links, handshake, dialling,
+addresses). A sans-IO core of the one shape (see shoal.contract).
 
 The adapter opens the connections the core asks for with `Dial` and reports them with
 `connected` or `dial_failed`, hands over incoming ones with `accept`, feeds bytes to
@@ -15,17 +16,15 @@ the active chain, `TransactionAccepted` of every transaction new in the mempool.
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Sequence
 
 from .chain import Chain, ChainUpdate, RejectedBlock
+from .headers import HeaderExchange
 from .mempool import Mempool
 from .messages import (
     HEADER,
-    MAX_HEADERS,
     MAX_INVENTORY,
-    MAX_LOCATOR,
     BlockMessage,
     GetData,
     GetHeaders,
@@ -51,8 +50,7 @@ from .peers import (
     TransactionAccepted,
 )
 from .pow import target_from_bits, work_of
-from .primitives import ZERO_HASH, Block, BlockHeader
-from .relay import TxRelay
+from .primitives import Block, BlockHeader
 from .sync import BLOCKS_PER_PEER, REFILL_AT, Supplier
 from .validation import Invalid, check_header_pow
 
@@ -68,8 +66,6 @@ __all__ = [
 ]
 
 MAX_ORPHAN_BLOCKS = 16  # bodies of blocks with an unknown parent, kept until headers come
-MAX_UNCONNECTING = 10  # header batches in a row that do not connect before a peer is dropped
-LOW_WORK_MARGIN = 288  # blocks of work a new branch may trail our best header by and be kept
 MAX_ANNOUNCED = 8  # blocks of one update announced one by one; of a longer one, its tip only
 # Bytes of getdata answers written to a link in one round, before the next gets a turn: a
 # round stops before a message would cross it (one message always goes), so a link that is
@@ -80,7 +76,7 @@ ACTIVATE_STEP = 32  # blocks the active chain connects before the core handles i
 BLOCK_SOURCES = 1024  # who sent each of the latest blocks (punished if it proves invalid)
 
 
-class LedgerNode(TxRelay):
+class LedgerNode(HeaderExchange):
     """One node of the ledger's network."""
 
     def __init__(
@@ -276,11 +272,6 @@ class LedgerNode(TxRelay):
             self._send(peer, NotFound(tuple(missing)))
         self._announce_mempool(peer)
 
-    def _headers_answer(self, request: GetHeaders) -> tuple[bytes, bytes]:
-        """The headers message's command and payload that answer a getheaders."""
-        found = self.chain.headers_after(list(request.locator), request.stop, MAX_HEADERS)
-        return Headers.command, Headers(tuple(found)).encode()
-
     def _answer(self, peer: Peer, item: InvItem) -> tuple[bytes, bytes] | None:
         """The command and payload that answer item (a block as stored, not decoded and
         encoded again); None if we lack it."""
@@ -295,80 +286,7 @@ class LedgerNode(TxRelay):
         tx = self.mempool.get(item.hash) if item.hash in peer.known else None
         return None if tx is None else (TxMessage.command, tx.serialized)
 
-    # Headers and blocks.
-
-    def _ask_headers(self, peer: Peer, after: bytes | None = None) -> None:
-        """Send getheaders with our active chain's locator (led by after, if given)."""
-        locator = self.chain.locator()
-        if after is not None:
-            locator.insert(0, after)
-        peer.headers_asked_at = self._now
-        self._send(peer, GetHeaders(tuple(locator[:MAX_LOCATOR]), ZERO_HASH))
-
-    def _on_headers(self, peer: Peer, headers: tuple[BlockHeader, ...]) -> None:
-        peer.headers_asked_at = None
-        if not headers:
-            return
-        if any(child.previous != parent.hash for parent, child in itertools.pairwise(headers)):
-            self._drop(peer, "headers that do not form a chain", ban=True)
-            return
-        if self.chain.get(headers[0].previous) is None:
-            # A branch we have not heard of: ask again from our locator, a few times.
-            peer.unconnecting += 1
-            if peer.unconnecting > MAX_UNCONNECTING:
-                self._drop(peer, "headers that never connect")
-            else:
-                self._ask_headers(peer)
-            return
-        peer.unconnecting = 0
-        if self._low_work(headers):
-            return  # a branch far behind ours: not worth our memory (no ban: it may be honest)
-        for header in headers:
-            try:
-                index = self.chain.accept_header(header, self._now)
-            except Invalid as error:
-                if error.ban:
-                    self._drop(peer, f"{error.reason}: {error.detail}", ban=True)
-                return
-            peer.saw(index)
-        if len(headers) == MAX_HEADERS:
-            self._ask_headers(peer, after=headers[-1].hash)
-        self._retry_orphans()
-
-    def _low_work(self, headers: tuple[BlockHeader, ...]) -> bool:
-        """Whether the headers we lack among these end a branch whose work (as their bits
-        claim; accept_header checks them) falls more than LOW_WORK_MARGIN blocks' worth below
-        our best header's. Headers that meet their proof of work cost little on an easy chain,
-        and every one kept costs memory: a branch that far behind could only win by outgrowing
-        ours, and then its headers come again."""
-        known = 0
-        while known < len(headers) and self.chain.get(headers[known].hash) is not None:
-            known += 1
-        if known == len(headers):
-            return False
-        parent = self.chain.get(headers[known].previous)
-        assert parent is not None  # the first connects, and so does each after it
-        try:
-            claimed = sum(work_of(target_from_bits(h.bits)) for h in headers[known:])
-        except ValueError:
-            return False  # a malformed target: accept_header refuses it, and says why
-        best = self.chain.best_header
-        margin = LOW_WORK_MARGIN * work_of(target_from_bits(best.header.bits))
-        return parent.work + claimed < best.work - margin
-
-    def _announce_headers(self, headers: list[BlockHeader], source: Peer | None) -> None:
-        """Announce new blocks by their headers, as BIP 130's sendheaders: a peer fetches the
-        body at once, two messages a hop sooner than inv then getheaders would let it."""
-        for peer in self._ready_peers():
-            if peer is source:
-                continue
-            # From the first it lacks on: a headers message must be one unbroken chain.
-            first = next((i for i, h in enumerate(headers) if h.hash not in peer.known), None)
-            fresh = [] if first is None else headers[first:]
-            for header in fresh:
-                peer.known.add(header.hash)
-            if fresh:
-                self._send(peer, Headers(tuple(fresh)))
+    # Blocks.
 
     def _suppliers(self) -> list[Supplier]:
         return [
@@ -490,6 +408,9 @@ class LedgerNode(TxRelay):
         self._orphans[block.hash] = (block, -1 if peer is None else peer.link)
         if peer is not None:
             self._ask_headers(peer)
+
+    def _headers_accepted(self) -> None:
+        self._retry_orphans()
 
     def _retry_orphans(self) -> None:
         """Hand the chain the kept blocks whose parent is known now."""
