@@ -10,6 +10,7 @@ no socket, reads no clock and starts no thread, so the simulator runs it unchang
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from .addresses import Address
@@ -46,3 +47,23 @@ class DatagramCore(Core[OutputT_co], Protocol[OutputT_co]):
 
     def receive(self, data: bytes, sender: Address, now: float) -> None:
         """A datagram arrived from sender."""
+
+
+# The outputs every stream core (the overlay, the ledger) has for its links, which the adapter
+# numbers as the core says: bytes to write, and a link to close.
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Bytes to write to a link."""
+
+    link: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close link (everything sent before it is flushed first)."""
+
+    link: int
+    reason: str

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from ..contract import Close, Send
 from .chain import Chain, ChainUpdate, RejectedBlock
 from .headers import HeaderExchange
 from .mempool import Mempool
@@ -41,12 +42,10 @@ from .params import ChainParams
 from .peers import (
     MAINTAIN_EVERY,
     ChainChanged,
-    Close,
     Dial,
     Output,
     Peer,
     PeerInfo,
-    Send,
     TransactionAccepted,
 )
 from .pow import target_from_bits, work_of

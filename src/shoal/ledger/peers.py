@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..addresses import Address, text
+from ..contract import Close, Send
 from .addrman import AddrBudget, AddressManager, Ban, BanList, ban_key, network_group
 from .blockindex import BlockIndex
 from .chain import ChainUpdate
@@ -49,26 +50,10 @@ LACKS = 1000  # blocks a peer said it does not have
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
-    """Bytes to write to a link."""
-
-    link: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class Dial:
     """Open a connection to address, then call `connected` or `dial_failed`."""
 
     address: Address
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Close link (what was sent before is flushed first)."""
-
-    link: int
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,22 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..addresses import Address
-from ..errors import ShoalError, inert
+from ..errors import ShoalError
 from ..ledger.chain import Chain, ChainUpdate
 from ..ledger.core import ChainChanged, Close, Dial, LedgerNode, Send
 from ..ledger.mempool import Mempool
 from ..ledger.params import ChainParams
 from ..ledger.primitives import Block, Transaction
 from ..ledger.store import SqliteStore
-from .adapter import CoreClock, resolve
+from .adapter import resolve
 from .miner import Miner
-from .streamlink import StreamLink
+from .streamlink import StreamLink, StreamService
 
 log = logging.getLogger(__name__)
 
 CHAIN_FILE = "chain.sqlite"
 LOCK_FILE = "lock"
-DIAL_TIMEOUT = 10.0
 # A link's unsent bytes past which it is dropped: room for the core's round of getdata
 # answers (1 MB and at most one more block) above the pause mark, so an honest peer that
 # reads slowly is paused, never dropped.
@@ -57,10 +56,12 @@ def ledger_dir(state: Path, params: ChainParams) -> Path:
     return state / "ledger" / params.name
 
 
-class LedgerService(CoreClock[LedgerNode]):
+class LedgerService(StreamService[LedgerNode]):
     """The ledger core on the node's TCP port number."""
 
     wall_clock = True
+    kind = "ledger"
+    write_cap = LEDGER_WRITE_CAP
 
     def __init__(self, options: LedgerOptions, state: Path) -> None:
         super().__init__()
@@ -70,8 +71,6 @@ class LedgerService(CoreClock[LedgerNode]):
         self.chain: Chain | None = None
         self.mempool = Mempool(options.params)
         self.miner: Miner | None = None
-        self._links: dict[int, StreamLink] = {}
-        self._dials: dict[int, asyncio.Task[None]] = {}
         self._dialling: dict[int, Address] = {}  # link number -> the address dialled
         self._next_link = 0
         self._lock: int | None = None  # the descriptor holding the folder's lock
@@ -144,11 +143,7 @@ class LedgerService(CoreClock[LedgerNode]):
             self.miner.stop()
             self.miner = None
         self.core = None
-        for dial in self._dials.values():
-            dial.cancel()
-        for link in list(self._links.values()):
-            link.close()
-        self._links.clear()
+        self._close_all()
         if self.chain is not None:
             self.chain.close()
             self.chain = None
@@ -199,10 +194,7 @@ class LedgerService(CoreClock[LedgerNode]):
             transport.close()  # another chain's node, or we are stopping
             return
         number = self._new_number()
-        link = StreamLink(self, number, LEDGER_WRITE_CAP)
-        transport.set_protocol(link)
-        link.attach(transport)
-        self._links[number] = link
+        self._adopt_link(transport, number)
         now = self.now()
         core.accept(number, address, now)
         core.receive(number, first, now)
@@ -221,39 +213,8 @@ class LedgerService(CoreClock[LedgerNode]):
         self.core.connected(link.number, self._dialling[link.number], self.now())
         self._pump()
 
-    def received(self, number: int, data: bytes) -> None:
-        if self.core is not None:
-            self.core.receive(number, data, self.now())
-            self._pump()
-
-    def paused(self, number: int, paused: bool) -> None:
-        if self.core is not None:
-            self.core.set_paused(number, paused, self.now())
-            self._pump()
-
-    def lost(self, link: StreamLink) -> None:
-        if self._links.get(link.number) is link:
-            del self._links[link.number]
-            if self.core is not None:
-                self.core.closed(link.number, self.now())
-                self._pump()
-
-    async def _dial(self, number: int, address: Address) -> None:
-        try:
-            await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: StreamLink(self, number, LEDGER_WRITE_CAP), *address
-                ),
-                DIAL_TIMEOUT,
-            )
-        except (TimeoutError, OSError, ValueError) as exc:
-            log.info("cannot reach ledger peer %s:%s: %s", inert(address[0]), address[1], exc)
-            if self.core is not None:
-                self.core.dial_failed(address, self.now())
-                self._pump()
-        finally:
-            self._dials.pop(number, None)
-            self._dialling.pop(number, None)
+    def _dial_ended(self, number: int) -> None:
+        self._dialling.pop(number, None)
 
     # The core's loop.
 
@@ -271,20 +232,14 @@ class LedgerService(CoreClock[LedgerNode]):
 
     def _carry_out(self, core: LedgerNode, output: object) -> None:
         if isinstance(output, Send):
-            link = self._links.get(output.link)
-            if link is not None and not link.write(output.data):
-                log.info("dropped ledger link %d: it left too much unread", output.link)
-                del self._links[output.link]
-                core.closed(output.link, self.now())
+            self._write(core, output)
         elif isinstance(output, Dial):
             number = self._new_number()
-            self._dialling[number] = output.address
-            self._dials[number] = self.loop.create_task(self._dial(number, output.address))
+            address = output.address
+            self._dialling[number] = address
+            self._dial(number, address, lambda: core.dial_failed(address, self.now()))
         elif isinstance(output, Close):
-            log.info("closed ledger link %d: %s", output.link, inert(output.reason))
-            link = self._links.pop(output.link, None)
-            if link is not None:
-                link.close()
+            self._close(output)
         elif isinstance(output, ChainChanged):
             if self.miner is not None:
                 self.miner.tip_changed()

@@ -16,21 +16,19 @@ from pathlib import Path
 
 from .. import addresses
 from ..addresses import Address
-from ..errors import inert
 from ..metainfo import MetainfoError
 from ..metainfo.magnet import parse_peer
 from ..overlay.core import Close, Dial, Found, OverlayNode, SearchEnded, Send
 from ..overlay.messages import Result, Role
 from ..overlay.search import WANTED, Strategy, hash_query
-from .adapter import CoreClock, resolve
-from .streamlink import StreamLink
+from .adapter import resolve
+from .streamlink import StreamLink, StreamService
 
 log = logging.getLogger(__name__)
 
 HOSTS_FILE = "overlay-hosts.txt"
 SAVED_HOSTS = 200  # addresses written at exit, those that answered first
 LOADED_HOSTS = 1000  # lines read at start, at most
-DIAL_TIMEOUT = 10.0
 # Hits held for a search's reader (the oldest make way), and peer lookups waiting for a link.
 SEARCH_BUFFER = 1024
 MAX_DEFERRED = 256
@@ -66,8 +64,10 @@ class _Search:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class OverlayService(CoreClock[OverlayNode]):
+class OverlayService(StreamService[OverlayNode]):
     """The overlay core on the node's TCP port number."""
+
+    kind = "overlay"
 
     def __init__(self, options: OverlayOptions, state: Path | None) -> None:
         """state: where the host cache is kept between runs (None: nowhere)."""
@@ -75,8 +75,6 @@ class OverlayService(CoreClock[OverlayNode]):
         self.options = options
         self.role = Role.LEAF if options.leaf else Role.ULTRAPEER
         self.hosts_path = None if state is None else state / HOSTS_FILE
-        self._links: dict[int, StreamLink] = {}
-        self._dials: dict[int, asyncio.Task[None]] = {}
         self._searches: dict[bytes, _Search] = {}
         # Peer lookups by search id: the info-hash asked for, and whom to hand holders to.
         self._peer_lookups: dict[bytes, tuple[bytes, PeersCallback]] = {}
@@ -107,11 +105,7 @@ class OverlayService(CoreClock[OverlayNode]):
         self._stop_clock()
         self._save()
         self.core = None
-        for dial in self._dials.values():
-            dial.cancel()
-        for link in list(self._links.values()):
-            link.close()
-        self._links.clear()
+        self._close_all()
         for search in self._searches.values():
             search.ended = True
             search.wake.set()
@@ -196,10 +190,7 @@ class OverlayService(CoreClock[OverlayNode]):
         if core is None or number is None:
             transport.close()
             return
-        link = StreamLink(self, number)
-        transport.set_protocol(link)
-        link.attach(transport)
-        self._links[number] = link
+        self._adopt_link(transport, number)
         core.receive(number, first, self.loop.time())
         self._pump()
 
@@ -210,37 +201,6 @@ class OverlayService(CoreClock[OverlayNode]):
         self._links[link.number] = link
         self.core.connected(link.number, self.loop.time())
         self._pump()
-
-    def received(self, number: int, data: bytes) -> None:
-        if self.core is not None:
-            self.core.receive(number, data, self.loop.time())
-            self._pump()
-
-    def paused(self, number: int, paused: bool) -> None:
-        if self.core is not None:
-            self.core.set_paused(number, paused, self.loop.time())
-            self._pump()
-
-    def lost(self, link: StreamLink) -> None:
-        if self._links.get(link.number) is link:
-            del self._links[link.number]
-            if self.core is not None:
-                self.core.closed(link.number, self.loop.time())
-                self._pump()
-
-    async def _dial(self, number: int, address: Address) -> None:
-        try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: StreamLink(self, number), *address),
-                DIAL_TIMEOUT,
-            )
-        except (TimeoutError, OSError, ValueError) as exc:
-            log.info("cannot link to %s:%s: %s", inert(address[0]), address[1], exc)
-            if self.core is not None:
-                self.core.dial_failed(number, self.loop.time())
-                self._pump()
-        finally:
-            self._dials.pop(number, None)
 
     # The core's loop.
 
@@ -265,22 +225,12 @@ class OverlayService(CoreClock[OverlayNode]):
 
     def _carry_out(self, core: OverlayNode, output: object) -> None:
         if isinstance(output, Send):
-            link = self._links.get(output.link)
-            if link is not None and not link.write(output.data):
-                log.info("dropped overlay link %d: it left too much unread", output.link)
-                del self._links[output.link]
-                core.closed(output.link, self.loop.time())
+            self._write(core, output)
         elif isinstance(output, Dial):
-            task = self.loop.create_task(self._dial(output.link, output.address))
-            self._dials[output.link] = task
+            number = output.link
+            self._dial(number, output.address, lambda: core.dial_failed(number, self.now()))
         elif isinstance(output, Close):
-            log.info("closed overlay link %d: %s", output.link, inert(output.reason))
-            dial = self._dials.pop(output.link, None)
-            if dial is not None:
-                dial.cancel()
-            link = self._links.pop(output.link, None)
-            if link is not None:
-                link.close()
+            self._close(output)
         elif isinstance(output, Found):
             self._found(output)
         elif isinstance(output, SearchEnded):

@@ -15,17 +15,16 @@ them).
 
 from __future__ import annotations
 
+from ..contract import Close, Send
 from ..words import words
 from .links import (
     MAINTAIN_EVERY,
-    Close,
     Counters,
     Dial,
     Found,
     Link,
     Output,
     SearchEnded,
-    Send,
 )
 from .messages import Message, Query
 from .queries import MAX_SEARCH_RESULTS, QueryRouting

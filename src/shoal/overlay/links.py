@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..addresses import Address, pack_ip, source_key
+from ..contract import Close, Send
 from ..ratelimit import RateLimiter
 from .hosts import HostCache
 from .messages import (
@@ -72,27 +73,11 @@ MAX_PONGS_DUE = 4
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
-    """Bytes to write to a link."""
-
-    link: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class Dial:
     """Open a TCP connection to address for link, then call `connected` or `dial_failed`."""
 
     link: int
     address: Address
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Close link (everything sent before it is flushed first)."""
-
-    link: int
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
