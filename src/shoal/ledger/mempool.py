@@ -24,7 +24,7 @@ Policy, as Bitcoin Core's where it has one:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .chain import Chain, ChainUpdate
@@ -205,24 +205,21 @@ class Mempool:
 
     def _ancestors(self, entry: Entry) -> set[bytes]:
         """The txids of entry's unconfirmed ancestors (not itself)."""
-        found: set[bytes] = set()
-        stack = list(entry.parents)
-        while stack:
-            txid = stack.pop()
-            if txid not in found:
-                found.add(txid)
-                stack.extend(self._entries[txid].parents)
-        return found
+        return self._reach(entry.parents, lambda other: other.parents)
 
     def _descendants(self, entry: Entry) -> set[bytes]:
         """The txids of entry's descendants in the mempool (not itself)."""
+        return self._reach(entry.children, lambda other: other.children)
+
+    def _reach(self, start: set[bytes], links: Callable[[Entry], set[bytes]]) -> set[bytes]:
+        """The txids reached from start by following links, each once."""
         found: set[bytes] = set()
-        stack = list(entry.children)
+        stack = list(start)
         while stack:
             txid = stack.pop()
             if txid not in found:
                 found.add(txid)
-                stack.extend(self._entries[txid].children)
+                stack.extend(links(self._entries[txid]))
         return found
 
     def _check_chain_limits(self, entry: Entry) -> None:
