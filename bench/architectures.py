@@ -17,13 +17,14 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from revision import commit
 
 from shoal.sim.compare import QUERY_PHASE, run_compare
 from shoal.sim.compare_report import ARCHITECTURES
@@ -566,17 +567,6 @@ def wall_time(results: Iterable[Run], jobs: int) -> str:
         f"{min(walls):.0f} to {max(walls):.0f} s over the sweep's {len(walls)} runs"
         f" ({jobs} run{'s' if jobs > 1 else ''} at a time)"
     )
-
-
-def commit() -> str:
-    """The commit the sweep ran on, and whether src/ had changes not committed."""
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return f"{head or 'unknown'}{' with changes under src/ not committed' if dirty else ''}"
 
 
 def main() -> int:

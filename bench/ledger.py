@@ -37,7 +37,6 @@ import itertools
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from revision import commit
 
 from shoal.ledger.chain import Chain
 from shoal.ledger.coins import Coin
@@ -399,17 +399,6 @@ async def sync_from_peer(
     finally:
         await source.stop()
     return height, seconds
-
-
-def commit() -> str:
-    """The commit the bench ran on, and whether src/ had changes not committed."""
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return f"{head or 'unknown'}{' with changes under src/ not committed' if dirty else ''}"
 
 
 def main() -> int:
