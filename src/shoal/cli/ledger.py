@@ -3,6 +3,7 @@ the commands that talk to it over its RPC, as bitcoin-cli talks to bitcoind."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -46,16 +47,24 @@ def chain_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """What every wallet and chain command takes to find its node, and --json."""
-    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(
-        command
+    """What every wallet and chain command takes to find its node, and --json: the command
+    gets them as one `client` argument."""
+
+    @functools.wraps(command)
+    def with_client(
+        chain: str, state: Path | None, rpc_port: int | None, as_json: bool, **given: Any
+    ) -> Any:
+        return command(client=Client(chain, state, rpc_port, as_json), **given)
+
+    wrapped = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(
+        with_client
     )
-    command = click.option(
+    wrapped = click.option(
         "--rpc-port",
         type=click.IntRange(1, 65535),
         help="The node's RPC port (default: the one it published in its state folder).",
-    )(command)
-    return chain_option(state_option(command))
+    )(wrapped)
+    return chain_option(state_option(wrapped))
 
 
 def format_coins(units: int) -> str:
@@ -74,6 +83,11 @@ def parse_coins(text: str) -> int:
     if units != units.to_integral_value() or not 0 < units <= MAX_MONEY:
         raise click.BadParameter("an amount is more than 0, at most 21 million, 8 decimals")
     return int(units)
+
+
+def fields(result: dict[str, Any]) -> str:
+    """An RPC result as lines of `key: value`."""
+    return "\n".join(f"{key}: {value}" for key, value in result.items())
 
 
 class Client:
@@ -187,27 +201,24 @@ def wallet() -> None:
 
 @wallet.command("new")
 @client_options
-def wallet_new(chain: str, state: Path | None, rpc_port: int | None, as_json: bool) -> None:
+def wallet_new(client: Client) -> None:
     """Make a new receiving address."""
-    client = Client(chain, state, rpc_port, as_json)
     address = client.call("wallet.new")
     client.show({"address": address}, address)
 
 
 @wallet.command("address")
 @client_options
-def wallet_address(chain: str, state: Path | None, rpc_port: int | None, as_json: bool) -> None:
+def wallet_address(client: Client) -> None:
     """Print the wallet's addresses, newest last (one made if there is none)."""
-    client = Client(chain, state, rpc_port, as_json)
     addresses = client.call("wallet.addresses") or [client.call("wallet.new")]
     client.show({"addresses": addresses}, "\n".join(addresses))
 
 
 @wallet.command("balance")
 @client_options
-def wallet_balance(chain: str, state: Path | None, rpc_port: int | None, as_json: bool) -> None:
+def wallet_balance(client: Client) -> None:
     """Print what the wallet may spend, and its coinbases not yet mature."""
-    client = Client(chain, state, rpc_port, as_json)
     balance = client.call("wallet.balance")
     client.show(
         balance,
@@ -229,17 +240,8 @@ def wallet_balance(chain: str, state: Path | None, rpc_port: int | None, as_json
     help="Base units a byte.",
 )
 @client_options
-def wallet_send(
-    address: str,
-    amount: str,
-    fee_rate: int,
-    chain: str,
-    state: Path | None,
-    rpc_port: int | None,
-    as_json: bool,
-) -> None:
+def wallet_send(address: str, amount: str, fee_rate: int, client: Client) -> None:
     """Pay AMOUNT coins to ADDRESS; print the transaction's id."""
-    client = Client(chain, state, rpc_port, as_json)
     sent = client.call(
         "wallet.send", address=address, amount=parse_coins(amount), fee_rate=fee_rate
     )
@@ -248,9 +250,8 @@ def wallet_send(
 
 @wallet.command("history")
 @client_options
-def wallet_history(chain: str, state: Path | None, rpc_port: int | None, as_json: bool) -> None:
+def wallet_history(client: Client) -> None:
     """Print the wallet's transactions, newest first."""
-    client = Client(chain, state, rpc_port, as_json)
     entries = client.call("wallet.history")
 
     def lines() -> str:
@@ -273,60 +274,44 @@ def chain_group() -> None:
 
 @chain_group.command("info")
 @client_options
-def chain_info(chain: str, state: Path | None, rpc_port: int | None, as_json: bool) -> None:
+def chain_info(client: Client) -> None:
     """Print height, tip, work, difficulty and the mempool's size."""
-    client = Client(chain, state, rpc_port, as_json)
     info = client.call("info")
-    client.show(info, lambda: "\n".join(f"{key}: {value}" for key, value in info.items()))
+    client.show(info, lambda: fields(info))
 
 
 @chain_group.command("block")
 @click.argument("block")
 @client_options
-def chain_block(
-    block: str, chain: str, state: Path | None, rpc_port: int | None, as_json: bool
-) -> None:
+def chain_block(block: str, client: Client) -> None:
     """Print a block, by hash or height."""
-    client = Client(chain, state, rpc_port, as_json)
     found = client.call("block", id=block)
-    client.show(found, lambda: "\n".join(f"{key}: {value}" for key, value in found.items()))
+    client.show(found, lambda: fields(found))
 
 
 @chain_group.command("tx")
 @click.argument("txid")
 @client_options
-def chain_tx(
-    txid: str, chain: str, state: Path | None, rpc_port: int | None, as_json: bool
-) -> None:
+def chain_tx(txid: str, client: Client) -> None:
     """Print a transaction of the mempool or the chain."""
-    client = Client(chain, state, rpc_port, as_json)
     found = client.call("tx", txid=txid)
-    client.show(found, lambda: "\n".join(f"{key}: {value}" for key, value in found.items()))
+    client.show(found, lambda: fields(found))
 
 
 @chain_group.command("generate")
 @click.argument("count", type=click.IntRange(1, 1000))
 @click.option("--to", "address", metavar="ADDRESS", help="Pay here (default: the wallet).")
 @client_options
-def chain_generate(
-    count: int,
-    address: str | None,
-    chain: str,
-    state: Path | None,
-    rpc_port: int | None,
-    as_json: bool,
-) -> None:
+def chain_generate(count: int, address: str | None, client: Client) -> None:
     """Mine COUNT blocks at once (local chain only); print their hashes."""
-    client = Client(chain, state, rpc_port, as_json)
     hashes = client.call("generate", count=count, **({"address": address} if address else {}))
     client.show({"blocks": hashes}, "\n".join(hashes))
 
 
 @chain_group.command("peers")
 @client_options
-def chain_peers(chain: str, state: Path | None, rpc_port: int | None, as_json: bool) -> None:
+def chain_peers(client: Client) -> None:
     """Print the node's ledger peers and the addresses it banned."""
-    client = Client(chain, state, rpc_port, as_json)
     peers = client.call("peers")
     banned = client.call("banned")
     client.show(

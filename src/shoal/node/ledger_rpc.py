@@ -314,14 +314,12 @@ class LedgerMethods:
             self.service.submit_transaction(tx)
         except Invalid as exc:
             raise ShoalError(f"the node refused the payment: {exc.detail}") from None
-        fee = sum(coin.output.amount for coin in self._spent_by(tx)) - sum(
-            output.amount for output in tx.outputs
-        )
-        return {"txid": hash_hex(tx.txid), "fee": fee, "size": tx.size}
-
-    def _spent_by(self, tx: Transaction) -> list[Coin]:
-        coins = [self.chain.coin(outpoint) for outpoint in tx.inputs]
-        return [coin for coin in coins if coin is not None]
+        # The mempool worked the fee out as it took the payment: no need to look coins up again.
+        return {
+            "txid": hash_hex(tx.txid),
+            "fee": self.service.mempool.fee(tx.txid),
+            "size": tx.size,
+        }
 
     async def wallet_history(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         entries = self.history.entries(MAX_HISTORY, unconfirmed=self.service.mempool.transactions())
